@@ -1,0 +1,1 @@
+"""The Envoy gateway: its config renderer, Lua normaliser and the descriptor set it loads."""

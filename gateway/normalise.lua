@@ -1,0 +1,169 @@
+-- REST normaliser: the first HTTP filter, so it sees every response last, local replies included.
+--
+-- Request side (REST only): FastAPI's extra boolean spellings (on/off) for boolean query
+-- parameters, which the transcoder does not accept; for write requests, remember the query
+-- string so a 422 can say whether a bad value came from the query or the body.
+-- Response side (REST only; native gRPC passes untouched):
+--   * bare arrays: a route with metadata unwrap=items serves {"items":[...]} as [...];
+--   * every error becomes JSON {"detail": ...} with the status the real API uses:
+--     gRPC errors keep their message, x-http-status / x-http-body trailers from services choose
+--     402/422, the transcoder's own replies become FastAPI-shaped 422s, 404s and 413s;
+--   * grpc-* headers never reach REST clients.
+-- The renderer prepends BOOL_QUERY_PARAMS and BODY_FIELDS (sets, from the descriptor).
+
+local REASONS = {
+  ["400"] = "Bad Request", ["401"] = "Unauthorized", ["403"] = "Forbidden", ["404"] = "Not Found",
+  ["405"] = "Method Not Allowed", ["408"] = "Request Timeout", ["413"] = "Request Entity Too Large",
+  ["429"] = "Too Many Requests", ["500"] = "Internal Server Error", ["501"] = "Not Implemented",
+  ["502"] = "Bad Gateway", ["503"] = "Service Unavailable", ["504"] = "Gateway Timeout",
+}
+
+local FASTAPI_TYPES = {
+  TYPE_INT32 = {"int_parsing", "Input should be a valid integer, unable to parse string as an integer"},
+  TYPE_INT64 = {"int_parsing", "Input should be a valid integer, unable to parse string as an integer"},
+  TYPE_UINT32 = {"int_parsing", "Input should be a valid integer, unable to parse string as an integer"},
+  TYPE_DOUBLE = {"float_parsing", "Input should be a valid number, unable to parse string as a number"},
+  TYPE_FLOAT = {"float_parsing", "Input should be a valid number, unable to parse string as a number"},
+  TYPE_BOOL = {"bool_parsing", "Input should be a valid boolean, unable to interpret input"},
+  TYPE_STRING = {"string_type", "Input should be a valid string"},
+}
+
+local META = "chutes.gateway"
+
+local function json_string(s)
+  s = s:gsub('[%c"\\]', function(c)
+    if c == '"' then return '\\"' elseif c == "\\" then return "\\\\"
+    elseif c == "\n" then return "\\n" elseif c == "\r" then return "\\r" elseif c == "\t" then return "\\t" end
+    return string.format("\\u%04x", c:byte())
+  end)
+  return '"' .. s .. '"'
+end
+
+local function is_grpc(content_type)
+  return content_type ~= nil and content_type:sub(1, 16) == "application/grpc"
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  if is_grpc(headers:get("content-type")) then
+    return
+  end
+  local path = headers:get(":path")
+  local q = path:find("?", 1, true)
+  local query = ""
+  if q ~= nil then
+    query = path:sub(q + 1)
+    local rewritten = query:gsub("([^&=]+)=([^&]*)", function(name, value)
+      if BOOL_QUERY_PARAMS[name] then
+        local v = value:lower()
+        if v == "on" then return name .. "=true" elseif v == "off" then return name .. "=false" end
+      end
+      return nil
+    end)
+    if rewritten ~= query then
+      query = rewritten
+      headers:replace(":path", path:sub(1, q) .. rewritten)
+    end
+  end
+  local method = headers:get(":method")
+  if method == "POST" or method == "PUT" or method == "PATCH" then
+    handle:streamInfo():dynamicMetadata():set(META, "query", "&" .. query .. "&")
+  end
+end
+
+-- `field.path: invalid value X for type TYPE_Y` (the transcoder's words) as one FastAPI error.
+local function fastapi_error(message, query)
+  local field, value, kind = message:match("^([%w_%.]*): invalid value (.-) for type (TYPE_%w+)")
+  if field == nil then
+    -- Not a typed value: the body is not valid JSON (or not the JSON shape expected).
+    return '{"detail":[{"type":"json_invalid","loc":["body",0],"msg":"JSON decode error","input":{},'
+      .. '"ctx":{"error":' .. json_string(message:gsub("%s+$", "")) .. '}}]}'
+  end
+  local parts = {}
+  for part in field:gmatch("[^%.]+") do parts[#parts + 1] = part end
+  local loc
+  if query ~= nil and not query:find("&" .. parts[1] .. "=", 1, true) then
+    if BODY_FIELDS[parts[1]] then table.remove(parts, 1) end
+    loc = {'"body"'}
+  else
+    loc = {'"query"'}
+  end
+  for _, part in ipairs(parts) do loc[#loc + 1] = json_string(part) end
+  local fastapi = FASTAPI_TYPES[kind] or {"value_error", "Input should be a valid " .. kind:sub(6):lower()}
+  local input = value:gsub('^"(.*)"$', "%1")
+  return '{"detail":[{"type":"' .. fastapi[1] .. '","loc":[' .. table.concat(loc, ",") .. '],"msg":'
+    .. json_string(fastapi[2]) .. ',"input":' .. json_string(input) .. '}]}'
+end
+
+-- The `message` of a transcoded gRPC error ({"code":N,"message":"...","details":[...]}), still
+-- JSON-escaped, so it can be copied into {"detail":"..."} as is.
+local function grpc_message(text)
+  local start = text:find('"message":"', 1, true)
+  if start == nil then return nil end
+  local i = start + 11
+  local n = #text
+  while i <= n do
+    local c = text:sub(i, i)
+    if c == "\\" then i = i + 2
+    elseif c == '"' then return text:sub(start + 11, i - 1)
+    else i = i + 1 end
+  end
+  return nil
+end
+
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  local content_type = headers:get("content-type")
+  if is_grpc(content_type) then
+    return
+  end
+  headers:remove("grpc-status")
+  headers:remove("grpc-message")
+  headers:remove("grpc-accept-encoding")
+  local status = headers:get(":status")
+  local forced_status = headers:get("x-http-status")
+  local forced_body = headers:get("x-http-body")
+  local unwrap = nil
+  if status == "200" then
+    unwrap = handle:metadata():get("unwrap")
+    if unwrap == nil then return end
+  elseif status:sub(1, 1) == "2" or status:sub(1, 1) == "3" then
+    return
+  end
+
+  -- Only unwrapped arrays and errors get here; everything else streams through unbuffered.
+  local body = handle:body(true)
+  local text = body:getBytes(0, body:length())
+  local out
+  if unwrap ~= nil then
+    local prefix = '{"' .. unwrap .. '":'
+    if text:sub(1, #prefix) == prefix then out = text:sub(#prefix + 1, -2) else out = "[]" end
+  elseif forced_body ~= nil then
+    out = forced_body
+  elseif content_type ~= nil and content_type:sub(1, 16) == "application/json" then
+    local message = grpc_message(text)
+    if message ~= nil then
+      out = '{"detail":"' .. message .. '"}'
+    elseif text:sub(1, 10) == '{"detail":' then
+      out = text
+    else
+      out = '{"detail":' .. json_string(REASONS[status] or "Error") .. '}'
+    end
+  elseif status == "400" then
+    -- The transcoder rejected the request before any service saw it: a FastAPI validation error.
+    forced_status = "422"
+    local request = handle:streamInfo():dynamicMetadata():get(META)
+    out = fastapi_error(text, request and request["query"] or nil)
+  elseif status == "404" or status == "413" or status == "503" or text == "" then
+    out = '{"detail":' .. json_string(REASONS[status] or "Error") .. '}'
+  else
+    out = '{"detail":' .. json_string(text) .. '}'
+  end
+  body:setBytes(out)
+  headers = handle:headers()
+  if forced_status ~= nil then headers:replace(":status", forced_status) end
+  headers:remove("x-http-status")
+  headers:remove("x-http-body")
+  headers:replace("content-type", "application/json")
+  headers:replace("content-length", tostring(#out))
+end

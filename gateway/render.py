@@ -1,0 +1,255 @@
+"""Render the Envoy configuration of the gateway from the descriptor set and service addresses.
+
+Everything route-specific is derived from the contract, so adding an RPC to a proto and running
+codegen is all the gateway needs:
+- one cluster per service, found by its package `chutes.<name>.v1`;
+- native gRPC is routed by service prefix, REST by the transcoder from the `google.api.http` rules;
+- an RPC whose response message is exactly `repeated X items = 1` is served to REST clients as a
+  bare JSON array (route metadata read by the Lua normaliser);
+- streaming RPCs (SSE, uploads, downloads) get no route timeout;
+- boolean query parameters and body field names are handed to Lua for FastAPI-shaped parsing
+  and errors.
+
+Filter order (see notes/gateway-facts.md section 0): Lua normaliser, header_mutation (strips
+client-sent identity headers), grpc_json_transcoder, router. Identity checks (ext_authz) are
+inserted between header_mutation and the transcoder.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+from services.kit.caller import CALLER_HEADERS
+
+GATEWAY_DIR = Path(__file__).resolve().parent
+DESCRIPTOR_PATH = GATEWAY_DIR / "chutes.binpb"
+LUA_PATH = GATEWAY_DIR / "normalise.lua"
+
+#: Largest JSON request body buffered for transcoding (deploy bodies carry code and readme).
+#: Streamed bodies (job file uploads) are not limited by it.
+MAX_JSON_BODY_BYTES = 8 * 1024 * 1024
+#: Upstream timeout of unary calls; streaming calls have none.
+UNARY_TIMEOUT = "60s"
+#: Path of the benchmark-only direct response (Envoy's own ceiling).
+BENCH_DIRECT_PATH = "/__bench/direct"
+
+_LUA = "envoy.filters.http.lua"
+_TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+
+
+@dataclass(frozen=True)
+class Rpc:
+    service: str  # short service name: "registry"
+    grpc_path: str  # "/chutes.registry.v1.RegistryService/GetChute"
+    http_method: str  # "GET" ("" when the RPC has no REST binding)
+    http_path: str  # "/chutes/{chute_id_or_name=**}"
+    streaming: bool
+    bare_array: bool
+
+
+@dataclass
+class Contract:
+    """What the gateway needs to know about the protos."""
+
+    grpc_services: dict[str, str] = field(default_factory=dict)  # full name -> short name
+    rpcs: list[Rpc] = field(default_factory=list)
+    bool_query_params: set[str] = field(default_factory=set)
+    body_fields: set[str] = field(default_factory=set)
+
+
+def load_descriptor(path: Path = DESCRIPTOR_PATH) -> descriptor_pb2.FileDescriptorSet:
+    return descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+
+
+def read_contract(descriptors: descriptor_pb2.FileDescriptorSet) -> Contract:
+    messages: dict[str, descriptor_pb2.DescriptorProto] = {}
+    for file in descriptors.file:
+        for message in file.message_type:
+            messages[f".{file.package}.{message.name}"] = message
+
+    contract = Contract()
+    for file in descriptors.file:
+        package = file.package.split(".")
+        if len(package) != 3 or package[0] != "chutes":
+            continue
+        short = package[1]
+        for service in file.service:
+            full = f"{file.package}.{service.name}"
+            contract.grpc_services[full] = short
+            for method in service.method:
+                rule = method.options.Extensions[annotations_pb2.http]
+                verb = rule.WhichOneof("pattern")
+                http_method, http_path = ("", "") if verb in (None, "custom") else (verb.upper(), getattr(rule, verb))
+                output = messages.get(method.output_type)
+                bare = (
+                    output is not None
+                    and len(output.field) == 1
+                    and output.field[0].name == "items"
+                    and output.field[0].label == descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+                )
+                contract.rpcs.append(
+                    Rpc(
+                        service=short,
+                        grpc_path=f"/{full}/{method.name}",
+                        http_method=http_method,
+                        http_path=http_path,
+                        streaming=method.client_streaming or method.server_streaming,
+                        bare_array=bare,
+                    )
+                )
+                if http_method and rule.body != "*":
+                    if rule.body:
+                        contract.body_fields.add(rule.body)
+                    request = messages[method.input_type]
+                    contract.bool_query_params.update(
+                        f.name for f in request.field if f.type == descriptor_pb2.FieldDescriptorProto.TYPE_BOOL
+                    )
+    return contract
+
+
+def _cluster(name: str, address: str) -> dict[str, Any]:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        discovery = "STATIC"
+    except ValueError:
+        discovery = "STRICT_DNS"  # a service name, e.g. in Kubernetes
+    return {
+        "name": name,
+        "type": discovery,
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}
+            ],
+        },
+    }
+
+
+def _routes(contract: Contract, bench: bool) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = []
+    if bench:
+        disabled = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+        routes.append(
+            {
+                "match": {"path": BENCH_DIRECT_PATH},
+                "direct_response": {"status": 200, "body": {"inline_string": '{"ok":true}'}},
+                "typed_per_filter_config": {_LUA: disabled, _TRANSCODER: disabled},
+            }
+        )
+    # Exact routes first: they carry what differs from the service's prefix route.
+    for rpc in contract.rpcs:
+        if not (rpc.bare_array or rpc.streaming):
+            continue
+        route: dict[str, Any] = {
+            "match": {"path": rpc.grpc_path},
+            "route": {"cluster": rpc.service, "timeout": "0s" if rpc.streaming else UNARY_TIMEOUT},
+        }
+        if rpc.bare_array:
+            # Read by Lua on the response, where the route is the one re-matched on the gRPC path.
+            route["metadata"] = {"filter_metadata": {_LUA: {"unwrap": "items"}}}
+        routes.append(route)
+    for full, short in sorted(contract.grpc_services.items()):
+        routes.append({"match": {"prefix": f"/{full}/"}, "route": {"cluster": short, "timeout": UNARY_TIMEOUT}})
+    return routes
+
+
+def _lua_source(contract: Contract) -> str:
+    def lua_set(names: set[str]) -> str:
+        return "{" + ", ".join(f"[{json.dumps(n)}] = true" for n in sorted(names)) + "}"
+
+    prelude = (
+        "-- Rendered from the descriptor by gateway/render.py.\n"
+        f"BOOL_QUERY_PARAMS = {lua_set(contract.bool_query_params)}\n"
+        f"BODY_FIELDS = {lua_set(contract.body_fields)}\n"
+    )
+    return prelude + LUA_PATH.read_text()
+
+
+def render(
+    addresses: Mapping[str, str],
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    admin_port: int = 0,
+    descriptor_path: Path = DESCRIPTOR_PATH,
+    bench: bool = False,
+) -> dict[str, Any]:
+    """The Envoy bootstrap, as a dict ready for JSON. `addresses` maps service name to host:port."""
+    contract = read_contract(load_descriptor(descriptor_path))
+    missing = set(contract.grpc_services.values()) - set(addresses)
+    if missing:
+        raise ValueError(f"no address for services: {sorted(missing)}")
+    http_filters = [
+        {"name": _LUA, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": _lua_source(contract)},
+        }},
+        {"name": "envoy.filters.http.header_mutation", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            # Only the gateway may tell a service who is calling: client copies never get through.
+            "mutations": {"request_mutations": [{"remove": name} for name in CALLER_HEADERS]},
+        }},
+        {"name": _TRANSCODER, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+            "proto_descriptor": str(descriptor_path),
+            "services": sorted(contract.grpc_services),
+            "print_options": {"always_print_primitive_fields": True, "preserve_proto_field_names": True},
+            "convert_grpc_status": True,
+            # FastAPI ignores query parameters it does not know; so do we (never a 503).
+            "ignore_unknown_query_parameters": True,
+            # An unknown REST path is a 404 here, not a request forwarded to some service.
+            "request_validation_options": {"reject_unknown_method": True},
+            "max_request_body_size": MAX_JSON_BODY_BYTES,
+        }},
+        {"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+        }},
+    ]
+    connection_manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "gateway",
+        "codec_type": "AUTO",  # HTTP/1.1 for REST clients, HTTP/2 (h2c) for gRPC, one port
+        "route_config": {
+            "name": "chutes",
+            "virtual_hosts": [{"name": "chutes", "domains": ["*"], "routes": _routes(contract, bench)}],
+        },
+        "http_filters": http_filters,
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "gateway",
+                "address": {"socket_address": {"address": host, "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": connection_manager,
+                }]}],
+            }],
+            "clusters": [_cluster(name, addresses[name]) for name in sorted(set(contract.grpc_services.values()))],
+        },
+    }
+
+
+def write_config(path: Path, addresses: Mapping[str, str], **options: Any) -> Path:
+    """Render and write the config as JSON (Envoy reads JSON as YAML)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(render(addresses, **options), indent=1))
+    return path

@@ -1,0 +1,1 @@
+"""The suite's gRPC services, one package each, and the kit they share."""

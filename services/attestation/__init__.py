@@ -1,0 +1,1 @@
+"""The attestation service: TEE evidence of a chute's instances."""

@@ -1,0 +1,1 @@
+"""The jobs service: jobs of job-only chutes: creation, job tokens, output files."""

@@ -1,0 +1,5 @@
+"""Alembic environment of the jobs service: its own schema, its own version table."""
+
+from services.kit.migrations import run_env
+
+run_env()

@@ -1,0 +1,1 @@
+"""What every service shares: settings, database, server bootstrap, errors, logging, channels."""

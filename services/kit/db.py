@@ -1,0 +1,44 @@
+"""Async database access: one PostgreSQL schema per service, SQLAlchemy on asyncpg.
+
+Hot paths use SQLAlchemy Core (or the raw asyncpg connection) on `Database.engine`; writes and
+admin paths may use the ORM through `Database.session()`. Each service sets its own schema as the
+connection's `search_path`, so it only ever sees its own tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+def asyncpg_url(url: str) -> str:
+    """`postgresql://...` (as users write it) in the form SQLAlchemy's asyncpg dialect wants."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError(f"not a PostgreSQL URL: {url!r}")
+
+
+class Database:
+    """The connection pool of one service, bound to that service's schema."""
+
+    def __init__(self, url: str, schema: str, *, pool_size: int = 10) -> None:
+        self.schema = schema
+        self.engine: AsyncEngine = create_async_engine(
+            asyncpg_url(url),
+            pool_size=pool_size,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"search_path": schema, "application_name": f"chutes-{schema}"}},
+        )
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """An ORM session in a transaction, committed on success and rolled back on error."""
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    async def close(self) -> None:
+        await self.engine.dispose()

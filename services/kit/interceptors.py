@@ -1,0 +1,123 @@
+"""The one server interceptor every service runs.
+
+For each call it binds the request id for logging, and turns whatever the handler raises into a
+gRPC status: domain errors keep their code and message and gain `google.rpc` details
+(`ErrorInfo`, and `BadRequest` field violations for validation errors); the generated base
+servicer's `NotImplementedError` becomes UNIMPLEMENTED naming the method; anything else is logged
+with its traceback and answered INTERNAL without one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.kit.errors import ERROR_DOMAIN, DomainError, Unimplemented, ValidationFailed
+from services.kit.logs import request_id
+
+log = logging.getLogger(__name__)
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
+
+
+def _status_of(error: DomainError, method: str) -> status_pb2.Status:
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata={"method": method}))
+    details = [info]
+    if isinstance(error, ValidationFailed):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=".".join(map(str, v.loc)), description=v.msg)
+                for v in error.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad_request)
+        details.append(packed)
+    return status_pb2.Status(code=error.code.value[0], message=error.detail, details=details)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception) -> None:
+    if isinstance(exc, NotImplementedError):
+        exc = Unimplemented(f"{method} is not implemented yet")
+    if not isinstance(exc, DomainError):
+        log.exception("unhandled error in %s", method)
+        exc = DomainError("Internal server error")
+        exc.code = grpc.StatusCode.INTERNAL
+    status = rpc_status.to_status(_status_of(exc, method))
+    await context.abort(
+        status.code, status.details, trailing_metadata=(*status.trailing_metadata, *exc.trailing_metadata())
+    )
+
+
+def _bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    # grpc.aio serves each call in its own task, so the binding ends with the call.
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            request_id.set(str(value))
+            return
+    request_id.set(uuid.uuid4().hex)
+
+
+def _wrap_unary_response(method: str, behavior: Behavior) -> Behavior:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        _bind_request_id(context)
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, method, exc)
+
+    return handle
+
+
+def _wrap_stream_response(method: str, behavior: Behavior) -> Behavior:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        _bind_request_id(context)
+        try:
+            result = behavior(request, context)
+            if inspect.isasyncgen(result):
+                async for message in result:
+                    yield message
+            else:  # a coroutine that writes with context.write()
+                await result
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, method, exc)
+
+    return handle
+
+
+class RequestInterceptor(grpc.aio.ServerInterceptor):
+    """Binds the request id and maps exceptions to statuses, for all four call shapes."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(method, handler.unary_unary), **codec)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary_response(method, handler.stream_unary), **codec)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream_response(method, handler.unary_stream), **codec)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream_response(method, handler.stream_stream), **codec)

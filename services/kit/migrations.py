@@ -1,0 +1,59 @@
+"""Alembic migrations, one history per service, each in its own PostgreSQL schema.
+
+A service keeps its revisions in `services/<name>/migrations/versions/`; its `env.py` is the two
+lines that call `run_env()`. `upgrade()` creates the schema if needed and applies every revision,
+recording progress in `<schema>.alembic_version`, so services never share migration state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from services.kit.db import asyncpg_url
+
+SERVICES_DIR = Path(__file__).resolve().parent.parent
+
+
+def alembic_config(service: str, database_url: str) -> Config:
+    """The Alembic configuration of one service (no alembic.ini: everything is derived)."""
+    config = Config()
+    config.set_main_option("script_location", str(SERVICES_DIR / service / "migrations"))
+    config.attributes["database_url"] = database_url
+    config.attributes["schema"] = service
+    return config
+
+
+def upgrade(service: str, database_url: str, revision: str = "head") -> None:
+    """Bring one service's schema up to `revision`."""
+    command.upgrade(alembic_config(service, database_url), revision)
+
+
+def _migrate(connection: Connection, schema: str) -> None:
+    connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    connection.execute(text(f'SET search_path TO "{schema}"'))
+    context.configure(connection=connection, version_table_schema=schema, include_schemas=False)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_online(database_url: str, schema: str) -> None:
+    engine = create_async_engine(asyncpg_url(database_url), poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_migrate, schema)
+    finally:
+        await engine.dispose()
+
+
+def run_env() -> None:
+    """The body of every service's `migrations/env.py`."""
+    attributes = context.config.attributes
+    asyncio.run(_run_online(attributes["database_url"], attributes["schema"]))

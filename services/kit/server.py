@@ -1,0 +1,113 @@
+"""The grpc.aio server every service runs: one servicer, health, reflection, graceful stop.
+
+A service describes itself with a `ServiceSpec`; `run(spec)` is its whole `__main__`. On SIGTERM
+(or SIGINT) health turns NOT_SERVING first, so load balancers stop sending new calls, then the
+server stops accepting calls and gives in-flight ones `shutdown_grace_seconds` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.kit.channels import close_channels
+from services.kit.db import Database
+from services.kit.interceptors import RequestInterceptor
+from services.kit.logs import configure_logging
+from services.kit.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """What a servicer is built from."""
+
+    settings: Settings
+    #: The service's own schema; None when the suite runs without a database (contract tests).
+    db: Database | None
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to serve one service: its name, its gRPC service and how to build its servicer."""
+
+    #: Short name: `registry`; also its database schema and its settings prefix.
+    name: str
+    #: Fully qualified gRPC service name, e.g. `chutes.registry.v1.RegistryService`.
+    grpc_service: str
+    #: The generated `add_<X>Servicer_to_server` function.
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    make_servicer: Callable[[ServiceContext], object]
+
+
+@dataclass
+class RunningService:
+    server: grpc.aio.Server
+    health: HealthServicer
+    port: int
+    context: ServiceContext
+
+    async def stop(self, grace: float) -> None:
+        """Health NOT_SERVING, then stop accepting calls and let in-flight ones finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        if self.context.db is not None:
+            await self.context.db.close()
+        await close_channels()
+
+
+async def start_service(spec: ServiceSpec, settings: Settings, listen: str) -> RunningService:
+    """Start serving `spec` on `listen` (`host:port`, port 0 picks one) and return at once."""
+    db = Database(settings.database_url, spec.name) if settings.database_url else None
+    context = ServiceContext(settings=settings, db=db)
+    server = grpc.aio.server(
+        interceptors=[RequestInterceptor()],
+        # so_reuseport=0: a second process on the same port fails instead of silently sharing it.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    spec.add_to_server(spec.make_servicer(context), server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (spec.grpc_service, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"{spec.name}: cannot listen on {listen}")
+    await server.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health.set(spec.grpc_service, health_pb2.HealthCheckResponse.SERVING)
+    return RunningService(server=server, health=health, port=port, context=context)
+
+
+async def serve(spec: ServiceSpec, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    listen = settings.listen_address_of(spec.name)
+    running = await start_service(spec, settings, listen)
+    log.info("%s serving %s on %s", spec.name, spec.grpc_service, listen)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("%s stopping: finishing in-flight calls (up to %ss)", spec.name, settings.shutdown_grace_seconds)
+    await running.stop(settings.shutdown_grace_seconds)
+    log.info("%s stopped", spec.name)
+
+
+def run(spec: ServiceSpec) -> None:
+    """The `__main__` of a service process."""
+    settings = get_settings()
+    configure_logging(spec.name, settings.log_level)
+    asyncio.run(serve(spec, settings))

@@ -1,0 +1,59 @@
+"""Configuration shared by every process of the suite: `CHUTES_*` environment variables.
+
+The same names are used by `chutes-suite up`, the tests, containers and the Helm chart.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The five services, in the order `chutes-suite up` starts them.
+SERVICE_NAMES = ("identity", "registry", "jobs", "attestation", "metrics")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHUTES_", extra="ignore")
+
+    #: PostgreSQL URL (`postgresql://user@host:port/db`). Unset: `up` starts an embedded server.
+    database_url: str | None = None
+    #: Where `up` keeps the embedded database and the rendered gateway config.
+    data_dir: Path = Path(".data")
+
+    #: Where each service listens and where the others (and Envoy) reach it.
+    identity_address: str = "127.0.0.1:50151"
+    registry_address: str = "127.0.0.1:50152"
+    jobs_address: str = "127.0.0.1:50153"
+    attestation_address: str = "127.0.0.1:50154"
+    metrics_address: str = "127.0.0.1:50155"
+    #: Host a service binds to; unset means the host of its own address (set 0.0.0.0 in containers).
+    bind_host: str | None = None
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    #: Envoy's admin interface (readiness, stats) stays on loopback; 0 picks a free port.
+    gateway_admin_port: int = 0
+
+    #: Seconds a stopping service waits for in-flight calls before cancelling them.
+    shutdown_grace_seconds: float = 10.0
+    log_level: str = "INFO"
+
+    def address_of(self, service: str) -> str:
+        """The `host:port` where `service` is reached."""
+        if service not in SERVICE_NAMES:
+            raise KeyError(f"unknown service {service!r}")
+        address: str = getattr(self, f"{service}_address")
+        return address
+
+    def listen_address_of(self, service: str) -> str:
+        """The `host:port` a service binds (its address, with `bind_host` if set)."""
+        host, _, port = self.address_of(service).rpartition(":")
+        return f"{self.bind_host or host}:{port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The metrics service: utilization, GPU count history and miner means."""

@@ -1,0 +1,1 @@
+"""The registry service: chutes, images, shares, bounties, rolling updates, hf_info and warmup."""

@@ -1,0 +1,1 @@
+"""Running the suite: the `chutes-suite` command, the process supervisor, code generation."""

@@ -1,0 +1,67 @@
+"""The `chutes-suite` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from services.kit.settings import SERVICE_NAMES, get_settings
+
+
+def _up(_: argparse.Namespace) -> int:
+    from suite.up import up
+
+    return up()
+
+
+def _codegen(_: argparse.Namespace) -> int:
+    from suite.codegen import main
+
+    main()
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from services.kit.migrations import upgrade
+
+    url = get_settings().database_url
+    if not url:
+        print("chutes-suite migrate: set CHUTES_DATABASE_URL", file=sys.stderr)
+        return 2
+    for name in args.services or SERVICE_NAMES:
+        upgrade(name, url)
+        print(f"{name}: migrated")
+    return 0
+
+
+def _gateway_config(args: argparse.Namespace) -> int:
+    from gateway.render import write_config
+
+    settings = get_settings()
+    path = write_config(
+        Path(args.out),
+        {name: settings.address_of(name) for name in SERVICE_NAMES},
+        port=settings.gateway_port,
+        host=settings.gateway_host,
+        admin_port=settings.gateway_admin_port,
+    )
+    print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="chutes-suite", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="run the whole suite locally until Ctrl-C").set_defaults(run=_up)
+    commands.add_parser("codegen", help="regenerate stubs and the descriptor set from protos/").set_defaults(
+        run=_codegen
+    )
+    migrate = commands.add_parser("migrate", help="apply database migrations (CHUTES_DATABASE_URL)")
+    migrate.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(SERVICE_NAMES)} (default: all)")
+    migrate.set_defaults(run=_migrate)
+    config = commands.add_parser("gateway-config", help="render the Envoy config for the configured addresses")
+    config.add_argument("--out", default="envoy.json")
+    config.set_defaults(run=_gateway_config)
+    args = parser.parse_args(argv)
+    sys.exit(args.run(args))

