@@ -105,6 +105,7 @@ class Supervisor:
             port=self.settings.gateway_port,
             host=self.settings.gateway_host,
             admin_port=self.settings.gateway_admin_port,
+            bench=self.settings.gateway_bench_route,
         )
         admin_file = self.data_dir / "envoy-admin-address"
         admin_file.unlink(missing_ok=True)

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     gateway_port: int = 8000
     #: Envoy's admin interface (readiness, stats) stays on loopback; 0 picks a free port.
     gateway_admin_port: int = 0
+    #: Add the benchmark-only direct-response route (`/__bench/direct`) that measures Envoy alone.
+    gateway_bench_route: bool = False
 
     #: Seconds a stopping service waits for in-flight calls before cancelling them.
     shutdown_grace_seconds: float = 10.0
