@@ -9,7 +9,9 @@
 --     gRPC errors keep their message, x-http-status / x-http-body trailers from services choose
 --     402/422, the transcoder's own replies become FastAPI-shaped 422s, 404s and 413s;
 --   * grpc-* headers never reach REST clients.
--- The renderer prepends BOOL_QUERY_PARAMS and BODY_FIELDS (sets, from the descriptor).
+-- The renderer prepends BOOL_QUERY_PARAMS and BODY_FIELDS (sets, from the descriptor),
+-- STREAMED_PATHS (Lua patterns of REST paths whose bodies stream to the service) and
+-- MAX_BODY_BYTES (the largest JSON body a REST client may send).
 
 local REASONS = {
   ["400"] = "Bad Request", ["401"] = "Unauthorized", ["403"] = "Forbidden", ["404"] = "Not Found",
@@ -43,12 +45,26 @@ local function is_grpc(content_type)
   return content_type ~= nil and content_type:sub(1, 16) == "application/grpc"
 end
 
+local function streamed(path)
+  local bare = path:match("^[^?]*")
+  for _, pattern in ipairs(STREAMED_PATHS) do
+    if bare:match(pattern) then return true end
+  end
+  return false
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   if is_grpc(headers:get("content-type")) then
     return
   end
   local path = headers:get(":path")
+  local length = tonumber(headers:get("content-length") or "0") or 0
+  if length > MAX_BODY_BYTES and not streamed(path) then
+    handle:respond({[":status"] = "413", ["content-type"] = "application/json"},
+      '{"detail":"Request Entity Too Large"}')
+    return
+  end
   local q = path:find("?", 1, true)
   local query = ""
   if q ~= nil then
@@ -149,6 +165,10 @@ function envoy_on_response(handle)
     else
       out = '{"detail":' .. json_string(REASONS[status] or "Error") .. '}'
     end
+  elseif status == "429" and text:find("Received message larger than max", 1, true) then
+    -- A chunked body (no content-length) larger than a service accepts.
+    forced_status = "413"
+    out = '{"detail":"Request Entity Too Large"}'
   elseif status == "400" then
     -- The transcoder rejected the request before any service saw it: a FastAPI validation error.
     forced_status = "422"

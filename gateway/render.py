@@ -28,14 +28,15 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from services.kit.caller import CALLER_HEADERS
+from services.kit.server import MAX_REQUEST_MESSAGE_BYTES
 
 GATEWAY_DIR = Path(__file__).resolve().parent
 DESCRIPTOR_PATH = GATEWAY_DIR / "chutes.binpb"
 LUA_PATH = GATEWAY_DIR / "normalise.lua"
 
-#: Largest JSON request body buffered for transcoding (deploy bodies carry code and readme).
-#: Streamed bodies (job file uploads) are not limited by it.
-MAX_JSON_BODY_BYTES = 8 * 1024 * 1024
+#: Largest JSON request body a REST client may send (deploy bodies carry code and readme); larger
+#: ones get 413. Streamed bodies (job file uploads) are not limited by it.
+MAX_JSON_BODY_BYTES = MAX_REQUEST_MESSAGE_BYTES // 2
 #: Upstream timeout of unary calls; streaming calls have none.
 UNARY_TIMEOUT = "60s"
 #: Path of the benchmark-only direct response (Envoy's own ceiling).
@@ -52,6 +53,7 @@ class Rpc:
     http_method: str  # "GET" ("" when the RPC has no REST binding)
     http_path: str  # "/chutes/{chute_id_or_name=**}"
     streaming: bool
+    client_streaming: bool
     bare_array: bool
 
 
@@ -63,6 +65,21 @@ class Contract:
     rpcs: list[Rpc] = field(default_factory=list)
     bool_query_params: set[str] = field(default_factory=set)
     body_fields: set[str] = field(default_factory=set)
+
+    def streamed_paths(self) -> list[str]:
+        """Lua patterns of the REST paths of client-streaming RPCs (their bodies are not limited)."""
+        return sorted({_lua_pattern(r.http_path) for r in self.rpcs if r.client_streaming and r.http_path})
+
+
+def _lua_pattern(template: str) -> str:
+    """`/jobs/{job_id}/upload` as the Lua pattern `^/jobs/[^/]+/upload/?$`."""
+    out = []
+    for segment in template.strip("/").split("/"):
+        if segment.startswith("{"):
+            out.append(".+" if segment.endswith("=**}") else "[^/]+")
+        else:
+            out.append("".join("%" + c if not c.isalnum() and c != "_" else c for c in segment))
+    return "^/" + "/".join(out) + "/?$"
 
 
 def load_descriptor(path: Path = DESCRIPTOR_PATH) -> descriptor_pb2.FileDescriptorSet:
@@ -102,6 +119,7 @@ def read_contract(descriptors: descriptor_pb2.FileDescriptorSet) -> Contract:
                         http_method=http_method,
                         http_path=http_path,
                         streaming=method.client_streaming or method.server_streaming,
+                        client_streaming=method.client_streaming,
                         bare_array=bare,
                     )
                 )
@@ -178,6 +196,8 @@ def _lua_source(contract: Contract) -> str:
         "-- Rendered from the descriptor by gateway/render.py.\n"
         f"BOOL_QUERY_PARAMS = {lua_set(contract.bool_query_params)}\n"
         f"BODY_FIELDS = {lua_set(contract.body_fields)}\n"
+        f"STREAMED_PATHS = {{{', '.join(json.dumps(p) for p in contract.streamed_paths())}}}\n"
+        f"MAX_BODY_BYTES = {MAX_JSON_BODY_BYTES}\n"
     )
     return prelude + LUA_PATH.read_text()
 

