@@ -158,17 +158,17 @@ function envoy_on_response(handle)
     out = forced_body
   elseif content_type ~= nil and content_type:sub(1, 16) == "application/json" then
     local message = grpc_message(text)
-    if message ~= nil then
+    if status == "429" and message ~= nil and message:find("Received message larger than max", 1, true) then
+      -- A chunked body (no content-length) larger than a service accepts.
+      forced_status = "413"
+      out = '{"detail":"Request Entity Too Large"}'
+    elseif message ~= nil then
       out = '{"detail":"' .. message .. '"}'
     elseif text:sub(1, 10) == '{"detail":' then
       out = text
     else
       out = '{"detail":' .. json_string(REASONS[status] or "Error") .. '}'
     end
-  elseif status == "429" and text:find("Received message larger than max", 1, true) then
-    -- A chunked body (no content-length) larger than a service accepts.
-    forced_status = "413"
-    out = '{"detail":"Request Entity Too Large"}'
   elseif status == "400" then
     -- The transcoder rejected the request before any service saw it: a FastAPI validation error.
     forced_status = "422"
