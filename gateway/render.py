@@ -104,7 +104,9 @@ def read_contract(descriptors: descriptor_pb2.FileDescriptorSet) -> Contract:
             for method in service.method:
                 rule = method.options.Extensions[annotations_pb2.http]
                 verb = rule.WhichOneof("pattern")
-                http_method, http_path = ("", "") if verb in (None, "custom") else (verb.upper(), getattr(rule, verb))
+                http_method, http_path = (
+                    ("", "") if verb in (None, "custom") else (verb.upper(), getattr(rule, verb))
+                )
                 output = messages.get(method.output_type)
                 bare = (
                     output is not None
@@ -128,9 +130,16 @@ def read_contract(descriptors: descriptor_pb2.FileDescriptorSet) -> Contract:
                         contract.body_fields.add(rule.body)
                     request = messages[method.input_type]
                     contract.bool_query_params.update(
-                        f.name for f in request.field if f.type == descriptor_pb2.FieldDescriptorProto.TYPE_BOOL
+                        f.name
+                        for f in request.field
+                        if f.type == descriptor_pb2.FieldDescriptorProto.TYPE_BOOL
                     )
     return contract
+
+
+def _typed(kind: str, **config: Any) -> dict[str, Any]:
+    """An Envoy typed config: `kind` is the type name after `envoy.`."""
+    return {"@type": f"type.googleapis.com/envoy.{kind}", **config}
 
 
 def _cluster(name: str, address: str) -> dict[str, Any]:
@@ -146,15 +155,23 @@ def _cluster(name: str, address: str) -> dict[str, Any]:
         "type": discovery,
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
+                "extensions.upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={"http2_protocol_options": {}},
+            )
         },
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": host, "port_value": int(port)}}
+                            }
+                        }
+                    ]
+                }
             ],
         },
     }
@@ -163,7 +180,7 @@ def _cluster(name: str, address: str) -> dict[str, Any]:
 def _routes(contract: Contract, bench: bool) -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = []
     if bench:
-        disabled = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+        disabled = _typed("config.route.v3.FilterConfig", disabled=True)
         routes.append(
             {
                 "match": {"path": BENCH_DIRECT_PATH},
@@ -184,7 +201,9 @@ def _routes(contract: Contract, bench: bool) -> list[dict[str, Any]]:
             route["metadata"] = {"filter_metadata": {_LUA: {"unwrap": "items"}}}
         routes.append(route)
     for full, short in sorted(contract.grpc_services.items()):
-        routes.append({"match": {"prefix": f"/{full}/"}, "route": {"cluster": short, "timeout": UNARY_TIMEOUT}})
+        routes.append(
+            {"match": {"prefix": f"/{full}/"}, "route": {"cluster": short, "timeout": UNARY_TIMEOUT}}
+        )
     return routes
 
 
@@ -217,53 +236,73 @@ def render(
     if missing:
         raise ValueError(f"no address for services: {sorted(missing)}")
     http_filters = [
-        {"name": _LUA, "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": _lua_source(contract)},
-        }},
-        {"name": "envoy.filters.http.header_mutation", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            # Only the gateway may tell a service who is calling: client copies never get through.
-            "mutations": {"request_mutations": [{"remove": name} for name in CALLER_HEADERS]},
-        }},
-        {"name": _TRANSCODER, "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-            "proto_descriptor": str(descriptor_path),
-            "services": sorted(contract.grpc_services),
-            "print_options": {"always_print_primitive_fields": True, "preserve_proto_field_names": True},
-            "convert_grpc_status": True,
-            # FastAPI ignores query parameters it does not know; so do we (never a 503).
-            "ignore_unknown_query_parameters": True,
-            # An unknown REST path is a 404 here, not a request forwarded to some service.
-            "request_validation_options": {"reject_unknown_method": True},
-            "max_request_body_size": MAX_JSON_BODY_BYTES,
-        }},
-        {"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-        }},
+        {
+            "name": _LUA,
+            "typed_config": _typed(
+                "extensions.filters.http.lua.v3.Lua",
+                default_source_code={"inline_string": _lua_source(contract)},
+            ),
+        },
+        {
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": _typed(
+                "extensions.filters.http.header_mutation.v3.HeaderMutation",
+                # Only the gateway may tell a service who is calling: client copies never get through.
+                mutations={"request_mutations": [{"remove": name} for name in CALLER_HEADERS]},
+            ),
+        },
+        {
+            "name": _TRANSCODER,
+            "typed_config": _typed(
+                "extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+                proto_descriptor=str(descriptor_path),
+                services=sorted(contract.grpc_services),
+                print_options={"always_print_primitive_fields": True, "preserve_proto_field_names": True},
+                convert_grpc_status=True,
+                # FastAPI ignores query parameters it does not know; so do we (never a 503).
+                ignore_unknown_query_parameters=True,
+                # An unknown REST path is a 404 here, not a request forwarded to some service.
+                request_validation_options={"reject_unknown_method": True},
+                max_request_body_size=MAX_JSON_BODY_BYTES,
+            ),
+        },
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": _typed("extensions.filters.http.router.v3.Router"),
+        },
     ]
-    connection_manager = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "gateway",
-        "codec_type": "AUTO",  # HTTP/1.1 for REST clients, HTTP/2 (h2c) for gRPC, one port
-        "route_config": {
+    connection_manager = _typed(
+        "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        stat_prefix="gateway",
+        codec_type="AUTO",  # HTTP/1.1 for REST clients, HTTP/2 (h2c) for gRPC, one port
+        route_config={
             "name": "chutes",
             "virtual_hosts": [{"name": "chutes", "domains": ["*"], "routes": _routes(contract, bench)}],
         },
-        "http_filters": http_filters,
-    }
+        http_filters=http_filters,
+    )
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
-            "listeners": [{
-                "name": "gateway",
-                "address": {"socket_address": {"address": host, "port_value": port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": connection_manager,
-                }]}],
-            }],
-            "clusters": [_cluster(name, addresses[name]) for name in sorted(set(contract.grpc_services.values()))],
+            "listeners": [
+                {
+                    "name": "gateway",
+                    "address": {"socket_address": {"address": host, "port_value": port}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": connection_manager,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                _cluster(name, addresses[name]) for name in sorted(set(contract.grpc_services.values()))
+            ],
         },
     }
 

@@ -58,9 +58,13 @@ def main(argv: list[str] | None = None) -> None:
         run=_codegen
     )
     migrate = commands.add_parser("migrate", help="apply database migrations (CHUTES_DATABASE_URL)")
-    migrate.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(SERVICE_NAMES)} (default: all)")
+    migrate.add_argument(
+        "services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(SERVICE_NAMES)} (default: all)"
+    )
     migrate.set_defaults(run=_migrate)
-    config = commands.add_parser("gateway-config", help="render the Envoy config for the configured addresses")
+    config = commands.add_parser(
+        "gateway-config", help="render the Envoy config for the configured addresses"
+    )
     config.add_argument("--out", default="envoy.json")
     config.set_defaults(run=_gateway_config)
     args = parser.parse_args(argv)

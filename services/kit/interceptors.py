@@ -13,7 +13,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2
@@ -25,17 +25,23 @@ from services.kit.logs import request_id
 
 log = logging.getLogger(__name__)
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
+#: A handler behaviour, whatever its call shape (the generated stubs type them loosely).
+Behavior = Callable[..., Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the stubs
 
 
 def _status_of(error: DomainError, method: str) -> status_pb2.Status:
     info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata={"method": method}))
+    info.Pack(
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata={"method": method})
+    )
     details = [info]
     if isinstance(error, ValidationFailed):
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=".".join(map(str, v.loc)), description=v.msg)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=".".join(map(str, v.loc)), description=v.msg
+                )
                 for v in error.violations
             ]
         )
@@ -103,9 +109,9 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -115,9 +121,18 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(method, handler.unary_unary), **codec)
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary_response(method, handler.unary_unary), **codec
+            )
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary_response(method, handler.stream_unary), **codec)
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary_response(method, handler.stream_unary), **codec
+            )
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream_response(method, handler.unary_stream), **codec)
-        return grpc.stream_stream_rpc_method_handler(_wrap_stream_response(method, handler.stream_stream), **codec)
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream_response(method, handler.unary_stream), **codec
+            )
+        assert handler.stream_stream is not None  # the only shape left
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream_response(method, handler.stream_stream), **codec
+        )
