@@ -107,32 +107,40 @@ def _wrap_stream_response(method: str, behavior: Behavior) -> Behavior:
 class RequestInterceptor(grpc.aio.ServerInterceptor):
     """Binds the request id and maps exceptions to statuses, for all four call shapes."""
 
+    def __init__(self) -> None:
+        # grpc.aio asks the interceptor on every call; a method's handler never changes, so its
+        # wrapped form is built once.
+        self._wrapped: dict[str, Handler | None] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         method: str = handler_call_details.method
-        codec = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary_response(method, handler.unary_unary), **codec
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary_response(method, handler.stream_unary), **codec
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(method, handler.unary_stream), **codec
-            )
-        assert handler.stream_stream is not None  # the only shape left
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(method, handler.stream_stream), **codec
+        if method not in self._wrapped:
+            self._wrapped[method] = _wrap(method, await continuation(handler_call_details))
+        return self._wrapped[method]
+
+
+def _wrap(method: str, handler: Handler | None) -> Handler | None:
+    if handler is None:
+        return None
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(method, handler.unary_unary), **codec)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_unary_response(method, handler.stream_unary), **codec
         )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream_response(method, handler.unary_stream), **codec
+        )
+    assert handler.stream_stream is not None  # the only shape left
+    return grpc.stream_stream_rpc_method_handler(
+        _wrap_stream_response(method, handler.stream_stream), **codec
+    )
