@@ -2,7 +2,8 @@
 
 Everything route-specific is derived from the contract, so adding an RPC to a proto and running
 codegen is all the gateway needs:
-- one cluster per service, found by its package `chutes.<name>.v1`;
+- one cluster per service, found by its package `chutes.<name>.v1`; `*InternalService` services
+  (service-to-service lookups) get no route at all;
 - native gRPC is routed by service prefix, REST by the transcoder from the `google.api.http` rules;
 - an RPC whose response message is exactly `repeated X items = 1` is served to REST clients as a
   bare JSON array (route metadata read by the Lua normaliser);
@@ -11,8 +12,8 @@ codegen is all the gateway needs:
   and errors.
 
 Filter order (see notes/gateway-facts.md section 0): Lua normaliser, header_mutation (strips
-client-sent identity headers), grpc_json_transcoder, router. Identity checks (ext_authz) are
-inserted between header_mutation and the transcoder.
+client-sent identity headers), ext_authz (hotkey signatures, checked by identity on the raw
+body), grpc_json_transcoder, router.
 """
 
 from __future__ import annotations
@@ -42,8 +43,16 @@ UNARY_TIMEOUT = "60s"
 #: Path of the benchmark-only direct response (Envoy's own ceiling).
 BENCH_DIRECT_PATH = "/__bench/direct"
 
+#: Services named `*InternalService` are for the suite's own services and are never routed.
+INTERNAL_SUFFIX = "InternalService"
+
 _LUA = "envoy.filters.http.lua"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+_EXT_AUTHZ = "envoy.filters.http.ext_authz"
+#: The request headers of a hotkey signature; ext_authz runs only when all three are present.
+SIGNATURE_HEADERS = ("x-chutes-hotkey", "x-chutes-nonce", "x-chutes-signature")
+#: How long the gateway waits for identity to check a signature before answering 503.
+AUTHZ_TIMEOUT = "2s"
 
 
 @dataclass(frozen=True)
@@ -66,19 +75,21 @@ class Contract:
     bool_query_params: set[str] = field(default_factory=set)
     body_fields: set[str] = field(default_factory=set)
 
-    def streamed_paths(self) -> list[str]:
-        """Lua patterns of the REST paths of client-streaming RPCs (their bodies are not limited)."""
-        return sorted({_lua_pattern(r.http_path) for r in self.rpcs if r.client_streaming and r.http_path})
+    def streamed_paths(self, escape: str = "\\") -> list[str]:
+        """Patterns of the REST paths of client-streaming RPCs (uploads: their bodies are neither
+        limited nor buffered), as RE2 regexes, or Lua patterns with `escape="%"`."""
+        templates = {r.http_path for r in self.rpcs if r.client_streaming and r.http_path}
+        return sorted(_path_pattern(t, escape) for t in templates)
 
 
-def _lua_pattern(template: str) -> str:
-    """`/jobs/{job_id}/upload` as the Lua pattern `^/jobs/[^/]+/upload/?$`."""
+def _path_pattern(template: str, escape: str) -> str:
+    """`/jobs/{job_id}/upload` as `^/jobs/[^/]+/upload/?$` (the same in RE2 and Lua)."""
     out = []
     for segment in template.strip("/").split("/"):
         if segment.startswith("{"):
             out.append(".+" if segment.endswith("=**}") else "[^/]+")
         else:
-            out.append("".join("%" + c if not c.isalnum() and c != "_" else c for c in segment))
+            out.append("".join(escape + c if not c.isalnum() and c != "_" else c for c in segment))
     return "^/" + "/".join(out) + "/?$"
 
 
@@ -99,6 +110,8 @@ def read_contract(descriptors: descriptor_pb2.FileDescriptorSet) -> Contract:
             continue
         short = package[1]
         for service in file.service:
+            if service.name.endswith(INTERNAL_SUFFIX):
+                continue  # service-to-service only: no route, so gRPC clients get UNIMPLEMENTED
             full = f"{file.package}.{service.name}"
             contract.grpc_services[full] = short
             for method in service.method:
@@ -207,6 +220,66 @@ def _routes(contract: Contract, bench: bool) -> list[dict[str, Any]]:
     return routes
 
 
+def _header_absent(name: str) -> dict[str, Any]:
+    return {
+        "not_matcher": {
+            "single_predicate": {
+                "input": {
+                    "name": name,
+                    "typed_config": _typed("type.matcher.v3.HttpRequestHeaderMatchInput", header_name=name),
+                },
+                "value_match": {"safe_regex": {"google_re2": {}, "regex": ".*"}},
+            }
+        }
+    }
+
+
+def _ext_authz() -> dict[str, Any]:
+    """Hotkey signatures are verified at the edge by identity, which sees the client's exact body.
+
+    Only requests with the whole signature header set reach it: anonymous and API-key requests
+    skip the check (keys are verified inside the services), and a partial set is ignored, as the
+    real API ignores it. Identity down or slow means 503, never a pass.
+    """
+    check = _typed(
+        "extensions.filters.http.ext_authz.v3.ExtAuthz",
+        grpc_service={"envoy_grpc": {"cluster_name": "identity"}, "timeout": AUTHZ_TIMEOUT},
+        transport_api_version="V3",
+        failure_mode_allow=False,
+        status_on_error={"code": "ServiceUnavailable"},
+        with_request_body={
+            "max_request_bytes": MAX_JSON_BODY_BYTES,
+            "allow_partial_message": False,
+            "pack_as_bytes": True,
+        },
+    )
+    skip = {
+        "action": {
+            "name": "skip",
+            "typed_config": _typed("extensions.filters.common.matcher.action.v3.SkipFilter"),
+        }
+    }
+    return {
+        "name": _EXT_AUTHZ,
+        "typed_config": _typed(
+            "extensions.common.matching.v3.ExtensionWithMatcher",
+            xds_matcher={
+                "matcher_list": {
+                    "matchers": [
+                        {
+                            "predicate": {
+                                "or_matcher": {"predicate": [_header_absent(h) for h in SIGNATURE_HEADERS]}
+                            },
+                            "on_match": skip,
+                        }
+                    ]
+                }
+            },
+            extension_config={"name": _EXT_AUTHZ, "typed_config": check},
+        ),
+    }
+
+
 def _lua_source(contract: Contract) -> str:
     def lua_set(names: set[str]) -> str:
         return "{" + ", ".join(f"[{json.dumps(n)}] = true" for n in sorted(names)) + "}"
@@ -215,7 +288,7 @@ def _lua_source(contract: Contract) -> str:
         "-- Rendered from the descriptor by gateway/render.py.\n"
         f"BOOL_QUERY_PARAMS = {lua_set(contract.bool_query_params)}\n"
         f"BODY_FIELDS = {lua_set(contract.body_fields)}\n"
-        f"STREAMED_PATHS = {{{', '.join(json.dumps(p) for p in contract.streamed_paths())}}}\n"
+        f"STREAMED_PATHS = {{{', '.join(json.dumps(p) for p in contract.streamed_paths('%'))}}}\n"
         f"MAX_BODY_BYTES = {MAX_JSON_BODY_BYTES}\n"
     )
     return prelude + LUA_PATH.read_text()
@@ -251,6 +324,7 @@ def render(
                 mutations={"request_mutations": [{"remove": name} for name in CALLER_HEADERS]},
             ),
         },
+        _ext_authz(),
         {
             "name": _TRANSCODER,
             "typed_config": _typed(

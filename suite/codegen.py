@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 THIRD_PARTY = ROOT / "third_party"
 DESCRIPTOR = Path("gateway") / "chutes.binpb"
+#: Vendored protos we generate Python code for too (relative to third_party/).
+VENDORED_PROTOS = ["chutes/extauthz/v3/auth_min.proto"]
 
 
 def proto_files() -> list[Path]:
@@ -42,7 +44,7 @@ def generate(out: Path) -> None:
     (out / DESCRIPTOR).parent.mkdir(parents=True, exist_ok=True)
     # google/rpc/error_details.proto rides along so the transcoder can render ErrorInfo and
     # BadRequest details of failed calls (its Python module is not copied: googleapis ships it).
-    files = [str(p) for p in proto_files()] + ["google/rpc/error_details.proto"]
+    files = [str(p) for p in proto_files()] + VENDORED_PROTOS + ["google/rpc/error_details.proto"]
     args = [
         "protoc",
         f"-I{PROTOS}",
@@ -61,7 +63,7 @@ def generate(out: Path) -> None:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     # Every folder of generated modules is a package, down from `chutes/`.
-    for proto in proto_files():
+    for proto in [*proto_files(), *map(Path, VENDORED_PROTOS)]:
         package = out / proto.parent
         while package != out:
             (package / "__init__.py").touch()

@@ -45,7 +45,7 @@ def slow_spec() -> tuple[ServiceSpec, list[SlowRegistry]]:
         made.append(SlowRegistry(context))
         return made[-1]
 
-    return ServiceSpec(REGISTRY.name, REGISTRY.grpc_service, REGISTRY.add_to_server, make), made
+    return ServiceSpec(REGISTRY.name, REGISTRY.grpc_services, make), made
 
 
 def test_graceful_stop_finishes_in_flight_calls_and_refuses_new_ones() -> None:

@@ -80,6 +80,7 @@ ROUTES: list[tuple[str, str, object, str]] = [
         f"{IDENTITY}/RegisterUser",
     ),
     ("GET", "/users/me", None, f"{IDENTITY}/GetCurrentUser"),
+    ("GET", "/ping", None, f"{IDENTITY}/Ping"),
     ("POST", "/api_keys/", {"name": "k", "admin": True}, f"{IDENTITY}/CreateApiKey"),
     ("GET", "/api_keys/?limit=25&page=0", None, f"{IDENTITY}/ListApiKeys"),
     ("GET", f"/api_keys/{UUID}", None, f"{IDENTITY}/GetApiKey"),

@@ -7,7 +7,7 @@ RPCs it does not implement yet fall through to the generated base class and answ
 from __future__ import annotations
 
 from chutes.attestation.v1 import attestation_pb2, attestation_pb2_grpc
-from services.kit.server import ServiceContext, ServiceSpec
+from services.kit.server import GrpcService, ServiceContext, ServiceSpec
 
 
 class AttestationServicer(attestation_pb2_grpc.AttestationServiceServicer):
@@ -17,7 +17,6 @@ class AttestationServicer(attestation_pb2_grpc.AttestationServiceServicer):
 
 SPEC = ServiceSpec(
     name="attestation",
-    grpc_service=attestation_pb2.DESCRIPTOR.services_by_name["AttestationService"].full_name,
-    add_to_server=attestation_pb2_grpc.add_AttestationServiceServicer_to_server,
+    grpc_services=(GrpcService.of(attestation_pb2, attestation_pb2_grpc, "AttestationService"),),
     make_servicer=AttestationServicer,
 )

@@ -1,23 +1,346 @@
-"""The identity service's gRPC servicer.
+"""The identity service: users, API keys, and the verification of hotkey signatures.
 
-RPCs it does not implement yet fall through to the generated base class and answer UNIMPLEMENTED
-(REST 501) naming the method; never a made-up success.
+One servicer implements three gRPC services:
+- IdentityService: the REST face (register, /users/me, /api_keys);
+- IdentityInternalService: caller lookups for the other services (API keys, verified user ids);
+- envoy.service.auth.v3.Authorization: the gateway's ext_authz check of hotkey-signed requests.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import time
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.rpc import status_pb2
+
+from chutes.extauthz.v3 import auth_min_pb2, auth_min_pb2_grpc
 from chutes.identity.v1 import identity_pb2, identity_pb2_grpc
-from services.kit.server import ServiceContext, ServiceSpec
+from services.identity import keys, store
+from services.identity.signatures import SignatureRejected, SignatureVerifier, SignedRequest
+from services.kit.auth import Caller, MalformedCredential, Scope, caller_to_proto, require_caller
+from services.kit.caller import AUTH_METHOD_HEADER, USER_ID_HEADER, VERIFIED_HOTKEY_HEADER
+from services.kit.db import Database
+from services.kit.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    ValidationFailed,
+)
+from services.kit.roles import role_names
+from services.kit.server import GrpcService, ServiceContext, ServiceSpec
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_KEY_NAME = re.compile(r"^[\w .$-]{1,24}$")
+_USERNAME = re.compile(r"^[a-zA-Z0-9_]{3,15}$")
+_OBJECT_TYPES = ("images", "chutes", "invocations")
+_ACTIONS = ("read", "write", "delete", "invoke")
+_OVERWRITE = 2  # HeaderValueOption.append_action OVERWRITE_IF_EXISTS_OR_ADD
+#: How long a hotkey's user id is remembered by the authorizer (users are never re-keyed).
+_HOTKEY_CACHE_SECONDS = 60.0
 
 
-class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _api_key_message(row: store.ApiKeyRow) -> identity_pb2.ApiKey:
+    return identity_pb2.ApiKey(
+        api_key_id=row.api_key_id,
+        user_id=row.user_id,
+        name=row.name,
+        admin=row.admin,
+        scopes=[
+            identity_pb2.ApiKeyScope(object_type=s.object_type, object_id=s.object_id, action=s.action)
+            for s in row.scopes
+        ],
+        created_at=_timestamp(row.created_at),
+        last_used_at=_timestamp(row.last_used_at),
+    )
+
+
+def _scopes_of(request: identity_pb2.CreateApiKeyRequest) -> list[Scope]:
+    problems = []
+    scopes = []
+    for i, scope in enumerate(request.scopes):
+        object_id = scope.object_id if scope.HasField("object_id") else None
+        action = scope.action if scope.HasField("action") else None
+        if scope.object_type not in _OBJECT_TYPES:
+            problems.append(
+                FieldViolation(
+                    ("body", "scopes", i, "object_type"),
+                    f"Input should be {', '.join(map(repr, _OBJECT_TYPES))}",
+                    "enum",
+                )
+            )
+        if action is not None and action not in _ACTIONS:
+            problems.append(
+                FieldViolation(
+                    ("body", "scopes", i, "action"),
+                    f"Input should be {', '.join(map(repr, _ACTIONS))}",
+                    "enum",
+                )
+            )
+        scopes.append(Scope(scope.object_type, object_id, action))
+    if not _KEY_NAME.match(request.name):
+        problems.insert(
+            0,
+            FieldViolation(
+                ("body", "name"),
+                "String should be 1-24 word characters, spaces or .$-",
+                "string_pattern_mismatch",
+            ),
+        )
+    if problems:
+        raise ValidationFailed(problems)
+    return scopes
+
+
+class IdentityServicer(
+    identity_pb2_grpc.IdentityServiceServicer,
+    identity_pb2_grpc.IdentityInternalServiceServicer,
+    auth_min_pb2_grpc.AuthorizationServicer,
+):
     def __init__(self, context: ServiceContext) -> None:
-        self.context = context
+        if context.db is None:
+            raise RuntimeError("the identity service needs a database (CHUTES_DATABASE_URL)")
+        self.db: Database = context.db
+        self.settings = context.settings
+        self.verified_keys = keys.VerifiedKeys()
+        self.signatures = SignatureVerifier(context.settings.signature_window_seconds)
+        self._hotkeys: dict[str, tuple[float, str]] = {}
+
+    # ---- IdentityService (REST) ------------------------------------------------------------
+
+    async def Ping(self, request: identity_pb2.PingRequest, context: Context) -> identity_pb2.PingResponse:
+        return identity_pb2.PingResponse(message="pong")
+
+    async def RegisterUser(self, request: identity_pb2.RegisterUserRequest, context: Context) -> Any:
+        metadata = dict(context.invocation_metadata() or ())
+        hotkey = metadata.get(VERIFIED_HOTKEY_HEADER)
+        if not hotkey:
+            raise Unauthenticated(
+                "Registration must be signed with the hotkey (X-Chutes-Hotkey, -Nonce, -Signature)"
+            )
+        username = request.registration.username
+        if not _USERNAME.match(username):
+            raise ValidationFailed(
+                [
+                    FieldViolation(
+                        ("body", "username"),
+                        "Username must be 3-15 letters, digits or underscores",
+                        "string_pattern_mismatch",
+                    )
+                ]
+            )
+        async with self.db.engine.begin() as connection:
+            user = await store.create_user(
+                connection, username, hotkey=str(hotkey), coldkey=request.registration.coldkey or None
+            )
+            if not self.settings.open_registration and not await store.use_registration_token(
+                connection, request.token, user.user_id
+            ):
+                raise PermissionDenied("Invalid registration token")
+        return identity_pb2.RegisterUserResponse(
+            user_id=user.user_id,
+            username=user.username,
+            payment_address=user.payment_address,
+            fingerprint=user.fingerprint,
+        )
+
+    async def GetCurrentUser(self, request: identity_pb2.GetCurrentUserRequest, context: Context) -> Any:
+        caller = require_caller()
+        async with self.db.engine.connect() as connection:
+            row: Any = await store.get_user(connection, caller.user_id)
+        if row is None:
+            raise NotFound("User not found")
+        return identity_pb2.User(
+            user_id=row.user_id,
+            username=row.username,
+            hotkey=row.hotkey,
+            coldkey=row.coldkey,
+            permissions_bitmask=row.permissions_bitmask,
+            permissions=role_names(row.permissions_bitmask),
+            netuids=row.netuids,
+            balance=row.balance,
+            payment_address=row.payment_address,
+            created_at=_timestamp(row.created_at),
+            updated_at=_timestamp(row.updated_at),
+        )
+
+    async def CreateApiKey(self, request: identity_pb2.CreateApiKeyRequest, context: Context) -> Any:
+        caller = require_caller()
+        scopes = _scopes_of(request)
+        async with self.db.engine.begin() as connection:
+            secret, row = await store.create_api_key(
+                connection, caller.user_id, request.name, admin=request.admin, scopes=scopes
+            )
+        message = _api_key_message(row)
+        return identity_pb2.ApiKeyWithSecret(
+            api_key_id=message.api_key_id,
+            user_id=message.user_id,
+            name=message.name,
+            admin=message.admin,
+            scopes=message.scopes,
+            created_at=message.created_at,
+            secret_key=secret,
+        )
+
+    async def ListApiKeys(self, request: identity_pb2.ListApiKeysRequest, context: Context) -> Any:
+        caller = require_caller()
+        limit = request.limit if request.HasField("limit") else 25
+        problems = []
+        if not 0 <= request.page <= 100:
+            problems.append(
+                FieldViolation(("query", "page"), "Input should be between 0 and 100", "less_than_equal")
+            )
+        if not 1 <= limit <= 100:
+            problems.append(
+                FieldViolation(("query", "limit"), "Input should be between 1 and 100", "less_than_equal")
+            )
+        if problems:
+            raise ValidationFailed(problems)
+        async with self.db.engine.connect() as connection:
+            total, rows = await store.list_api_keys(
+                connection, caller.user_id, limit=limit, offset=request.page * limit
+            )
+        return identity_pb2.ListApiKeysResponse(
+            total=total, page=request.page, limit=limit, items=[_api_key_message(row) for row in rows]
+        )
+
+    async def GetApiKey(self, request: identity_pb2.GetApiKeyRequest, context: Context) -> Any:
+        caller = require_caller()
+        async with self.db.engine.connect() as connection:
+            row = await store.get_api_key(connection, caller.user_id, request.api_key_id)
+        if row is None:
+            raise NotFound("API key not found, or does not belong to you")
+        return _api_key_message(row)
+
+    async def DeleteApiKey(self, request: identity_pb2.DeleteApiKeyRequest, context: Context) -> Any:
+        caller = require_caller()
+        async with self.db.engine.begin() as connection:
+            deleted = await store.delete_api_key(connection, caller.user_id, request.api_key_id)
+        if not deleted:
+            raise NotFound("API key not found, or does not belong to you")
+        self.verified_keys.forget(request.api_key_id)
+        return identity_pb2.DeleteApiKeyResponse(api_key_id=request.api_key_id, deleted=True)
+
+    # ---- caller lookups (IdentityInternalService, and the kit's CallerLookup in process) -----
+
+    async def by_api_key(self, authorization: str) -> Caller:
+        parsed = keys.parse(keys.token_of(authorization))
+        if parsed is None:
+            raise MalformedCredential("Missing or invalid authorization header(s)")
+        async with self.db.engine.connect() as connection:
+            found = await store.key_for_authentication(connection, parsed)
+        if found is not None:
+            key_hash, caller = found
+            # argon2 takes ~100 ms of CPU the first time: keep it off the event loop.
+            if await asyncio.to_thread(self.verified_keys.verify, parsed, key_hash):
+                return caller
+        raise Unauthenticated("Invalid token or user not found")
+
+    async def by_user_id(self, user_id: str) -> Caller:
+        async with self.db.engine.connect() as connection:
+            caller = await store.caller_by_user_id(connection, user_id)
+        if caller is None:
+            raise Unauthenticated(f"Could not find user {user_id}")
+        return caller
+
+    async def AuthenticateApiKey(
+        self, request: identity_pb2.AuthenticateApiKeyRequest, context: Context
+    ) -> Any:
+        try:
+            return caller_to_proto(await self.by_api_key(request.authorization))
+        except MalformedCredential as malformed:
+            raise InvalidArgument(malformed.detail) from None
+
+    async def GetCaller(self, request: identity_pb2.GetCallerRequest, context: Context) -> Any:
+        return caller_to_proto(await self.by_user_id(request.user_id))
+
+    # ---- ext_authz (hotkey signatures at the gateway) --------------------------------------
+
+    async def _user_of_hotkey(self, hotkey: str) -> str | None:
+        now = time.monotonic()
+        cached = self._hotkeys.get(hotkey)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self.db.engine.connect() as connection:
+            user_id = await store.user_id_by_hotkey(connection, hotkey)
+        if user_id is not None:
+            self._hotkeys[hotkey] = (now + _HOTKEY_CACHE_SECONDS, user_id)
+        return user_id
+
+    async def Check(self, request: auth_min_pb2.CheckRequest, context: Context) -> auth_min_pb2.CheckResponse:
+        http = request.attributes.request.http
+        headers = http.headers
+        hotkey, nonce, signature = (headers.get(f"x-chutes-{h}") for h in ("hotkey", "nonce", "signature"))
+        if not (hotkey and nonce and signature):
+            # A partial set is ignored, as the real API does: the request goes on without identity.
+            return _allow({})
+        try:
+            self.signatures.verify(
+                SignedRequest(hotkey, nonce, signature, http.method, http.path, http.raw_body)
+            )
+        except SignatureRejected as rejected:
+            return _deny(str(rejected))
+        if http.method == "POST" and http.path.split("?", 1)[0].rstrip("/") == "/users/register":
+            return _allow({VERIFIED_HOTKEY_HEADER: hotkey})  # no user yet: registration creates it
+        user_id = await self._user_of_hotkey(hotkey)
+        if user_id is None:
+            return _deny(f"Could not find user with hotkey: {hotkey}")
+        return _allow({USER_ID_HEADER: user_id, AUTH_METHOD_HEADER: "hotkey", VERIFIED_HOTKEY_HEADER: hotkey})
+
+
+def _allow(headers: dict[str, str]) -> auth_min_pb2.CheckResponse:
+    return auth_min_pb2.CheckResponse(
+        status=status_pb2.Status(code=0),
+        ok_response=auth_min_pb2.OkHttpResponse(
+            headers=[
+                auth_min_pb2.HeaderValueOption(
+                    header=auth_min_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE
+                )
+                for k, v in headers.items()
+            ]
+        ),
+    )
+
+
+def _deny(detail: str) -> auth_min_pb2.CheckResponse:
+    return auth_min_pb2.CheckResponse(
+        status=status_pb2.Status(code=grpc.StatusCode.UNAUTHENTICATED.value[0]),
+        denied_response=auth_min_pb2.DeniedHttpResponse(
+            status=auth_min_pb2.HttpStatus(code=401),
+            headers=[
+                auth_min_pb2.HeaderValueOption(
+                    header=auth_min_pb2.HeaderValue(key="content-type", value="application/json"),
+                    append_action=_OVERWRITE,
+                )
+            ],
+            body=json.dumps({"detail": detail}),
+        ),
+    )
 
 
 SPEC = ServiceSpec(
     name="identity",
-    grpc_service=identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
-    add_to_server=identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+    grpc_services=(
+        GrpcService.of(identity_pb2, identity_pb2_grpc, "IdentityService"),
+        GrpcService.of(identity_pb2, identity_pb2_grpc, "IdentityInternalService"),
+        GrpcService.of(auth_min_pb2, auth_min_pb2_grpc, "Authorization"),
+    ),
     make_servicer=IdentityServicer,
+    answers_caller_lookups=True,
 )

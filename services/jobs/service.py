@@ -7,7 +7,7 @@ RPCs it does not implement yet fall through to the generated base class and answ
 from __future__ import annotations
 
 from chutes.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from services.kit.server import ServiceContext, ServiceSpec
+from services.kit.server import GrpcService, ServiceContext, ServiceSpec
 
 
 class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
@@ -17,7 +17,6 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
 
 SPEC = ServiceSpec(
     name="jobs",
-    grpc_service=jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name,
-    add_to_server=jobs_pb2_grpc.add_JobsServiceServicer_to_server,
+    grpc_services=(GrpcService.of(jobs_pb2, jobs_pb2_grpc, "JobsService"),),
     make_servicer=JobsServicer,
 )

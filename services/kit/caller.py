@@ -13,5 +13,17 @@ USER_ID_HEADER = "x-chutes-user-id"
 #: How the caller proved who they are (`api_key`, `hotkey`).
 AUTH_METHOD_HEADER = "x-chutes-auth-method"
 
-#: Headers stripped from every client request at the gateway.
-CALLER_HEADERS = (USER_ID_HEADER, AUTH_METHOD_HEADER, "x-chutes-userid")
+#: The hotkey whose signature the gateway verified (also before a user exists: registration).
+VERIFIED_HOTKEY_HEADER = "x-chutes-verified-hotkey"
+
+#: Headers stripped from every client request at the gateway: the identity headers above, the
+#: CLI's unread X-Chutes-UserID, and the REST method/path the transcoder records for services
+#: (API key scopes are judged on them, so a client must not be able to choose them).
+CALLER_HEADERS = (
+    USER_ID_HEADER,
+    AUTH_METHOD_HEADER,
+    VERIFIED_HOTKEY_HEADER,
+    "x-chutes-userid",
+    "x-envoy-original-method",
+    "x-envoy-original-path",
+)

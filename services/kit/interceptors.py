@@ -1,10 +1,10 @@
 """The one server interceptor every service runs.
 
-For each call it binds the request id for logging, and turns whatever the handler raises into a
-gRPC status: domain errors keep their code and message and gain `google.rpc` details
-(`ErrorInfo`, and `BadRequest` field violations for validation errors); the generated base
-servicer's `NotImplementedError` becomes UNIMPLEMENTED naming the method; anything else is logged
-with its traceback and answered INTERNAL without one.
+For each call it binds the request id for logging and the caller (services/kit/auth.py), and
+turns whatever the handler raises into a gRPC status: domain errors keep their code and message
+and gain `google.rpc` details (`ErrorInfo`, and `BadRequest` field violations for validation
+errors); the generated base servicer's `NotImplementedError` becomes UNIMPLEMENTED naming the
+method; anything else is logged with its traceback and answered INTERNAL without one.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from services.kit.auth import Authenticator
 from services.kit.errors import ERROR_DOMAIN, DomainError, Unimplemented, ValidationFailed
 from services.kit.logs import request_id
 
@@ -64,19 +65,21 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: 
     )
 
 
-def _bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    # grpc.aio serves each call in its own task, so the binding ends with the call.
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id":
-            request_id.set(str(value))
-            return
-    request_id.set(uuid.uuid4().hex)
+async def _bind_call(
+    context: grpc.aio.ServicerContext[Any, Any], authenticator: Authenticator | None
+) -> None:
+    """Bind the request id and the caller. grpc.aio serves each call in its own task, so the
+    bindings end with the call."""
+    metadata = {key: str(value) for key, value in context.invocation_metadata() or ()}
+    request_id.set(metadata.get("x-request-id") or uuid.uuid4().hex)
+    if authenticator is not None:
+        await authenticator.resolve(metadata)
 
 
-def _wrap_unary_response(method: str, behavior: Behavior) -> Behavior:
+def _wrap_unary_response(method: str, behavior: Behavior, authenticator: Authenticator | None) -> Behavior:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        _bind_request_id(context)
         try:
+            await _bind_call(context, authenticator)
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
@@ -86,10 +89,10 @@ def _wrap_unary_response(method: str, behavior: Behavior) -> Behavior:
     return handle
 
 
-def _wrap_stream_response(method: str, behavior: Behavior) -> Behavior:
+def _wrap_stream_response(method: str, behavior: Behavior, authenticator: Authenticator | None) -> Behavior:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        _bind_request_id(context)
         try:
+            await _bind_call(context, authenticator)
             result = behavior(request, context)
             if inspect.isasyncgen(result):
                 async for message in result:
@@ -105,9 +108,11 @@ def _wrap_stream_response(method: str, behavior: Behavior) -> Behavior:
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
-    """Binds the request id and maps exceptions to statuses, for all four call shapes."""
+    """Binds the request id and the caller, and maps exceptions to statuses, for all four call
+    shapes. Without an authenticator every caller is anonymous (tests of the gateway)."""
 
-    def __init__(self) -> None:
+    def __init__(self, authenticator: Authenticator | None = None) -> None:
+        self.authenticator = authenticator
         # grpc.aio asks the interceptor on every call; a method's handler never changes, so its
         # wrapped form is built once.
         self._wrapped: dict[str, Handler | None] = {}
@@ -119,11 +124,13 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         method: str = handler_call_details.method
         if method not in self._wrapped:
-            self._wrapped[method] = _wrap(method, await continuation(handler_call_details))
+            self._wrapped[method] = _wrap(
+                method, await continuation(handler_call_details), self.authenticator
+            )
         return self._wrapped[method]
 
 
-def _wrap(method: str, handler: Handler | None) -> Handler | None:
+def _wrap(method: str, handler: Handler | None, auth: Authenticator | None) -> Handler | None:
     if handler is None:
         return None
     codec = {
@@ -131,16 +138,18 @@ def _wrap(method: str, handler: Handler | None) -> Handler | None:
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(method, handler.unary_unary), **codec)
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary_response(method, handler.unary_unary, auth), **codec
+        )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(method, handler.stream_unary), **codec
+            _wrap_unary_response(method, handler.stream_unary, auth), **codec
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream_response(method, handler.unary_stream), **codec
+            _wrap_stream_response(method, handler.unary_stream, auth), **codec
         )
     assert handler.stream_stream is not None  # the only shape left
     return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream_response(method, handler.stream_stream), **codec
+        _wrap_stream_response(method, handler.stream_stream, auth), **codec
     )

@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -19,7 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.kit.channels import close_channels
+from services.kit.auth import Authenticator, CallerLookup, IdentityClient
+from services.kit.channels import channel_at, close_channels
 from services.kit.db import Database
 from services.kit.interceptors import RequestInterceptor
 from services.kit.logs import configure_logging
@@ -42,16 +44,36 @@ class ServiceContext:
 
 
 @dataclass(frozen=True)
+class GrpcService:
+    """One gRPC service a servicer implements."""
+
+    #: Fully qualified name, e.g. `chutes.registry.v1.RegistryService`.
+    full_name: str
+    #: The generated `add_<X>Servicer_to_server` function.
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+
+    @classmethod
+    def of(cls, messages: ModuleType, stubs: ModuleType, name: str) -> GrpcService:
+        """From the generated modules: `GrpcService.of(jobs_pb2, jobs_pb2_grpc, "JobsService")`."""
+        full_name = messages.DESCRIPTOR.services_by_name[name].full_name
+        return cls(full_name, getattr(stubs, f"add_{name}Servicer_to_server"))
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
-    """How to serve one service: its name, its gRPC service and how to build its servicer."""
+    """How to serve one service: its name, its gRPC services and how to build its servicer."""
 
     #: Short name: `registry`; also its database schema and its settings prefix.
     name: str
-    #: Fully qualified gRPC service name, e.g. `chutes.registry.v1.RegistryService`.
-    grpc_service: str
-    #: The generated `add_<X>Servicer_to_server` function.
-    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    #: The gRPC services the servicer implements; the first is the service's public face.
+    grpc_services: tuple[GrpcService, ...]
     make_servicer: Callable[[ServiceContext], object]
+    #: True when the servicer itself answers caller lookups (identity); others ask identity.
+    answers_caller_lookups: bool = False
+
+    @property
+    def grpc_service(self) -> str:
+        return self.grpc_services[0].full_name
 
 
 @dataclass
@@ -60,6 +82,7 @@ class RunningService:
     health: HealthServicer
     port: int
     context: ServiceContext
+    servicer: object
 
     async def stop(self, grace: float) -> None:
         """Health NOT_SERVING, then stop accepting calls and let in-flight ones finish."""
@@ -74,29 +97,31 @@ async def start_service(spec: ServiceSpec, settings: Settings, listen: str) -> R
     """Start serving `spec` on `listen` (`host:port`, port 0 picks one) and return at once."""
     db = Database(settings.database_url, spec.name) if settings.database_url else None
     context = ServiceContext(settings=settings, db=db)
+    servicer = spec.make_servicer(context)
+    lookup: CallerLookup = (
+        servicer  # type: ignore[assignment]
+        if spec.answers_caller_lookups
+        else IdentityClient(channel_at(settings.address_of("identity")))
+    )
     server = grpc.aio.server(
-        interceptors=[RequestInterceptor()],
+        interceptors=[RequestInterceptor(Authenticator(lookup))],
         # so_reuseport=0: a second process on the same port fails instead of silently sharing it.
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_REQUEST_MESSAGE_BYTES)],
     )
-    spec.add_to_server(spec.make_servicer(context), server)
+    for service in spec.grpc_services:
+        service.add_to_server(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            spec.grpc_service,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    names = [service.full_name for service in spec.grpc_services]
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection((*names, health_name, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"{spec.name}: cannot listen on {listen}")
     await server.start()
-    await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    await health.set(spec.grpc_service, health_pb2.HealthCheckResponse.SERVING)
-    return RunningService(server=server, health=health, port=port, context=context)
+    for name in ("", *names):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningService(server=server, health=health, port=port, context=context, servicer=servicer)
 
 
 async def serve(spec: ServiceSpec, settings: Settings) -> None:

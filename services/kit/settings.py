@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     #: Add the benchmark-only direct-response route (`/__bench/direct`) that measures Envoy alone.
     gateway_bench_route: bool = False
 
+    #: Accept any registration token (a local suite); when false, tokens must be ones an operator
+    #: created (`registration_tokens`).
+    open_registration: bool = True
+    #: How far a hotkey signature's nonce (unix seconds) may be from the server's clock.
+    signature_window_seconds: int = 600
+
     #: Seconds a stopping service waits for in-flight calls before cancelling them.
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"

@@ -7,7 +7,7 @@ RPCs it does not implement yet fall through to the generated base class and answ
 from __future__ import annotations
 
 from chutes.metrics.v1 import metrics_pb2, metrics_pb2_grpc
-from services.kit.server import ServiceContext, ServiceSpec
+from services.kit.server import GrpcService, ServiceContext, ServiceSpec
 
 
 class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
@@ -17,7 +17,6 @@ class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
 
 SPEC = ServiceSpec(
     name="metrics",
-    grpc_service=metrics_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
-    add_to_server=metrics_pb2_grpc.add_MetricsServiceServicer_to_server,
+    grpc_services=(GrpcService.of(metrics_pb2, metrics_pb2_grpc, "MetricsService"),),
     make_servicer=MetricsServicer,
 )

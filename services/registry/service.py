@@ -7,7 +7,7 @@ RPCs it does not implement yet fall through to the generated base class and answ
 from __future__ import annotations
 
 from chutes.registry.v1 import registry_pb2, registry_pb2_grpc
-from services.kit.server import ServiceContext, ServiceSpec
+from services.kit.server import GrpcService, ServiceContext, ServiceSpec
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -17,7 +17,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
 SPEC = ServiceSpec(
     name="registry",
-    grpc_service=registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-    add_to_server=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+    grpc_services=(GrpcService.of(registry_pb2, registry_pb2_grpc, "RegistryService"),),
     make_servicer=RegistryServicer,
 )

@@ -35,6 +35,11 @@ class IdentityServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Ping = channel.unary_unary(
+                '/chutes.identity.v1.IdentityService/Ping',
+                request_serializer=chutes_dot_identity_dot_v1_dot_identity__pb2.PingRequest.SerializeToString,
+                response_deserializer=chutes_dot_identity_dot_v1_dot_identity__pb2.PingResponse.FromString,
+                _registered_method=True)
         self.RegisterUser = channel.unary_unary(
                 '/chutes.identity.v1.IdentityService/RegisterUser',
                 request_serializer=chutes_dot_identity_dot_v1_dot_identity__pb2.RegisterUserRequest.SerializeToString,
@@ -70,6 +75,14 @@ class IdentityServiceStub:
 class IdentityServiceServicer:
     """Users, registration and API keys.
     """
+
+    def Ping(self, request, context):
+        """Liveness for clients: the published CLI's `register` calls it first and needs any 2xx.
+        Auth: none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def RegisterUser(self, request, context):
         """Registers a new user for the signing hotkey (wire 3.9). Auth: hotkey headers
@@ -122,6 +135,11 @@ class IdentityServiceServicer:
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Ping': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ping,
+                    request_deserializer=chutes_dot_identity_dot_v1_dot_identity__pb2.PingRequest.FromString,
+                    response_serializer=chutes_dot_identity_dot_v1_dot_identity__pb2.PingResponse.SerializeToString,
+            ),
             'RegisterUser': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterUser,
                     request_deserializer=chutes_dot_identity_dot_v1_dot_identity__pb2.RegisterUserRequest.FromString,
@@ -163,6 +181,33 @@ def add_IdentityServiceServicer_to_server(servicer, server):
 class IdentityService:
     """Users, registration and API keys.
     """
+
+    @staticmethod
+    def Ping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chutes.identity.v1.IdentityService/Ping',
+            chutes_dot_identity_dot_v1_dot_identity__pb2.PingRequest.SerializeToString,
+            chutes_dot_identity_dot_v1_dot_identity__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def RegisterUser(request,
@@ -316,6 +361,132 @@ class IdentityService:
             '/chutes.identity.v1.IdentityService/DeleteApiKey',
             chutes_dot_identity_dot_v1_dot_identity__pb2.DeleteApiKeyRequest.SerializeToString,
             chutes_dot_identity_dot_v1_dot_identity__pb2.DeleteApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class IdentityInternalServiceStub:
+    """Lookups for the other services of the suite. The gateway does not route `*InternalService`
+    services: only services on the internal network can call them.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AuthenticateApiKey = channel.unary_unary(
+                '/chutes.identity.v1.IdentityInternalService/AuthenticateApiKey',
+                request_serializer=chutes_dot_identity_dot_v1_dot_identity__pb2.AuthenticateApiKeyRequest.SerializeToString,
+                response_deserializer=chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.FromString,
+                _registered_method=True)
+        self.GetCaller = channel.unary_unary(
+                '/chutes.identity.v1.IdentityInternalService/GetCaller',
+                request_serializer=chutes_dot_identity_dot_v1_dot_identity__pb2.GetCallerRequest.SerializeToString,
+                response_deserializer=chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.FromString,
+                _registered_method=True)
+
+
+class IdentityInternalServiceServicer:
+    """Lookups for the other services of the suite. The gateway does not route `*InternalService`
+    services: only services on the internal network can call them.
+    """
+
+    def AuthenticateApiKey(self, request, context):
+        """Who holds this API key. `authorization` is the raw Authorization header value (bare key,
+        `Bearer <key>` or `Basic <key>`). UNAUTHENTICATED: malformed (`reason` MALFORMED_KEY) or
+        unknown/revoked/wrong secret (`reason` UNKNOWN_KEY). argon2 runs once per key per process.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCaller(self, request, context):
+        """The caller record of a user the gateway already verified (hotkey-signed requests).
+        NOT_FOUND when the user does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_IdentityInternalServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AuthenticateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthenticateApiKey,
+                    request_deserializer=chutes_dot_identity_dot_v1_dot_identity__pb2.AuthenticateApiKeyRequest.FromString,
+                    response_serializer=chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.SerializeToString,
+            ),
+            'GetCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaller,
+                    request_deserializer=chutes_dot_identity_dot_v1_dot_identity__pb2.GetCallerRequest.FromString,
+                    response_serializer=chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'chutes.identity.v1.IdentityInternalService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('chutes.identity.v1.IdentityInternalService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class IdentityInternalService:
+    """Lookups for the other services of the suite. The gateway does not route `*InternalService`
+    services: only services on the internal network can call them.
+    """
+
+    @staticmethod
+    def AuthenticateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chutes.identity.v1.IdentityInternalService/AuthenticateApiKey',
+            chutes_dot_identity_dot_v1_dot_identity__pb2.AuthenticateApiKeyRequest.SerializeToString,
+            chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chutes.identity.v1.IdentityInternalService/GetCaller',
+            chutes_dot_identity_dot_v1_dot_identity__pb2.GetCallerRequest.SerializeToString,
+            chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.FromString,
             options,
             channel_credentials,
             insecure,
