@@ -217,6 +217,25 @@ def _routes(contract: Contract, bench: bool) -> list[dict[str, Any]]:
         routes.append(
             {"match": {"prefix": f"/{full}/"}, "route": {"cluster": short, "timeout": UNARY_TIMEOUT}}
         )
+    # REST paths. The filters before the transcoder (ext_authz among them) act only on a request
+    # that has a route, matched on its REST path; after transcoding the router re-matches on the
+    # gRPC path, so these routes' own targets serve only requests that match nothing else.
+    for pattern in contract.streamed_paths():
+        # Signed uploads are checked on their headers: their bodies stream, unbuffered.
+        routes.append(
+            {
+                "match": {"safe_regex": {"regex": pattern}},
+                "direct_response": {"status": 404},
+                "typed_per_filter_config": {
+                    _EXT_AUTHZ: _typed(
+                        "extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                        check_settings={"disable_request_body_buffering": True},
+                    )
+                },
+            }
+        )
+    # gRPC clients read a 404 as UNIMPLEMENTED.
+    routes.append({"match": {"prefix": "/"}, "direct_response": {"status": 404}})
     return routes
 
 

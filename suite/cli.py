@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from services.kit.settings import SERVICE_NAMES, get_settings
+from suite.admin import add_commands as add_admin_commands
 
 
 def _up(_: argparse.Namespace) -> int:
@@ -67,5 +68,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     config.add_argument("--out", default="envoy.json")
     config.set_defaults(run=_gateway_config)
+    add_admin_commands(commands)
     args = parser.parse_args(argv)
     sys.exit(args.run(args))

@@ -29,6 +29,7 @@ from gateway.render import write_config
 from services.kit.migrations import upgrade
 from services.kit.settings import SERVICE_NAMES, Settings, get_settings
 from suite import postgres
+from suite.admin import DATABASE_URL_FILE
 
 #: How long the suite may take to become ready before `up` gives up.
 STARTUP_TIMEOUT_SECONDS = 60.0
@@ -93,6 +94,8 @@ class Supervisor:
             "postgres", postgres.command(pgdata, port), signal.SIGINT, user=user
         )  # SIGINT: fast shutdown
         self.wait_until("postgres", lambda: _accepts_connections("127.0.0.1", port), deadline)
+        # Where `chutes-suite admin` finds the database while the suite runs.
+        (self.data_dir / DATABASE_URL_FILE).write_text(postgres.url(port))
         return postgres.url(port)
 
     def start_services(self, database_url: str) -> None:
@@ -134,6 +137,7 @@ class Supervisor:
 
     def stop(self) -> None:
         """Stop children in reverse start order: gateway, services, then the database."""
+        (self.data_dir / DATABASE_URL_FILE).unlink(missing_ok=True)
         for child in reversed(self.children):
             if child.exited() is None:
                 child.process.send_signal(child.stop_signal)

@@ -314,3 +314,12 @@ def test_native_grpc_keeps_status_and_details(echo_gateway: EchoGateway) -> None
 def test_bench_route_is_envoy_alone(http: httpx.Client) -> None:
     response = http.get(BENCH_DIRECT_PATH)
     assert response.status_code == 200 and response.json() == {"ok": True}
+
+
+def test_signature_check_failing_is_503_never_a_pass(http: httpx.Client) -> None:
+    # The echo server does not implement the ext_authz Check: the gateway cannot verify.
+    headers = {"X-Chutes-Hotkey": "5F", "X-Chutes-Nonce": "1", "X-Chutes-Signature": "00"}
+    assert assert_json_error(http.get("/chutes/", headers=headers), 503) == "Service Unavailable"
+    # A partial set skips the check, as the real API ignores it.
+    partial = {k: v for k, v in headers.items() if k != "X-Chutes-Nonce"}
+    assert http.get("/chutes/", headers=partial).status_code == 200

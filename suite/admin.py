@@ -1,0 +1,153 @@
+"""Operator commands: `chutes-suite admin create-user|create-key|create-token`.
+
+They write straight into the identity schema of the suite's database: CHUTES_DATABASE_URL, or
+the embedded database of a running `chutes-suite up` (its URL is in `<data dir>/database_url`).
+Each prints one JSON object on stdout; the API key in it is shown only this once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from services.identity import store
+from services.identity.signatures import public_key_of
+from services.kit.db import asyncpg_url
+from services.kit.errors import DomainError
+from services.kit.roles import Role
+from services.kit.settings import Settings, get_settings
+
+DATABASE_URL_FILE = "database_url"
+
+
+class AdminError(Exception):
+    """What went wrong, in words for the operator."""
+
+
+def database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    recorded = settings.data_dir / DATABASE_URL_FILE
+    if recorded.exists():
+        return recorded.read_text().strip()
+    raise AdminError("no database: start the suite (chutes-suite up) or set CHUTES_DATABASE_URL")
+
+
+async def _in_identity(work: Any) -> dict[str, Any]:
+    engine = create_async_engine(
+        asyncpg_url(database_url(get_settings())),
+        poolclass=NullPool,
+        connect_args={"server_settings": {"search_path": "identity"}},
+    )
+    try:
+        async with engine.begin() as connection:
+            result: dict[str, Any] = await work(connection)
+            return result
+    except OSError as error:
+        raise AdminError(f"cannot reach the database ({error}); is the suite running?") from None
+    except DomainError as error:
+        raise AdminError(error.detail) from None
+    finally:
+        await engine.dispose()
+
+
+def create_user(args: argparse.Namespace) -> dict[str, Any]:
+    bitmask = 0
+    for name in args.role:
+        bitmask |= Role.parse(name)
+    for key in (args.hotkey, args.coldkey):
+        if key is not None:
+            try:
+                public_key_of(key)
+            except ValueError as error:
+                raise AdminError(f"{key!r} is not an SS58 address: {error}") from None
+
+    async def work(connection: Any) -> dict[str, Any]:
+        user = await store.create_user(
+            connection,
+            args.username,
+            hotkey=args.hotkey,
+            coldkey=args.coldkey,
+            permissions_bitmask=bitmask,
+            netuids=args.netuid,
+            balance=args.balance,
+        )
+        key, _ = await store.create_api_key(connection, user.user_id, "admin", admin=True)
+        return {
+            "user_id": user.user_id,
+            "username": user.username,
+            "api_key": key,
+            "payment_address": user.payment_address,
+        }
+
+    return asyncio.run(_in_identity(work))
+
+
+def create_key(args: argparse.Namespace) -> dict[str, Any]:
+    async def work(connection: Any) -> dict[str, Any]:
+        user: Any = await store.find_user(connection, args.username)
+        if user is None:
+            raise AdminError(f"no user named {args.username!r}")
+        name = args.name or f"key-{uuid.uuid4().hex[:8]}"
+        key, row = await store.create_api_key(connection, user.user_id, name, admin=True)
+        return {"api_key_id": row.api_key_id, "user_id": user.user_id, "name": name, "api_key": key}
+
+    return asyncio.run(_in_identity(work))
+
+
+def create_token(args: argparse.Namespace) -> dict[str, Any]:
+    """A registration token, for suites run with CHUTES_OPEN_REGISTRATION=false."""
+
+    async def work(connection: Any) -> dict[str, Any]:
+        token = str(uuid.uuid4())
+        await connection.execute(store.registration_tokens.insert().values(token=token))
+        return {"token": token}
+
+    return asyncio.run(_in_identity(work))
+
+
+def add_commands(commands: Any) -> None:
+    admin = commands.add_parser("admin", help="operator commands on the suite's database")
+    actions = admin.add_subparsers(dest="action", required=True)
+
+    user = actions.add_parser("create-user", help="create a user with an admin API key")
+    user.add_argument("--username", required=True)
+    user.add_argument("--hotkey", help="SS58 address of the user's sr25519 hotkey")
+    user.add_argument("--coldkey", help="SS58 address of the user's coldkey")
+    user.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        metavar="ROLE",
+        help="a role of spec 2.5, e.g. public_model_deployment (repeatable)",
+    )
+    user.add_argument(
+        "--netuid", action="append", type=int, default=[], help="an administered subnet (repeatable)"
+    )
+    user.add_argument("--balance", type=float, default=0.0, help="starting balance, USD")
+    user.set_defaults(admin_command=create_user)
+
+    key = actions.add_parser("create-key", help="create a new admin API key for a user")
+    key.add_argument("--username", required=True)
+    key.add_argument("--name", help="the key's name (unique per user)")
+    key.set_defaults(admin_command=create_key)
+
+    token = actions.add_parser("create-token", help="create a registration token")
+    token.set_defaults(admin_command=create_token)
+    admin.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        print(json.dumps(args.admin_command(args)))
+    except (AdminError, ValueError) as error:
+        print(f"chutes-suite admin: {error}", file=sys.stderr)
+        return 1
+    return 0
