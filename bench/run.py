@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import re
 import resource
@@ -79,6 +80,9 @@ class Scenario:
     what: str
     #: gRPC scenarios: the serialized request message (h2load sends it framed, as POST).
     grpc_request: Callable[[], bytes] | None = None
+    #: How each request proves who it is: not at all, an admin API key, or a fresh hotkey signature
+    #: (each signature is used once: the gateway refuses exact replays).
+    auth: Literal["none", "api_key", "hotkey"] = "none"
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -89,6 +93,15 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "rest-getchute-501", "wrk", "gateway", "/chutes/abc", "registry",
         "REST GET through Lua + transcoder + registry (UNIMPLEMENTED today, so 501 JSON)",
+    ),
+    Scenario(
+        "rest-getchute-501-api-key", "wrk", "gateway", "/chutes/abc", "registry",
+        "the same GET with an admin API key (verified in registry, cached for 4 s)", auth="api_key",
+    ),
+    Scenario(
+        "rest-getchute-501-hotkey", "wrk", "gateway", "/chutes/abc", "registry",
+        "the same GET, hotkey-signed (ext_authz: identity checks sr25519 and the replay store)",
+        auth="hotkey",
     ),
     Scenario(
         "grpc-getchute-501", "h2load", "registry", GET_CHUTE, "registry",
@@ -196,6 +209,61 @@ def process_name(pid: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Credentials:
+    api_key: str
+    public_key: bytes
+    private_key: bytes
+    hotkey: str
+
+    @classmethod
+    def create(cls, env: dict[str, str]) -> Credentials:
+        import sr25519
+
+        from services.identity.signatures import ss58_of
+
+        public, private = sr25519.pair_from_seed(os.urandom(32))
+        hotkey = ss58_of(public)
+        command = [
+            str(Path(sys.executable).parent / "chutes-suite"),
+            "admin",
+            "create-user",
+            "--username",
+            "bench" + os.urandom(4).hex(),
+            "--hotkey",
+            hotkey,
+        ]
+        made = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        return cls(json.loads(made.stdout)["api_key"], public, private, hotkey)
+
+    def signed(self, purpose: str, count: int) -> list[tuple[str, str, str]]:
+        """`count` fresh (hotkey, nonce, signature) triples over `hotkey:nonce:purpose`."""
+        import sr25519
+
+        nonce = str(int(time.time()))
+        message = f"{self.hotkey}:{nonce}:{purpose}".encode()
+        pair = (self.public_key, self.private_key)
+        # sr25519 signatures are randomized: the same message signs differently every time.
+        return [(self.hotkey, nonce, sr25519.sign(pair, message).hex()) for _ in range(count)]
+
+
+#: Hotkey scenarios pre-sign this many requests per second of load (well above what 2 cores serve).
+SIGNATURES_PER_SECOND = 8_000
+
+#: A wrk script that sends each pre-signed header set once, in order.
+_SIGNED_WRK_SCRIPT = """
+local sets = {}
+for line in io.lines("%(file)s") do sets[#sets + 1] = line end
+local next_set = 0
+request = function()
+  next_set = next_set %% #sets + 1
+  local hotkey, nonce, signature = sets[next_set]:match("(%%S+) (%%S+) (%%S+)")
+  return wrk.format("GET", "%(path)s", {["X-Chutes-Hotkey"] = hotkey, ["X-Chutes-Nonce"] = nonce,
+                                       ["X-Chutes-Signature"] = signature})
+end
+"""
+
+
 @dataclass
 class Suite:
     """A private `chutes-suite up` on free ports and a temp data dir, so it never meets a running suite."""
@@ -206,6 +274,7 @@ class Suite:
     process: subprocess.Popen[bytes] | None = None
     #: name -> (pid, start time): the start time guards against killing a reused pid.
     pids: dict[str, tuple[int, str]] = field(default_factory=dict)
+    _credentials: Credentials | None = None
 
     @property
     def stdout_path(self) -> Path:
@@ -282,6 +351,12 @@ class Suite:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(f"{name} (pid {pid})")
         return killed
+
+    def credentials(self) -> Credentials:
+        """A user of this suite with an admin API key and a hotkey (made once, on first use)."""
+        if self._credentials is None:
+            self._credentials = Credentials.create(self.environment())
+        return self._credentials
 
     def url(self, target: str, path: str) -> str:
         host_port = f"127.0.0.1:{self.gateway_port}" if target == "gateway" else self.addresses[target]
@@ -381,8 +456,30 @@ class Load:
     threads: int
 
 
-def wrk_command(url: str, load: Load) -> list[str]:
-    return ["wrk", f"-t{load.threads}", f"-c{load.connections}", f"-d{load.duration}s", "--latency", url]
+def wrk_command(url: str, load: Load, extra: Sequence[str] = ()) -> list[str]:
+    return [
+        "wrk",
+        f"-t{load.threads}",
+        f"-c{load.connections}",
+        f"-d{load.duration}s",
+        "--latency",
+        *extra,
+        url,
+    ]
+
+
+def wrk_auth(suite: Suite, scenario: Scenario, load: Load, workdir: Path) -> list[str]:
+    """wrk options that authenticate every request as the scenario says."""
+    if scenario.auth == "api_key":
+        return ["-H", f"Authorization: {suite.credentials().api_key}"]
+    if scenario.auth == "hotkey":
+        sets = suite.credentials().signed("chutes", SIGNATURES_PER_SECOND * load.duration)
+        signatures = workdir / f"{scenario.name}.signatures"
+        signatures.write_text("".join(f"{h} {n} {s}\n" for h, n, s in sets))
+        script = workdir / f"{scenario.name}.lua"
+        script.write_text(_SIGNED_WRK_SCRIPT % {"file": signatures, "path": scenario.path})
+        return ["-s", str(script)]
+    return []
 
 
 def h2load_command(url: str, load: Load, data: Path, log: Path) -> list[str]:
@@ -409,7 +506,7 @@ def run_load(suite: Suite, scenario: Scenario, load: Load, workdir: Path) -> Run
     url = suite.url(scenario.target, scenario.path)
     log = workdir / f"{scenario.name}.log"
     if scenario.tool == "wrk":
-        command = wrk_command(url, load)
+        command = wrk_command(url, load, wrk_auth(suite, scenario, load, workdir))
     else:
         assert scenario.grpc_request is not None
         data = workdir / f"{scenario.name}.grpc"
@@ -435,8 +532,14 @@ def probe(suite: Suite, scenario: Scenario) -> str:
     """Send one request and describe the answer (gRPC errors ride in trailers; h2load counts them as 2xx)."""
     url = suite.url(scenario.target, scenario.path)
     if scenario.grpc_request is None:
+        headers = {}
+        if scenario.auth == "api_key":
+            headers["Authorization"] = suite.credentials().api_key
+        elif scenario.auth == "hotkey":
+            hotkey, nonce, signature = suite.credentials().signed("chutes", 1)[0]
+            headers = {"X-Chutes-Hotkey": hotkey, "X-Chutes-Nonce": nonce, "X-Chutes-Signature": signature}
         try:
-            with urllib.request.urlopen(url, timeout=5) as reply:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as reply:
                 return f"HTTP {reply.status}"
         except urllib.error.HTTPError as error:
             return f"HTTP {error.code}"
@@ -455,8 +558,8 @@ def probe(suite: Suite, scenario: Scenario) -> str:
 
 HEADER = (
     "| scenario | req/s median | p50 ms | p99 ms | non-2xx | Envoy µs/req | service µs/req"
-    " | date | command |",
-    "|---|---:|---:|---:|---:|---:|---:|---|---|",
+    " | whole stack µs/req | date | command |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
 )
 
 
@@ -481,6 +584,8 @@ def table_row(result: Result, command: str, date: str) -> str:
         non_2xx,
         cpu("envoy"),
         cpu(serving) if serving is None else f"{cpu(serving)} ({serving})",
+        # Envoy and every service: what the request cost the suite, wherever it was spent.
+        f"{_median([sum(v for k, v in r.cpu_us.items() if k != 'loadgen') for r in runs]):.0f}",
         date,
         f"`{command}`",
     ]

@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import grpc
+import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -143,4 +144,5 @@ def run(spec: ServiceSpec) -> None:
     """The `__main__` of a service process."""
     settings = get_settings()
     configure_logging(spec.name, settings.log_level)
-    asyncio.run(serve(spec, settings))
+    # uvloop: ~10% less CPU per gRPC call than asyncio's default loop (measured, bench/README.md).
+    uvloop.run(serve(spec, settings))
