@@ -294,6 +294,7 @@ class Suite:
         )
         for name, address in self.addresses.items():
             env[f"CHUTES_{name.upper()}_ADDRESS"] = address
+
         return env
 
     def start(self) -> None:
@@ -369,8 +370,9 @@ class Suite:
 @contextmanager
 def running_suite() -> Iterator[Suite]:
     workdir = Path(tempfile.mkdtemp(prefix="chutes-bench-"))
-    ports = free_ports(1 + len(SERVICES))
-    addresses = {name: f"127.0.0.1:{port}" for name, port in zip(SERVICES, ports[1:], strict=True)}
+    ports = free_ports(2 + len(SERVICES))
+    names = (*SERVICES, "identity_authz")  # identity's signature-check endpoint has an address too
+    addresses = {name: f"127.0.0.1:{port}" for name, port in zip(names, ports[1:], strict=True)}
     suite = Suite(workdir, ports[0], addresses)
     try:
         print(f"starting chutes-suite up (gateway port {suite.gateway_port}, data {workdir})", flush=True)

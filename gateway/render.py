@@ -53,6 +53,8 @@ _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 SIGNATURE_HEADERS = ("x-chutes-hotkey", "x-chutes-nonce", "x-chutes-signature")
 #: How long the gateway waits for identity to check a signature before answering 503.
 AUTHZ_TIMEOUT = "2s"
+#: The cluster of identity's signature-check endpoint (HTTP/1.1).
+AUTHZ_CLUSTER = "identity_authz"
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ def _typed(kind: str, **config: Any) -> dict[str, Any]:
     return {"@type": f"type.googleapis.com/envoy.{kind}", **config}
 
 
-def _cluster(name: str, address: str) -> dict[str, Any]:
+def _cluster(name: str, address: str, *, http2: bool = True) -> dict[str, Any]:
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     try:
@@ -170,7 +172,9 @@ def _cluster(name: str, address: str) -> dict[str, Any]:
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
                 "extensions.upstreams.http.v3.HttpProtocolOptions",
-                explicit_http_config={"http2_protocol_options": {}},
+                explicit_http_config={"http2_protocol_options": {}}
+                if http2
+                else {"http_protocol_options": {}},
             )
         },
         "load_assignment": {
@@ -258,19 +262,32 @@ def _ext_authz() -> dict[str, Any]:
 
     Only requests with the whole signature header set reach it: anonymous and API-key requests
     skip the check (keys are verified inside the services), and a partial set is ignored, as the
-    real API ignores it. Identity down or slow means 503, never a pass.
+    real API ignores it. Identity down or slow means 503, never a pass. HTTP mode, not gRPC: it
+    costs identity a third of the CPU per check (services/identity/authz_http.py).
     """
+
+    def exactly(names: tuple[str, ...]) -> dict[str, Any]:
+        return {"patterns": [{"exact": name} for name in names]}
+
     check = _typed(
         "extensions.filters.http.ext_authz.v3.ExtAuthz",
-        grpc_service={"envoy_grpc": {"cluster_name": "identity"}, "timeout": AUTHZ_TIMEOUT},
-        transport_api_version="V3",
+        http_service={
+            "server_uri": {
+                "uri": f"http://{AUTHZ_CLUSTER}",
+                "cluster": AUTHZ_CLUSTER,
+                "timeout": AUTHZ_TIMEOUT,
+            },
+            "authorization_response": {
+                # The verified identity goes to the service, replacing anything the client sent.
+                "allowed_upstream_headers": exactly(CALLER_HEADERS[:3]),
+                "allowed_client_headers": exactly(("content-type",)),
+            },
+        },
+        # Besides method, path and content-length, which Envoy always sends.
+        allowed_headers=exactly(SIGNATURE_HEADERS),
         failure_mode_allow=False,
         status_on_error={"code": "ServiceUnavailable"},
-        with_request_body={
-            "max_request_bytes": MAX_JSON_BODY_BYTES,
-            "allow_partial_message": False,
-            "pack_as_bytes": True,
-        },
+        with_request_body={"max_request_bytes": MAX_JSON_BODY_BYTES, "allow_partial_message": False},
     )
     skip = {
         "action": {
@@ -316,13 +333,15 @@ def _lua_source(contract: Contract) -> str:
 def render(
     addresses: Mapping[str, str],
     *,
+    authz_address: str,
     port: int,
     host: str = "127.0.0.1",
     admin_port: int = 0,
     descriptor_path: Path = DESCRIPTOR_PATH,
     bench: bool = False,
 ) -> dict[str, Any]:
-    """The Envoy bootstrap, as a dict ready for JSON. `addresses` maps service name to host:port."""
+    """The Envoy bootstrap, as a dict ready for JSON. `addresses` maps service name to host:port;
+    `authz_address` is identity's signature-check endpoint."""
     contract = read_contract(load_descriptor(descriptor_path))
     missing = set(contract.grpc_services.values()) - set(addresses)
     if missing:
@@ -394,7 +413,8 @@ def render(
                 }
             ],
             "clusters": [
-                _cluster(name, addresses[name]) for name in sorted(set(contract.grpc_services.values()))
+                *(_cluster(name, addresses[name]) for name in sorted(set(contract.grpc_services.values()))),
+                _cluster(AUTHZ_CLUSTER, authz_address, http2=False),
             ],
         },
     }

@@ -43,6 +43,7 @@ def _gateway_config(args: argparse.Namespace) -> int:
     path = write_config(
         Path(args.out),
         {name: settings.address_of(name) for name in SERVICE_NAMES},
+        authz_address=settings.identity_authz_address,
         port=settings.gateway_port,
         host=settings.gateway_host,
         admin_port=settings.gateway_admin_port,

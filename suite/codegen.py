@@ -19,7 +19,7 @@ PROTOS = ROOT / "protos"
 THIRD_PARTY = ROOT / "third_party"
 DESCRIPTOR = Path("gateway") / "chutes.binpb"
 #: Vendored protos we generate Python code for too (relative to third_party/).
-VENDORED_PROTOS = ["chutes/extauthz/v3/auth_min.proto"]
+VENDORED_PROTOS: list[str] = []
 
 
 def proto_files() -> list[Path]:

@@ -107,6 +107,7 @@ class Supervisor:
         config = write_config(
             self.data_dir / "envoy.json",
             {name: self.settings.address_of(name) for name in SERVICE_NAMES},
+            authz_address=self.settings.identity_authz_address,
             port=self.settings.gateway_port,
             host=self.settings.gateway_host,
             admin_port=self.settings.gateway_admin_port,

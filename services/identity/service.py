@@ -1,15 +1,15 @@
 """The identity service: users, API keys, and the verification of hotkey signatures.
 
-One servicer implements three gRPC services:
+One servicer implements two gRPC services and the gateway's signature check:
 - IdentityService: the REST face (register, /users/me, /api_keys);
 - IdentityInternalService: caller lookups for the other services (API keys, verified user ids);
-- envoy.service.auth.v3.Authorization: the gateway's ext_authz check of hotkey-signed requests.
+- `verdict()`: Envoy's ext_authz check of hotkey-signed requests, served over plain HTTP on its
+  own internal port (services/identity/authz_http.py says why).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from datetime import datetime
@@ -17,11 +17,10 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-from google.rpc import status_pb2
 
-from chutes.extauthz.v3 import auth_min_pb2, auth_min_pb2_grpc
 from chutes.identity.v1 import identity_pb2, identity_pb2_grpc
-from services.identity import keys, store
+from services.identity import authz_http, keys, store
+from services.identity.authz_http import AuthzRequest, Verdict
 from services.identity.signatures import SignatureRejected, SignatureVerifier, SignedRequest
 from services.kit.auth import Caller, MalformedCredential, Scope, caller_to_proto, require_caller
 from services.kit.caller import AUTH_METHOD_HEADER, USER_ID_HEADER, VERIFIED_HOTKEY_HEADER
@@ -36,6 +35,7 @@ from services.kit.errors import (
 )
 from services.kit.roles import role_names
 from services.kit.server import GrpcService, ServiceContext, ServiceSpec
+from services.kit.settings import Settings
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -43,7 +43,6 @@ _KEY_NAME = re.compile(r"^[\w .$-]{1,24}$")
 _USERNAME = re.compile(r"^[a-zA-Z0-9_]{3,15}$")
 _OBJECT_TYPES = ("images", "chutes", "invocations")
 _ACTIONS = ("read", "write", "delete", "invoke")
-_OVERWRITE = 2  # HeaderValueOption.append_action OVERWRITE_IF_EXISTS_OR_ADD
 #: How long a hotkey's user id is remembered by the authorizer (users are never re-keyed).
 _HOTKEY_CACHE_SECONDS = 60.0
 
@@ -111,7 +110,6 @@ def _scopes_of(request: identity_pb2.CreateApiKeyRequest) -> list[Scope]:
 class IdentityServicer(
     identity_pb2_grpc.IdentityServiceServicer,
     identity_pb2_grpc.IdentityInternalServiceServicer,
-    auth_min_pb2_grpc.AuthorizationServicer,
 ):
     def __init__(self, context: ServiceContext) -> None:
         if context.db is None:
@@ -283,55 +281,36 @@ class IdentityServicer(
             self._hotkeys[hotkey] = (now + _HOTKEY_CACHE_SECONDS, user_id)
         return user_id
 
-    async def Check(self, request: auth_min_pb2.CheckRequest, context: Context) -> auth_min_pb2.CheckResponse:
-        http = request.attributes.request.http
-        headers = http.headers
+    async def verdict(self, request: AuthzRequest) -> Verdict:
+        """Allow a hotkey-signed request with the verified identity, or deny it with a reason."""
+        headers = request.headers
         hotkey, nonce, signature = (headers.get(f"x-chutes-{h}") for h in ("hotkey", "nonce", "signature"))
         if not (hotkey and nonce and signature):
             # A partial set is ignored, as the real API does: the request goes on without identity.
-            return _allow({})
+            return Verdict(upstream_headers={})
+        signed = SignedRequest(hotkey, nonce, signature, request.method, request.path, request.body)
         try:
-            self.signatures.verify(
-                SignedRequest(hotkey, nonce, signature, http.method, http.path, http.raw_body)
-            )
+            self.signatures.verify(signed)
         except SignatureRejected as rejected:
-            return _deny(str(rejected))
-        if http.method == "POST" and http.path.split("?", 1)[0].rstrip("/") == "/users/register":
-            return _allow({VERIFIED_HOTKEY_HEADER: hotkey})  # no user yet: registration creates it
+            return Verdict(denied=str(rejected))
+        if request.method == "POST" and request.path.split("?", 1)[0].rstrip("/") == "/users/register":
+            return Verdict(upstream_headers={VERIFIED_HOTKEY_HEADER: hotkey})  # registration creates the user
         user_id = await self._user_of_hotkey(hotkey)
         if user_id is None:
-            return _deny(f"Could not find user with hotkey: {hotkey}")
-        return _allow({USER_ID_HEADER: user_id, AUTH_METHOD_HEADER: "hotkey", VERIFIED_HOTKEY_HEADER: hotkey})
+            return Verdict(denied=f"Could not find user with hotkey: {hotkey}")
+        return Verdict(
+            upstream_headers={
+                USER_ID_HEADER: user_id,
+                AUTH_METHOD_HEADER: "hotkey",
+                VERIFIED_HOTKEY_HEADER: hotkey,
+            }
+        )
 
 
-def _allow(headers: dict[str, str]) -> auth_min_pb2.CheckResponse:
-    return auth_min_pb2.CheckResponse(
-        status=status_pb2.Status(code=0),
-        ok_response=auth_min_pb2.OkHttpResponse(
-            headers=[
-                auth_min_pb2.HeaderValueOption(
-                    header=auth_min_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE
-                )
-                for k, v in headers.items()
-            ]
-        ),
-    )
-
-
-def _deny(detail: str) -> auth_min_pb2.CheckResponse:
-    return auth_min_pb2.CheckResponse(
-        status=status_pb2.Status(code=grpc.StatusCode.UNAUTHENTICATED.value[0]),
-        denied_response=auth_min_pb2.DeniedHttpResponse(
-            status=auth_min_pb2.HttpStatus(code=401),
-            headers=[
-                auth_min_pb2.HeaderValueOption(
-                    header=auth_min_pb2.HeaderValue(key="content-type", value="application/json"),
-                    append_action=_OVERWRITE,
-                )
-            ],
-            body=json.dumps({"detail": detail}),
-        ),
-    )
+async def _serve_signature_checks(servicer: object, settings: Settings) -> list[asyncio.Server]:
+    assert isinstance(servicer, IdentityServicer)
+    host, _, port = settings.identity_authz_address.rpartition(":")
+    return [await authz_http.serve(servicer.verdict, settings.bind_host or host, int(port))]
 
 
 SPEC = ServiceSpec(
@@ -339,8 +318,8 @@ SPEC = ServiceSpec(
     grpc_services=(
         GrpcService.of(identity_pb2, identity_pb2_grpc, "IdentityService"),
         GrpcService.of(identity_pb2, identity_pb2_grpc, "IdentityInternalService"),
-        GrpcService.of(auth_min_pb2, auth_min_pb2_grpc, "Authorization"),
     ),
     make_servicer=IdentityServicer,
     answers_caller_lookups=True,
+    start_side_servers=_serve_signature_checks,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -71,6 +71,9 @@ class ServiceSpec:
     make_servicer: Callable[[ServiceContext], object]
     #: True when the servicer itself answers caller lookups (identity); others ask identity.
     answers_caller_lookups: bool = False
+    #: Servers the service runs beside its gRPC server (identity's signature check for Envoy);
+    #: started before the service reports SERVING, closed when it stops.
+    start_side_servers: Callable[[object, Settings], Awaitable[list[asyncio.Server]]] | None = None
 
     @property
     def grpc_service(self) -> str:
@@ -84,10 +87,13 @@ class RunningService:
     port: int
     context: ServiceContext
     servicer: object
+    side_servers: list[asyncio.Server]
 
     async def stop(self, grace: float) -> None:
         """Health NOT_SERVING, then stop accepting calls and let in-flight ones finish."""
         await self.health.enter_graceful_shutdown()
+        for side in self.side_servers:
+            side.close()
         await self.server.stop(grace)
         if self.context.db is not None:
             await self.context.db.close()
@@ -120,9 +126,10 @@ async def start_service(spec: ServiceSpec, settings: Settings, listen: str) -> R
     if port == 0:
         raise OSError(f"{spec.name}: cannot listen on {listen}")
     await server.start()
+    side_servers = await spec.start_side_servers(servicer, settings) if spec.start_side_servers else []
     for name in ("", *names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningService(server=server, health=health, port=port, context=context, servicer=servicer)
+    return RunningService(server, health, port, context, servicer, side_servers)
 
 
 async def serve(spec: ServiceSpec, settings: Settings) -> None:

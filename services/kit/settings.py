@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     jobs_address: str = "127.0.0.1:50153"
     attestation_address: str = "127.0.0.1:50154"
     metrics_address: str = "127.0.0.1:50155"
+    #: Where identity answers the gateway's signature checks (plain HTTP; internal only).
+    identity_authz_address: str = "127.0.0.1:50160"
     #: Host a service binds to; unset means the host of its own address (set 0.0.0.0 in containers).
     bind_host: str | None = None
 
