@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from datetime import datetime
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from chutes.identity.v1 import identity_pb2, identity_pb2_grpc
 from services.identity import authz_http, keys, store
@@ -33,6 +31,7 @@ from services.kit.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from services.kit.messages import timestamp
 from services.kit.roles import role_names
 from services.kit.server import GrpcService, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
@@ -47,14 +46,6 @@ _ACTIONS = ("read", "write", "delete", "invoke")
 _HOTKEY_CACHE_SECONDS = 60.0
 
 
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _api_key_message(row: store.ApiKeyRow) -> identity_pb2.ApiKey:
     return identity_pb2.ApiKey(
         api_key_id=row.api_key_id,
@@ -65,8 +56,8 @@ def _api_key_message(row: store.ApiKeyRow) -> identity_pb2.ApiKey:
             identity_pb2.ApiKeyScope(object_type=s.object_type, object_id=s.object_id, action=s.action)
             for s in row.scopes
         ],
-        created_at=_timestamp(row.created_at),
-        last_used_at=_timestamp(row.last_used_at),
+        created_at=timestamp(row.created_at),
+        last_used_at=timestamp(row.last_used_at),
     )
 
 
@@ -174,8 +165,8 @@ class IdentityServicer(
             netuids=row.netuids,
             balance=row.balance,
             payment_address=row.payment_address,
-            created_at=_timestamp(row.created_at),
-            updated_at=_timestamp(row.updated_at),
+            created_at=timestamp(row.created_at),
+            updated_at=timestamp(row.updated_at),
         )
 
     async def CreateApiKey(self, request: identity_pb2.CreateApiKeyRequest, context: Context) -> Any:
@@ -267,6 +258,13 @@ class IdentityServicer(
 
     async def GetCaller(self, request: identity_pb2.GetCallerRequest, context: Context) -> Any:
         return caller_to_proto(await self.by_user_id(request.user_id))
+
+    async def FindUser(self, request: identity_pb2.FindUserRequest, context: Context) -> Any:
+        async with self.db.engine.connect() as connection:
+            caller = await store.find_caller(connection, request.user_id_or_name)
+        if caller is None:
+            raise NotFound(f"No user {request.user_id_or_name}")
+        return caller_to_proto(caller)
 
     # ---- ext_authz (hotkey signatures at the gateway) --------------------------------------
 

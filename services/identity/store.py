@@ -259,6 +259,22 @@ async def caller_by_user_id(connection: AsyncConnection, user_id: str) -> Caller
     return None if row is None else _caller_of(row)
 
 
+async def find_caller(connection: AsyncConnection, user_id_or_name: str) -> Caller | None:
+    row = (
+        await connection.execute(
+            sa.select(users)
+            .where(
+                sa.or_(
+                    users.c.user_id == user_id_or_name,
+                    sa.func.lower(users.c.username) == user_id_or_name.lower(),
+                )
+            )
+            .limit(1)
+        )
+    ).one_or_none()
+    return None if row is None else _caller_of(row)
+
+
 async def user_id_by_hotkey(connection: AsyncConnection, hotkey: str) -> str | None:
     found: str | None = (
         await connection.execute(sa.select(users.c.user_id).where(users.c.hotkey == hotkey))

@@ -240,6 +240,16 @@ class IdentityClient:
         except grpc.aio.AioRpcError as error:
             raise _refusal(error) from None
 
+    async def find_user(self, user_id_or_name: str) -> Caller | None:
+        """A user by id or name (share targets); None when there is none."""
+        request = identity_pb2.FindUserRequest(user_id_or_name=user_id_or_name)
+        try:
+            return caller_from_proto(await self.stub.FindUser(request, timeout=self.TIMEOUT_SECONDS))
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise _refusal(error) from None
+
     async def by_user_id(self, user_id: str) -> Caller:
         request = identity_pb2.GetCallerRequest(user_id=user_id)
         try:

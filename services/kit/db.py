@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -39,6 +40,14 @@ class Database:
         """An ORM session in a transaction, committed on success and rolled back on error."""
         async with self._sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def raw(self) -> AsyncIterator[Any]:
+        """A pooled asyncpg connection, for hot paths: no ORM, no SQL compilation, and asyncpg
+        caches each statement's prepared form per connection."""
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            yield raw.driver_connection
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -24,6 +24,28 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class FindUserRequest(_message.Message):
+    """Request of FindUser."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_OR_NAME_FIELD_NUMBER: _builtins.int
+    user_id_or_name: _builtins.str
+    """A user id, or a username in any case."""
+    def __init__(
+        self,
+        *,
+        user_id_or_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id_or_name", b"user_id_or_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindUserRequest: _TypeAlias = FindUserRequest  # noqa: Y015
+
+@_typing.final
 class PingRequest(_message.Message):
     """GET /ping."""
 

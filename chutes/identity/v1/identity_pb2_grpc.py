@@ -393,6 +393,11 @@ class IdentityInternalServiceStub:
                 request_serializer=chutes_dot_identity_dot_v1_dot_identity__pb2.GetCallerRequest.SerializeToString,
                 response_deserializer=chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.FromString,
                 _registered_method=True)
+        self.FindUser = channel.unary_unary(
+                '/chutes.identity.v1.IdentityInternalService/FindUser',
+                request_serializer=chutes_dot_identity_dot_v1_dot_identity__pb2.FindUserRequest.SerializeToString,
+                response_deserializer=chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.FromString,
+                _registered_method=True)
 
 
 class IdentityInternalServiceServicer:
@@ -417,6 +422,13 @@ class IdentityInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindUser(self, request, context):
+        """A user by id or by name (case-insensitive), e.g. the target of a share. NOT_FOUND when none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -428,6 +440,11 @@ def add_IdentityInternalServiceServicer_to_server(servicer, server):
             'GetCaller': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCaller,
                     request_deserializer=chutes_dot_identity_dot_v1_dot_identity__pb2.GetCallerRequest.FromString,
+                    response_serializer=chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.SerializeToString,
+            ),
+            'FindUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindUser,
+                    request_deserializer=chutes_dot_identity_dot_v1_dot_identity__pb2.FindUserRequest.FromString,
                     response_serializer=chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.SerializeToString,
             ),
     }
@@ -486,6 +503,33 @@ class IdentityInternalService:
             target,
             '/chutes.identity.v1.IdentityInternalService/GetCaller',
             chutes_dot_identity_dot_v1_dot_identity__pb2.GetCallerRequest.SerializeToString,
+            chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chutes.identity.v1.IdentityInternalService/FindUser',
+            chutes_dot_identity_dot_v1_dot_identity__pb2.FindUserRequest.SerializeToString,
             chutes_dot_identity_dot_v1_dot_identity__pb2.Caller.FromString,
             options,
             channel_credentials,

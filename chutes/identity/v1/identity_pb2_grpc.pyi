@@ -190,6 +190,8 @@ class IdentityInternalServiceStub:
     """The caller record of a user the gateway already verified (hotkey-signed requests).
     NOT_FOUND when the user does not exist.
     """
+    FindUser: _grpc.UnaryUnaryMultiCallable[_identity_pb2.FindUserRequest, _identity_pb2.Caller]
+    """A user by id or by name (case-insensitive), e.g. the target of a share. NOT_FOUND when none."""
 
 @_typing.type_check_only
 class IdentityInternalServiceAsyncStub(IdentityInternalServiceStub):
@@ -207,6 +209,8 @@ class IdentityInternalServiceAsyncStub(IdentityInternalServiceStub):
     """The caller record of a user the gateway already verified (hotkey-signed requests).
     NOT_FOUND when the user does not exist.
     """
+    FindUser: _aio.UnaryUnaryMultiCallable[_identity_pb2.FindUserRequest, _identity_pb2.Caller]  # type: ignore[assignment]
+    """A user by id or by name (case-insensitive), e.g. the target of a share. NOT_FOUND when none."""
 
 class IdentityInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     """Lookups for the other services of the suite. The gateway does not route `*InternalService`
@@ -233,5 +237,13 @@ class IdentityInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         """The caller record of a user the gateway already verified (hotkey-signed requests).
         NOT_FOUND when the user does not exist.
         """
+
+    @_abc_1.abstractmethod
+    def FindUser(
+        self,
+        request: _identity_pb2.FindUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.Caller, _abc.Awaitable[_identity_pb2.Caller]]:
+        """A user by id or by name (case-insensitive), e.g. the target of a share. NOT_FOUND when none."""
 
 def add_IdentityInternalServiceServicer_to_server(servicer: IdentityInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,43 @@
+"""Integrated subnets (spec/chutes-api.md 2.6): chutes whose name contains a subnet's substring
+belong to that subnet; its admins may manage them. Data here, not a chain lookup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.kit.auth import Caller
+from services.kit.roles import Role
+
+
+@dataclass(frozen=True)
+class Subnet:
+    name: str
+    netuid: int
+    substring: str
+
+
+INTEGRATED_SUBNETS = (
+    Subnet("affine", 120, "affine"),
+    Subnet("babelbit", 59, "babelbit"),
+    Subnet("chronoseek", 20, "chronoseek"),
+    Subnet("glyph", 117, "glyph"),
+    Subnet("leoma", 99, "leoma"),
+    Subnet("score", 44, "turbovision"),
+    Subnet("vocence", 78, "vocence"),
+)
+
+
+def subnet_of(chute_name: str) -> Subnet | None:
+    lowered = chute_name.lower()
+    return next((s for s in INTEGRATED_SUBNETS if s.substring in lowered), None)
+
+
+def substrings_managed_by(caller: Caller | None, *, admin_only: bool) -> list[str]:
+    """The name substrings of the subnets whose chutes `caller` may reach through a subnet role:
+    subnet_admin on one of its netuids, or (when not admin_only) subnet_invoke."""
+    if caller is None:
+        return []
+    allowed = caller.has_role(Role.SUBNET_ADMIN) or (not admin_only and caller.has_role(Role.SUBNET_INVOKE))
+    if not allowed:
+        return []
+    return [s.substring for s in INTEGRATED_SUBNETS if s.netuid in caller.netuids]
