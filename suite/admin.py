@@ -1,6 +1,6 @@
-"""Operator commands: `chutes-suite admin create-user|create-key|create-token`.
+"""Operator commands: `chutes-suite admin create-user|create-key|add-image|create-token`.
 
-They write straight into the identity schema of the suite's database: CHUTES_DATABASE_URL, or
+They write straight into the schemas of the suite's database: CHUTES_DATABASE_URL, or
 the embedded database of a running `chutes-suite up` (its URL is in `<data dir>/database_url`).
 Each prints one JSON object on stdout; the API key in it is shown only this once.
 """
@@ -41,10 +41,15 @@ def database_url(settings: Settings) -> str:
 
 
 async def _in_identity(work: Any) -> dict[str, Any]:
+    return await _in_schema("identity", work)
+
+
+async def _in_schema(schema: str, work: Any) -> dict[str, Any]:
+    """Run `work(connection)` in one transaction on a service's schema."""
     engine = create_async_engine(
         asyncpg_url(database_url(get_settings())),
         poolclass=NullPool,
-        connect_args={"server_settings": {"search_path": "identity"}},
+        connect_args={"server_settings": {"search_path": schema}},
     )
     try:
         async with engine.begin() as connection:
@@ -102,6 +107,35 @@ def create_key(args: argparse.Namespace) -> dict[str, Any]:
     return asyncio.run(_in_identity(work))
 
 
+def add_image(args: argparse.Namespace) -> dict[str, Any]:
+    """Register an image reference for chutes to deploy on (the suite builds no images)."""
+    from services.registry.images import add_image as register
+
+    async def owner(connection: Any) -> dict[str, Any]:
+        user: Any = await store.find_user(connection, args.username)
+        if user is None:
+            raise AdminError(f"no user named {args.username!r}")
+        return {"user_id": user.user_id, "username": user.username}
+
+    found = asyncio.run(_in_schema("identity", owner))
+
+    async def work(connection: Any) -> dict[str, Any]:
+        row = await register(
+            connection,
+            user_id=found["user_id"],
+            username=found["username"],
+            name=args.name,
+            tag=args.tag,
+            public=args.public,
+            chutes_version=args.chutes_version,
+        )
+        return {
+            key: row[key] for key in ("image_id", "name", "tag", "public", "status", "chutes_version")
+        } | {"username": found["username"]}
+
+    return asyncio.run(_in_schema("registry", work))
+
+
 def create_token(args: argparse.Namespace) -> dict[str, Any]:
     """A registration token, for suites run with CHUTES_OPEN_REGISTRATION=false."""
 
@@ -138,6 +172,18 @@ def add_commands(commands: Any) -> None:
     key.add_argument("--username", required=True)
     key.add_argument("--name", help="the key's name (unique per user)")
     key.set_defaults(admin_command=create_key)
+
+    image = actions.add_parser("add-image", help="register an image (username/name:tag) chutes can deploy on")
+    image.add_argument("--username", required=True, help="the image's owner")
+    image.add_argument("--name", required=True)
+    image.add_argument("--tag", required=True)
+    image.add_argument("--public", action="store_true", help="usable by every user")
+    image.add_argument(
+        "--chutes-version",
+        default=None,
+        help="the chutes SDK version inside the image (deploys need >= 0.3.61)",
+    )
+    image.set_defaults(admin_command=add_image)
 
     token = actions.add_parser("create-token", help="create a registration token")
     token.set_defaults(admin_command=create_token)

@@ -128,6 +128,6 @@ def test_native_grpc_on_the_gateway_port(suite: RunningSuite) -> None:
     with grpc.insecure_channel(target) as channel:
         stub = registry_pb2_grpc.RegistryServiceStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
-            stub.GetChute(registry_pb2.GetChuteRequest(chute_id_or_name="x"), timeout=10)
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert raised.value.details() == f"/{REGISTRY}/GetChute is not implemented yet"
+            stub.GetChute(registry_pb2.GetChuteRequest(chute_id_or_name="no-such-chute"), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert raised.value.details() == "Chute not found, or does not belong to you"

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import message, timestamp_pb2
+
+
+def has_field(msg: message.Message, name: str) -> bool:
+    """`msg.HasField(name)` for a name held in a variable (the stubs type HasField with literals)."""
+    return msg.HasField(name)
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     #: How far a hotkey signature's nonce (unix seconds) may be from the server's clock.
     signature_window_seconds: int = 600
 
+    #: USD per TAO, for prices in TAO next to USD; unset (no price feed here): USD only.
+    tao_usd_rate: float | None = None
+
     #: Seconds a stopping service waits for in-flight calls before cancelling them.
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"

@@ -60,7 +60,7 @@ async def find_image(connection: AsyncConnection, reference: str, caller: Caller
     return row
 
 
-def image_message(row: Mapping[str, Any], prefix: str = "") -> registry_pb2.Image:
+def image_message(row: Mapping[Any, Any], prefix: str = "") -> registry_pb2.Image:
     """The ImageResponse of a row (columns named `<prefix><column>` when joined with chutes)."""
 
     def col(name: str) -> Any:
