@@ -9,6 +9,7 @@ Chutes API (spec `chutes-api.md` §8.1), with the GPU numbers of `chutes.gpu`.
 from __future__ import annotations
 
 import builtins
+import functools
 from typing import Any, Final
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -29,6 +30,30 @@ _AMD_GPU: Final = "mi300x"
 
 # `dict` is shadowed by the method below inside the class body, so annotations use this alias.
 _Dict = builtins.dict
+
+
+@functools.lru_cache(maxsize=1024)
+def _supported_keys(
+    include: tuple[str, ...], exclude: tuple[str, ...], min_vram_gb: int, max_hourly_price: float | None
+) -> tuple[str, ...]:
+    """The supported GPUs of a selector (spec 8.1). Memoised: chutes share a handful of selectors,
+    and every chute response needs this several times."""
+    # Empty include/exclude lists count as not given, as in the API (it tests truthiness).
+    candidates = set(include) if include else set(GPUS)
+    candidates -= set(exclude)
+    candidates = {key for key in candidates if GPUS[key].vram_gb >= min_vram_gb}
+    if max_hourly_price is not None:
+        candidates = {key for key in candidates if GPUS[key].hourly_rate <= max_hourly_price}
+    if not include and candidates:
+        # Without an explicit list, don't let a cheap GPU drag in far costlier classes (a 3090
+        # selector should not also match b200s).
+        ceiling = min(GPUS[key].hourly_rate for key in candidates) * MAX_GPU_PRICE_DELTA
+        candidates = {
+            key for key in candidates if GPUS[key].hourly_rate <= ceiling or key == _PRICE_DELTA_EXEMPT
+        }
+    if _AMD_GPU in candidates and len(candidates) > 1:
+        candidates.discard(_AMD_GPU)
+    return tuple(sorted(candidates, key=lambda key: (GPUS[key].hourly_rate, key)))
 
 
 class NodeSelector(BaseModel):
@@ -67,24 +92,14 @@ class NodeSelector(BaseModel):
     @property
     def supported_gpus(self) -> list[str]:
         """Keys of the GPUs this selector accepts, cheapest first (ties by key)."""
-        # Empty include/exclude lists count as not given, as in the API (it tests truthiness).
-        candidates = set(self.include) if self.include else set(GPUS)
-        if self.exclude:
-            candidates -= set(self.exclude)
-        candidates = {key for key in candidates if GPUS[key].vram_gb >= self.min_vram_gb_per_gpu}
-        if self.max_hourly_price_per_gpu is not None:
-            cap = self.max_hourly_price_per_gpu
-            candidates = {key for key in candidates if GPUS[key].hourly_rate <= cap}
-        if not self.include and candidates:
-            # Without an explicit list, don't let a cheap GPU drag in far costlier classes (a 3090
-            # selector should not also match b200s).
-            ceiling = min(GPUS[key].hourly_rate for key in candidates) * MAX_GPU_PRICE_DELTA
-            candidates = {
-                key for key in candidates if GPUS[key].hourly_rate <= ceiling or key == _PRICE_DELTA_EXEMPT
-            }
-        if _AMD_GPU in candidates and len(candidates) > 1:
-            candidates.discard(_AMD_GPU)
-        return sorted(candidates, key=lambda key: (GPUS[key].hourly_rate, key))
+        return list(
+            _supported_keys(
+                tuple(self.include or ()),
+                tuple(self.exclude or ()),
+                self.min_vram_gb_per_gpu,
+                self.max_hourly_price_per_gpu,
+            )
+        )
 
     def _supported(self) -> list[Gpu]:
         gpus = [GPUS[key] for key in self.supported_gpus]
