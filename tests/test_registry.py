@@ -434,3 +434,125 @@ def test_events_carry_json_payloads(database_url: str) -> None:
 
     payload = json.loads(asyncio.run(one()))
     assert {"chute_id", "version"} <= set(payload)
+
+
+# ---- limits, rolling updates, images in use, vLLM refs ---------------------------------------
+
+
+def test_twenty_four_deploys_a_day(http: httpx.Client, suite: RunningSuite) -> None:
+    username = "busy" + uuid.uuid4().hex[:8]
+    made = admin(suite, "create-user", "--username", username, "--balance", "1000")
+    user = User(str(made["user_id"]), username, str(made["api_key"]), Hotkey.new())
+    admin(
+        suite,
+        "add-image",
+        "--username",
+        user.username,
+        "--name",
+        "base",
+        "--tag",
+        "1",
+        "--chutes-version",
+        SDK_VERSION,
+    )
+    image = f"{user.username}/base:1"
+    for n in range(24):
+        deployed(http, user, deploy_body(f"daily-{n}", image))
+    refused = detail(deploy(http, user, deploy_body("daily-24", image)), 429)
+    assert "24 updates/creations" in refused
+
+
+def test_redeploy_of_a_chute_with_instances_records_a_rolling_update(
+    http: httpx.Client, owner: User, image: str, database_url: str
+) -> None:
+    name = "rolling-" + uuid.uuid4().hex[:6]
+    first = deployed(http, owner, deploy_body(name, image))
+
+    async def sql(query: str, *args: Any) -> Any:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return await connection.fetch(query, *args)
+        finally:
+            await connection.close()
+
+    # Instances come from miners (outside this suite): add two, as a miner's launch would.
+    for instance in ("i-1", "i-2"):
+        asyncio.run(
+            sql(
+                "INSERT INTO registry.instances"
+                " (instance_id, chute_id, version, miner_hotkey, active, verified)"
+                " VALUES ($1, $2, $3, '5Miner', true, true)",
+                instance,
+                first["chute_id"],
+                first["version"],
+            )
+        )
+    hot = http.get(f"/chutes/{first['chute_id']}", headers=key(owner)).json()
+    assert hot["hot"] is True and [i["instance_id"] for i in hot["instances"]] == ["i-1", "i-2"]
+
+    second = deployed(http, owner, deploy_body(name, image, code=CODE + "# v2\n"))
+    [update] = asyncio.run(
+        sql("SELECT * FROM registry.rolling_updates WHERE chute_id = $1", first["chute_id"])
+    )
+    assert (update["old_version"], update["new_version"]) == (first["version"], second["version"])
+    assert json.loads(update["permitted"]) == {"5Miner": 2}
+    assert http.get("/chutes/rolling_updates").status_code == 501  # the listing is not built yet
+
+
+def test_disabling_a_private_chute_removes_its_instances(
+    http: httpx.Client, owner: User, image: str, database_url: str
+) -> None:
+    chute = deployed(http, owner, deploy_body("disable-" + uuid.uuid4().hex[:6], image))
+
+    async def add_instance() -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            await connection.execute(
+                "INSERT INTO registry.instances (instance_id, chute_id, active, verified)"
+                " VALUES ($1, $2, true, true)",
+                "i-" + uuid.uuid4().hex[:6],
+                chute["chute_id"],
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(add_instance())
+    disabled = http.put(f"/chutes/{chute['chute_id']}", json={"disabled": True}, headers=key(owner)).json()
+    assert disabled["disabled"] is True and disabled["instances"] == [] and disabled["hot"] is False
+
+
+def test_images_in_use_cannot_be_deleted(
+    http: httpx.Client, suite: RunningSuite, owner: User, friend: User
+) -> None:
+    admin(
+        suite,
+        "add-image",
+        "--username",
+        owner.username,
+        "--name",
+        "temp",
+        "--tag",
+        "1",
+        "--chutes-version",
+        SDK_VERSION,
+    )
+    image_id = uuid5(f"{owner.username}/temp:1".lower())
+    chute = deployed(http, owner, deploy_body("uses-temp", f"{owner.username}/temp:1"))
+    assert "delete them first" in detail(http.delete(f"/images/{image_id}", headers=key(owner)), 409)
+    assert http.delete(f"/images/{image_id}", headers=key(friend)).status_code == 404
+    http.delete(f"/chutes/{chute['chute_id']}", headers=key(owner))
+    assert http.delete(f"/images/{image_id}", headers=key(owner)).json() == {
+        "image_id": image_id,
+        "deleted": True,
+    }
+    assert http.get(f"/images/{image_id}", headers=key(owner)).status_code == 404
+
+
+def test_identical_vllm_chutes_share_a_cord_ref() -> None:
+    from services.registry.chutes import cord_ref_id
+
+    def cords(model: str) -> list[dict[str, Any]]:
+        return [{"path": "/v1/chat", "input_schema": {"properties": {"model": {"default": model}}}}]
+
+    assert cord_ref_id(cords("org/a"), "org/a", "vllm") == cord_ref_id(cords("org/b"), "org/b", "vllm")
+    assert cord_ref_id(cords("org/a"), "org/a", None) != cord_ref_id(cords("org/b"), "org/b", None)
