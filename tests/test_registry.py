@@ -386,10 +386,12 @@ def test_update_and_delete(
     chute = deployed(http, owner, deploy_body(name, image))
     chute_id = chute["chute_id"]
     edits = {"tagline": "better", "readme": " ", "max_instances": 3, "shutdown_after_seconds": 600}
+    assert http.get(f"/chutes/{chute_id}", headers=key(owner)).json()["tagline"] == "echo"  # now cached
     updated = http.put(f"/chutes/{name}", json=edits, headers=key(owner))
     assert updated.status_code == 200, updated.text
     assert updated.json()["tagline"] == "better" and updated.json()["readme"] == "Echoes its input."
     assert (updated.json()["max_instances"], updated.json()["shutdown_after_seconds"]) == (3, 600)
+    assert http.get(f"/chutes/{chute_id}", headers=key(owner)).json()["tagline"] == "better"  # not stale
     assert detail(http.put(f"/chutes/{chute_id}", json=edits, headers=key(friend)), 404).startswith(
         "Chute not found"
     )

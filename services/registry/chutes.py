@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -36,14 +37,54 @@ IMAGE_COLUMNS = (
     "chutes_version", "patch_version", "build_started_at", "build_completed_at", "created_at",
 )  # fmt: skip
 IMAGE_SELECT = ", ".join(f"i.{c} AS i_{c}" for c in IMAGE_COLUMNS)
+#: Every chute column a response shows: all but `code`, which can be 150 kB and is served alone.
+CHUTE_SELECT = ", ".join(
+    f"c.{c}"
+    for c in (
+        "chute_id", "user_id", "username", "name", "tagline", "readme", "tool_description", "image_id",
+        "logo_id", "public", "standard_template", "cords", "jobs", "node_selector", "slug", "version",
+        "concurrency", "boost", "chutes_version", "revision", "openrouter", "discount", "max_instances",
+        "scaling_threshold", "shutdown_after_seconds", "allow_external_egress", "encrypted_fs", "tee",
+        "lock_modules", "immutable", "disabled", "invocation_count", "created_at", "updated_at",
+    )
+)  # fmt: skip
 INSTANCES_SELECT = """COALESCE((SELECT json_agg(json_build_object(
     'instance_id', n.instance_id, 'region', n.region, 'active', n.active, 'verified', n.verified,
     'last_verified_at', n.last_verified_at) ORDER BY n.instance_id)
-  FROM instances n WHERE n.chute_id = c.chute_id), '[]') AS instances"""
+  FROM instances n WHERE n.chute_id = c.chute_id), '[]')::text AS instances"""
+
+
+class ResponseCache:
+    """Built responses, least recently used out first.
+
+    A chute's response changes only when its row is updated (which moves `updated_at`) or its
+    instances change, so `(kind, chute_id, updated_at, instances JSON)` identifies one exactly;
+    readers look that key up with a light query and build (and fetch the full row) only on a miss.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        self._items[key] = value
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+def cache_key(kind: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (kind, row["chute_id"], row["updated_at"], row["instances"])
 
 
 def loads(value: Any) -> Any:
-    """asyncpg returns json/jsonb as text."""
+    """JSON values arrive as text (plain asyncpg, and `instances`, cast to text so it can be part
+    of a cache key) or already decoded (SQLAlchemy's asyncpg dialect registers JSON codecs)."""
     return json.loads(value) if isinstance(value, str) else value
 
 

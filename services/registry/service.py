@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 import sqlalchemy as sa
 from google.api import httpbody_pb2
-from google.protobuf import struct_pb2
 from sqlalchemy.dialects.postgresql import insert
 
 from chutes.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -32,9 +31,12 @@ from services.kit.messages import has_field
 from services.kit.server import GrpcService, ServiceContext, ServiceSpec
 from services.registry import deploy, images
 from services.registry.chutes import (
+    CHUTE_SELECT,
     IMAGE_SELECT,
     INSTANCES_SELECT,
     SCHEMA_KEYS,
+    ResponseCache,
+    cache_key,
     chute_message,
     loads,
 )
@@ -45,15 +47,33 @@ from services.registry.tables import images as images_table
 Context = grpc.aio.ServicerContext[Any, Any]
 NOT_YOURS = "Chute not found, or does not belong to you"
 
-#: One chute by id or exact name that `$2` (caller id, NULL when anonymous) may see: public, own,
-#: shared, affine by name, or in a subnet `$3` (LIKE patterns) the caller manages. Among chutes
-#: of the same name, the caller's own comes first, then the platform's.
-_GET_CHUTE = f"""
-SELECT c.*, {IMAGE_SELECT}, {INSTANCES_SELECT}
+#: Who may see a chute: discoverable (public, or affine by name), the caller's own (`$2`, NULL when
+#: anonymous), shared with the caller, or in a subnet the caller manages (`$3`, LIKE patterns).
+_VISIBLE = """(c.discoverable OR c.user_id = $2 OR lower(c.name) LIKE ANY($3::text[])
+       OR EXISTS (SELECT 1 FROM chute_shares s WHERE s.chute_id = c.chute_id AND s.shared_to = $2))"""
+
+#: The chute a caller means by an id or exact name, as light as possible: what identifies its
+#: response (for the cache), not the response. Among same-named chutes the caller's own comes
+#: first, then the platform's.
+_FIND_CHUTE = f"""
+SELECT c.chute_id, c.updated_at, {INSTANCES_SELECT}
+FROM chutes c
+WHERE (c.chute_id = $1 OR c.name = $1) AND {_VISIBLE}
+ORDER BY (c.user_id = $2) DESC NULLS LAST, (c.username = 'chutes') DESC, c.created_at
+LIMIT 1
+"""
+
+#: Whole rows for building responses, by id.
+_CHUTE_ROWS = f"""
+SELECT {CHUTE_SELECT}, {IMAGE_SELECT}, {INSTANCES_SELECT}
 FROM chutes c JOIN images i ON i.image_id = c.image_id
-WHERE (c.chute_id = $1 OR c.name = $1)
-  AND (c.public OR c.user_id = $2 OR lower(c.name) LIKE '%affine%' OR lower(c.name) LIKE ANY($3::text[])
-       OR EXISTS (SELECT 1 FROM chute_shares s WHERE s.chute_id = c.chute_id AND s.shared_to = $2))
+WHERE c.chute_id = ANY($1::text[])
+"""
+
+#: A chute's code, for callers who may see it (subnet admins only through their role).
+_CHUTE_CODE = f"""
+SELECT c.code FROM chutes c
+WHERE (c.chute_id = $1 OR c.name = $1) AND {_VISIBLE}
 ORDER BY (c.user_id = $2) DESC NULLS LAST, (c.username = 'chutes') DESC, c.created_at
 LIMIT 1
 """
@@ -74,6 +94,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.db: Database = context.db
         self.settings = context.settings
         self.identity = IdentityClient(channel_at(context.settings.address_of("identity")))
+        self.responses = ResponseCache()
 
     # ---- images ------------------------------------------------------------------------------
 
@@ -146,28 +167,50 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     # ---- chutes: reads ----------------------------------------------------------------------
 
+    async def _responses(self, connection: Any, kind: str, found: list[Any]) -> list[Any]:
+        """The cached responses of `found` (light rows), building (from whole rows) those missing.
+        For kind "list" each entry is (message with cord_ref_id, the chute's cords)."""
+        keys = [cache_key(kind, row) for row in found]
+        cached = {key: self.responses.get(key) for key in keys}
+        missing = [row["chute_id"] for row, key in zip(found, keys, strict=True) if cached[key] is None]
+        if missing:
+            tao = self.settings.tao_usd_rate
+            for row in await connection.fetch(_CHUTE_ROWS, missing):
+                built: Any
+                if kind == "list":
+                    built = (
+                        chute_message(row, priced=True, tao_usd=tao, in_list=True),
+                        loads(row["cords"]) or [],
+                    )
+                else:
+                    built = chute_message(row, priced=True, tao_usd=tao)
+                key = cache_key(kind, row)
+                self.responses.put(key, built)
+                cached[key] = built
+        # A row that changed between the two queries is answered from its newer build.
+        by_id = {key[1]: value for key, value in cached.items() if value is not None}
+        return [cached.get(key) or by_id[key[1]] for key in keys]
+
     async def GetChute(self, request: registry_pb2.GetChuteRequest, context: Context) -> Any:
         caller = optional_caller()
         async with self.db.raw() as connection:
-            row = await connection.fetchrow(
-                _GET_CHUTE, request.chute_id_or_name, _user_id(caller), _patterns(caller, admin_only=False)
+            found = await connection.fetchrow(
+                _FIND_CHUTE, request.chute_id_or_name, _user_id(caller), _patterns(caller, admin_only=False)
             )
-        if row is None:
-            raise NotFound(NOT_YOURS)
-        return chute_message(row, priced=True, tao_usd=self.settings.tao_usd_rate)
+            if found is None:
+                raise NotFound(NOT_YOURS)
+            [response] = await self._responses(connection, "get", [found])
+        return response
 
     async def GetChuteCode(self, request: registry_pb2.GetChuteCodeRequest, context: Context) -> Any:
         caller = optional_caller()
         async with self.db.raw() as connection:
-            row = await connection.fetchrow(
-                _GET_CHUTE.replace("c.*, ", "c.code, c.user_id, ", 1),
-                request.chute_id,
-                _user_id(caller),
-                _patterns(caller, admin_only=True),
+            code = await connection.fetchval(
+                _CHUTE_CODE, request.chute_id, _user_id(caller), _patterns(caller, admin_only=True)
             )
-        if row is None:
+        if code is None:
             raise NotFound(NOT_YOURS)
-        return httpbody_pb2.HttpBody(content_type="text/plain", data=row["code"].encode())
+        return httpbody_pb2.HttpBody(content_type="text/plain", data=code.encode())
 
     async def ListChutes(self, request: registry_pb2.ListChutesRequest, context: Context) -> Any:
         caller = optional_caller()
@@ -179,13 +222,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             params.append(value)
             return f"${len(params)}"
 
-        affine = "lower(c.name) LIKE '%affine%'"
+        # Shared chutes are not listed (only readable), as in the real API.
         if caller is None:
-            where = [f"(c.public OR {affine})"]
+            where = ["c.discoverable"]
         elif request.include_public:
-            where = [f"(c.public OR c.user_id = {param(caller.user_id)} OR {affine})"]
+            where = [f"(c.discoverable OR c.user_id = {param(caller.user_id)})"]
         else:
             where = [f"c.user_id = {param(caller.user_id)}"]
+        source = "chutes c"
         if request.HasField("template") and request.template.strip():
             where.append(
                 "c.standard_template IS NULL"
@@ -197,48 +241,42 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         if request.HasField("exclude") and request.exclude:
             where.append(f"c.name NOT ILIKE {param('%' + request.exclude + '%')}")
         if request.HasField("image") and request.image:
+            source = "chutes c JOIN images i ON i.image_id = c.image_id"
             where.append(f"(i.name || ':' || i.tag) ILIKE {param('%' + request.image + '%')}")
         if request.HasField("slug") and request.slug:
             where.append(f"c.slug ILIKE {param(request.slug)}")
         condition = " AND ".join(where)
         offset = request.offset or request.page * limit
-        count_sql = (
-            f"SELECT count(*) FROM chutes c JOIN images i ON i.image_id = c.image_id WHERE {condition}"
-        )
         page_sql = (
-            f"SELECT c.*, {IMAGE_SELECT}, {INSTANCES_SELECT}"
-            " FROM chutes c JOIN images i ON i.image_id = c.image_id"
-            f" WHERE {condition} ORDER BY c.invocation_count DESC, c.chute_id LIMIT {limit} OFFSET {offset}"
+            f"SELECT c.chute_id, c.updated_at, {INSTANCES_SELECT} FROM {source} WHERE {condition}"
+            f" ORDER BY c.invocation_count DESC, c.chute_id LIMIT {limit} OFFSET {offset}"
         )
         async with self.db.raw() as connection:
-            total = await connection.fetchval(count_sql, *params)
-            rows = await connection.fetch(page_sql, *params)
+            total = await connection.fetchval(f"SELECT count(*) FROM {source} WHERE {condition}", *params)
+            found = await connection.fetch(page_sql, *params)
+            built = await self._responses(connection, "list", found)
         response = registry_pb2.ListChutesResponse(total=total, page=request.page, limit=limit)
-        for row in rows:
-            item = chute_message(row, priced=True, tao_usd=self.settings.tao_usd_rate, in_list=True)
+        for item, cords in built:
             response.items.append(item)
             if item.cord_ref_id not in response.cord_refs:
-                cords = loads(row["cords"]) or []
                 if not request.include_schemas:
                     cords = [{k: v for k, v in cord.items() if k not in SCHEMA_KEYS} for cord in cords]
-                refs = struct_pb2.ListValue()
-                refs.extend(cords)
-                response.cord_refs[item.cord_ref_id].CopyFrom(refs)
+                response.cord_refs[item.cord_ref_id].extend(cords)
         return response
 
     # ---- chutes: writes ---------------------------------------------------------------------
 
-    async def _reload(self, chute_id: str, caller: Caller) -> registry_pb2.Chute:
+    async def _reload(self, chute_id: str) -> registry_pb2.Chute:
+        """The response to a write: the chute as stored, without price injection (as the real API)."""
         async with self.db.raw() as connection:
-            row = await connection.fetchrow(_GET_CHUTE, chute_id, caller.user_id, [])
-        assert row is not None
+            [row] = await connection.fetch(_CHUTE_ROWS, [chute_id])
         return chute_message(row, priced=False)
 
     async def DeployChute(self, request: registry_pb2.DeployChuteRequest, context: Context) -> Any:
         caller = require_caller()
         async with self.db.engine.begin() as connection:
             deployed = await deploy.deploy(connection, caller, request.chute, request.accept_fee)
-        return await self._reload(deployed.chute_id, caller)
+        return await self._reload(deployed.chute_id)
 
     async def UpdateChute(self, request: registry_pb2.UpdateChuteRequest, context: Context) -> Any:
         caller = require_caller()
@@ -289,7 +327,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             await deploy.emit(
                 connection, "chute_updated", {"chute_id": found["chute_id"], "version": found["version"]}
             )
-        return await self._reload(found["chute_id"], caller)
+        return await self._reload(found["chute_id"])
 
     async def DeleteChute(self, request: registry_pb2.DeleteChuteRequest, context: Context) -> Any:
         caller = require_caller()
