@@ -558,3 +558,60 @@ def test_identical_vllm_chutes_share_a_cord_ref() -> None:
 
     assert cord_ref_id(cords("org/a"), "org/a", "vllm") == cord_ref_id(cords("org/b"), "org/b", "vllm")
     assert cord_ref_id(cords("org/a"), "org/a", None) != cord_ref_id(cords("org/b"), "org/b", None)
+
+
+def test_integrated_subnet_chutes(
+    http: httpx.Client, suite: RunningSuite, owner: User, friend: User, image: str
+) -> None:
+    refused = detail(deploy(http, owner, deploy_body("my-babelbit-model", image)), 403)
+    assert "subnet=babelbit netuid=59" in refused
+
+    username = "affadmin" + uuid.uuid4().hex[:6]
+    made = admin(
+        suite,
+        "create-user",
+        "--username",
+        username,
+        "--role",
+        "subnet_admin",
+        "--netuid",
+        "120",
+        "--balance",
+        "100",
+    )
+    affine_admin = User(str(made["user_id"]), username, str(made["api_key"]), Hotkey.new())
+    admin(
+        suite,
+        "add-image",
+        "--username",
+        username,
+        "--name",
+        "base",
+        "--tag",
+        "1",
+        "--chutes-version",
+        SDK_VERSION,
+    )
+    chute = deployed(
+        http, affine_admin, deploy_body("miner-affine-" + uuid.uuid4().hex[:4], f"{username}/base:1")
+    )
+    # Affine chutes are readable (and listed) for everybody, private or not.
+    shown = http.get(f"/chutes/{chute['chute_id']}")
+    assert shown.status_code == 200 and shown.json()["compute_multiplier_factors"]["integrated_subnet"] == 3
+    assert chute["chute_id"] in {
+        c["chute_id"] for c in http.get(f"/chutes/?name={chute['name']}").json()["items"]
+    }
+    # Only the owner or an admin of the chute's subnet may delete it.
+    assert http.delete(f"/chutes/{chute['chute_id']}", headers=key(friend)).status_code == 404
+    other_admin = admin(
+        suite,
+        "create-user",
+        "--username",
+        "aff2" + uuid.uuid4().hex[:6],
+        "--role",
+        "subnet_admin",
+        "--netuid",
+        "120",
+    )
+    gone = http.delete(f"/chutes/{chute['chute_id']}", headers={"Authorization": str(other_admin["api_key"])})
+    assert gone.json() == {"chute_id": chute["chute_id"], "deleted": True}

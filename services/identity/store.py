@@ -109,11 +109,10 @@ async def create_user(
     user_id = str(uuid.uuid5(uuid.NAMESPACE_OID, fingerprint_hash))  # as the real API derives it
     # A deposit address of the user's own; no chain here, so it only identifies the account.
     payment_address = ss58_of(sr25519.pair_from_seed(secrets.token_bytes(32))[0])
-    taken = await connection.execute(
-        sa.select(users.c.username, users.c.hotkey).where(
-            sa.or_(sa.func.lower(users.c.username) == username.lower(), users.c.hotkey == hotkey)
-        )
-    )
+    clash = sa.func.lower(users.c.username) == username.lower()
+    if hotkey is not None:  # users without a hotkey never clash on it
+        clash = sa.or_(clash, users.c.hotkey == hotkey)
+    taken = await connection.execute(sa.select(users.c.username, users.c.hotkey).where(clash))
     for row in taken:
         if row.username.lower() == username.lower():
             raise AlreadyExists(f"Username {username} is already taken")
