@@ -20,7 +20,14 @@ from chutes.identity.v1 import identity_pb2, identity_pb2_grpc
 from services.identity import authz_http, keys, store
 from services.identity.authz_http import AuthzRequest, Verdict
 from services.identity.signatures import SignatureRejected, SignatureVerifier, SignedRequest
-from services.kit.auth import Caller, MalformedCredential, Scope, caller_to_proto, require_caller
+from services.kit.auth import (
+    Caller,
+    MalformedCredential,
+    Scope,
+    caller_to_proto,
+    require_caller,
+    scope_to_proto,
+)
 from services.kit.caller import AUTH_METHOD_HEADER, USER_ID_HEADER, VERIFIED_HOTKEY_HEADER
 from services.kit.db import Database
 from services.kit.errors import (
@@ -30,6 +37,7 @@ from services.kit.errors import (
     PermissionDenied,
     Unauthenticated,
     ValidationFailed,
+    out_of_range,
 )
 from services.kit.messages import timestamp
 from services.kit.roles import role_names
@@ -52,10 +60,7 @@ def _api_key_message(row: store.ApiKeyRow) -> identity_pb2.ApiKey:
         user_id=row.user_id,
         name=row.name,
         admin=row.admin,
-        scopes=[
-            identity_pb2.ApiKeyScope(object_type=s.object_type, object_id=s.object_id, action=s.action)
-            for s in row.scopes
-        ],
+        scopes=[scope_to_proto(s) for s in row.scopes],
         created_at=timestamp(row.created_at),
         last_used_at=timestamp(row.last_used_at),
     )
@@ -190,15 +195,9 @@ class IdentityServicer(
     async def ListApiKeys(self, request: identity_pb2.ListApiKeysRequest, context: Context) -> Any:
         caller = require_caller()
         limit = request.limit if request.HasField("limit") else 25
-        problems = []
-        if not 0 <= request.page <= 100:
-            problems.append(
-                FieldViolation(("query", "page"), "Input should be between 0 and 100", "less_than_equal")
-            )
-        if not 1 <= limit <= 100:
-            problems.append(
-                FieldViolation(("query", "limit"), "Input should be between 1 and 100", "less_than_equal")
-            )
+        problems = out_of_range(
+            (("query", "page"), request.page, 0, 100), (("query", "limit"), limit, 1, 100)
+        )
         if problems:
             raise ValidationFailed(problems)
         async with self.db.engine.connect() as connection:

@@ -185,6 +185,12 @@ class Authenticator:
         _caller.set(answer)
 
 
+def scope_to_proto(scope: Scope) -> identity_pb2.ApiKeyScope:
+    return identity_pb2.ApiKeyScope(
+        object_type=scope.object_type, object_id=scope.object_id, action=scope.action
+    )
+
+
 def caller_to_proto(caller: Caller) -> identity_pb2.Caller:
     return identity_pb2.Caller(
         user_id=caller.user_id,
@@ -193,10 +199,7 @@ def caller_to_proto(caller: Caller) -> identity_pb2.Caller:
         netuids=caller.netuids,
         balance=caller.balance,
         admin=caller.admin,
-        scopes=[
-            identity_pb2.ApiKeyScope(object_type=s.object_type, object_id=s.object_id, action=s.action)
-            for s in caller.scopes
-        ],
+        scopes=[scope_to_proto(s) for s in caller.scopes],
         auth_method=caller.auth_method,
         api_key_id=caller.api_key_id,
     )

@@ -27,6 +27,19 @@ class FieldViolation:
     type: str = "value_error"
 
 
+Range = tuple[tuple[str | int, ...], float, float, float]
+
+
+def out_of_range(*checks: Range) -> list[FieldViolation]:
+    """A FastAPI-style violation for each `(loc, value, low, high)` whose value is outside
+    [low, high]."""
+    return [
+        FieldViolation(loc, f"Input should be between {low:g} and {high:g}", "value_error")
+        for loc, value, low, high in checks
+        if not low <= value <= high
+    ]
+
+
 class DomainError(Exception):
     """Base of every error a handler may raise on purpose."""
 

@@ -39,6 +39,7 @@ from services.kit.errors import (
     PermissionDenied,
     TooManyRequests,
     ValidationFailed,
+    out_of_range,
 )
 from services.kit.messages import has_field
 from services.kit.roles import Role
@@ -84,13 +85,6 @@ def _length(violations: list[FieldViolation], name: str, value: str, low: int, h
         violations.append(
             FieldViolation(("body", name), f"String should have at most {high} characters", "string_too_long")
         )
-
-
-def _range(
-    violations: list[FieldViolation], loc: tuple[str | int, ...], value: float, low: float, high: float
-) -> None:
-    if not low <= value <= high:
-        violations.append(FieldViolation(loc, f"Input should be between {low} and {high}", "value_error"))
 
 
 def _pattern(
@@ -152,12 +146,17 @@ def validate(args: registry_pb2.ChuteArgs) -> NodeSelector:
         )
     if args.HasField("revision"):
         _pattern(problems, ("body", "revision"), args.revision, REVISION_PATTERN)
-    if args.HasField("max_instances"):
-        _range(problems, ("body", "max_instances"), args.max_instances, 1, 100)
-    if args.HasField("scaling_threshold"):
-        _range(problems, ("body", "scaling_threshold"), args.scaling_threshold, 0.0, 1.0)
-    if args.HasField("shutdown_after_seconds"):
-        _range(problems, ("body", "shutdown_after_seconds"), args.shutdown_after_seconds, 60, 604_800)
+    problems += out_of_range(
+        *(
+            (("body", name), getattr(args, name), low, high)
+            for name, low, high in (
+                ("max_instances", 1, 100),
+                ("scaling_threshold", 0.0, 1.0),
+                ("shutdown_after_seconds", 60, 604_800),
+            )
+            if has_field(args, name)
+        )
+    )
     for i, cord in enumerate(args.cords):
         loc: tuple[str | int, ...] = ("body", "cords", i)
         _pattern(problems, (*loc, "path"), cord.path, CORD_PATH_PATTERN)
@@ -175,7 +174,7 @@ def validate(args: registry_pb2.ChuteArgs) -> NodeSelector:
         if not job.name:
             problems.append(FieldViolation(("body", "jobs", i, "name"), "Field required", "missing"))
         if job.HasField("disk_gb"):
-            _range(problems, ("body", "jobs", i, "disk_gb"), job.disk_gb, 10, 1000)
+            problems += out_of_range((("body", "jobs", i, "disk_gb"), job.disk_gb, 10, 1000))
         for j, port in enumerate(job.ports):
             if port.port != 2202 and not 8002 <= port.port <= 65535:
                 problems.append(

@@ -26,6 +26,7 @@ from services.kit.errors import (
     NotFound,
     PermissionDenied,
     ValidationFailed,
+    out_of_range,
 )
 from services.kit.messages import has_field
 from services.kit.server import GrpcService, ServiceContext, ServiceSpec
@@ -420,17 +421,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
 
 def _check_page(page: int, limit: int, offset: int) -> None:
-    problems = []
-    if not 0 <= page <= 100:
-        problems.append(FieldViolation(("query", "page"), "Input should be between 0 and 100", "value_error"))
-    if not 1 <= limit <= 5000:
-        problems.append(
-            FieldViolation(("query", "limit"), "Input should be between 1 and 5000", "value_error")
-        )
-    if not 0 <= offset <= 5000:
-        problems.append(
-            FieldViolation(("query", "offset"), "Input should be between 0 and 5000", "value_error")
-        )
+    problems = out_of_range(
+        (("query", "page"), page, 0, 100),
+        (("query", "limit"), limit, 1, 5000),
+        (("query", "offset"), offset, 0, 5000),
+    )
     if problems:
         raise ValidationFailed(problems)
     if page and offset:
@@ -446,16 +441,17 @@ def _check_update(request: registry_pb2.UpdateChuteRequest) -> None:
                     ("body", name), f"String should have at most {longest} characters", "string_too_long"
                 )
             )
-    ranges: tuple[tuple[str, float, float], ...] = (
-        ("max_instances", 1, 100),
-        ("scaling_threshold", 0.0, 1.0),
-        ("shutdown_after_seconds", 60, 604_800),
-    )
-    for name, low, high in ranges:
-        if has_field(request, name) and not low <= getattr(request, name) <= high:
-            problems.append(
-                FieldViolation(("body", name), f"Input should be between {low} and {high}", "value_error")
+    problems += out_of_range(
+        *(
+            (("body", name), getattr(request, name), low, high)
+            for name, low, high in (
+                ("max_instances", 1, 100),
+                ("scaling_threshold", 0.0, 1.0),
+                ("shutdown_after_seconds", 60, 604_800),
             )
+            if has_field(request, name)
+        )
+    )
     if problems:
         raise ValidationFailed(problems)
 
