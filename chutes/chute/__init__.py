@@ -1,5 +1,22 @@
-"""Chute definitions shared by the SDK and the services (`from chutes.chute import NodeSelector`)."""
+"""Chute definitions: the SDK surface chute files import, shared with the services (NodeSelector).
 
+from chutes.chute import Chute, NodeSelector
+from chutes.chute.job import Port
+"""
+
+from chutes.chute.base import Chute, ChutePack
+from chutes.chute.cord import Cord, CordFunction, DuplicatePath, InvalidPath
+from chutes.chute.job import Job, Port
 from chutes.chute.node_selector import NodeSelector
 
-__all__ = ["NodeSelector"]
+__all__ = [
+    "Chute",
+    "ChutePack",
+    "Cord",
+    "CordFunction",
+    "DuplicatePath",
+    "InvalidPath",
+    "Job",
+    "NodeSelector",
+    "Port",
+]

@@ -1,0 +1,224 @@
+"""The embedding template: an OpenAI-compatible `/v1/embeddings` chute served by vLLM (spec 9.3).
+
+The pooling strategy defaults to one chosen from the model's name; long inputs are embedded in
+chunks (vLLM's chunked processing) up to `max_embed_len` tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel
+
+from chutes.chute.base import Chute, ChutePack
+from chutes.chute.node_selector import NodeSelector
+from chutes.chute.template.helpers import (
+    ENGINE_HOST,
+    ENGINE_PORT,
+    count_flags,
+    download_model,
+    forbid_flags,
+    get_models,
+    gpu_count,
+    has_flag,
+    launch_engine,
+    require_revision,
+    set_default_cache_dirs,
+    split_args,
+    wait_for_engine,
+)
+from chutes.chute.template.vllm import FORBIDDEN_FLAGS, engine_env
+from chutes.image import Image
+from chutes.image.standard.vllm import VLLM
+
+_TP_FLAGS: Final = ("--tensor-parallel-size", "--tp", "-tp")
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+    completion_tokens: int | None = 0
+    prompt_tokens_details: dict[str, Any] | None = None
+
+
+class EmbeddingData(BaseModel):
+    index: int
+    object: str = "embedding"
+    embedding: list[float]
+
+
+class EmbeddingRequest(BaseModel):
+    model: str
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] | None = "float"
+    dimensions: int | None = None
+    user: str | None = None
+    truncate_prompt_tokens: int | None = None
+
+
+class EmbeddingResponse(BaseModel):
+    id: str
+    object: str = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage
+
+
+class MinifiedEmbeddingRequest(BaseModel):
+    input: str | list[str]
+    model: str | None = None
+
+
+class EmbeddingChutePack(ChutePack):
+    """An embedding chute and its cord callable."""
+
+    embed: Callable[..., Any]
+
+
+def get_optimal_pooling_type(model_name: str) -> str:
+    """The pooling a model family was trained with, guessed from its name (MEAN by default)."""
+    name = model_name.lower()
+    if "e5-" in name or "multilingual-e5" in name:
+        return "MEAN"
+    if "bge-" in name:
+        return "CLS"
+    if "gte-" in name:
+        return "LAST"
+    if "sentence-t5" in name or "st5" in name:
+        return "MEAN"
+    if "jina-embeddings" in name:
+        return "MEAN"
+    if "qwen" in name and "embedding" in name:
+        return "LAST"
+    return "MEAN"
+
+
+def pooler_config(pooling_type: str, enable_chunked_processing: bool, max_embed_len: int) -> dict[str, Any]:
+    """vLLM's `--pooler-config`."""
+    config: dict[str, Any] = {"pooling_type": pooling_type}
+    if enable_chunked_processing:
+        config["enable_chunked_processing"] = True
+        config["max_embed_len"] = max_embed_len
+    return config
+
+
+def embedding_command(
+    model_name: str,
+    served_model_name: str,
+    revision: str,
+    api_key: str,
+    engine_args: str | None,
+    gpus: int,
+    pooler: dict[str, Any],
+) -> list[str]:
+    """The vLLM embedding server command line."""
+    forbid_flags(engine_args, FORBIDDEN_FLAGS)
+    extra = split_args(engine_args)
+    if count_flags(extra, *_TP_FLAGS) > 1:
+        raise ValueError(
+            "Please use only --tensor-parallel-size (or omit and let gpu_count set it automatically)"
+        )
+    if not has_flag(extra, *_TP_FLAGS):
+        extra += ["--tensor-parallel-size", str(gpus)]
+    return [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_name,
+        "--served-model-name",
+        served_model_name,
+        "--revision",
+        revision,
+        "--pooler-config",
+        json.dumps(pooler),
+        "--port",
+        str(ENGINE_PORT),
+        "--host",
+        ENGINE_HOST,
+        "--api-key",
+        api_key,
+        *extra,
+    ]
+
+
+def build_embedding_chute(
+    username: str,
+    model_name: str,
+    node_selector: NodeSelector,
+    image: str | Image = VLLM,
+    tagline: str = "",
+    readme: str = "",
+    concurrency: int = 32,
+    engine_args: str | None = None,
+    revision: str | None = None,
+    max_instances: int = 1,
+    scaling_threshold: float = 0.75,
+    shutdown_after_seconds: int = 300,
+    pooling_type: str = "auto",
+    max_embed_len: int = 3072000,
+    enable_chunked_processing: bool = True,
+    allow_external_egress: bool = False,
+    tee: bool = False,
+) -> EmbeddingChutePack:
+    """A chute serving embeddings of `model_name` (pinned to `revision`) with vLLM."""
+    pinned = require_revision("build_embedding_chute", revision, engine_args)
+    forbid_flags(engine_args, FORBIDDEN_FLAGS)
+    pooling = get_optimal_pooling_type(model_name) if pooling_type == "auto" else pooling_type
+    pooler = pooler_config(pooling, enable_chunked_processing, max_embed_len)
+    chute = Chute(
+        username=username,
+        name=model_name,
+        tagline=tagline,
+        readme=readme,
+        image=image,
+        node_selector=node_selector,
+        concurrency=concurrency,
+        standard_template="embedding",
+        revision=pinned,
+        shutdown_after_seconds=shutdown_after_seconds,
+        max_instances=max_instances,
+        scaling_threshold=scaling_threshold,
+        allow_external_egress=allow_external_egress,
+        tee=tee,
+    )
+
+    @chute.on_startup()
+    async def initialize_vllm_embedding(self: Chute) -> None:
+        download_path = await download_model(model_name, pinned)
+        set_default_cache_dirs(download_path)
+        api_key = str(uuid.uuid4())
+        command = embedding_command(
+            model_name, self.name, pinned, api_key, engine_args, gpu_count(self), pooler
+        )
+        extra_env = {"VLLM_ENABLE_CHUNKED_PROCESSING": "true"} if enable_chunked_processing else {}
+        process = await launch_engine(self, command, engine_env(**extra_env))
+        await wait_for_engine(process, api_key)
+        self.passthrough_headers["Authorization"] = f"Bearer {api_key}"
+
+    @chute.cord(
+        passthrough_path="/v1/embeddings",
+        passthrough_port=ENGINE_PORT,
+        public_api_path="/v1/embeddings",
+        method="POST",
+        passthrough=True,
+        input_schema=EmbeddingRequest,
+        minimal_input_schema=MinifiedEmbeddingRequest,
+    )
+    async def embed(data: Any) -> EmbeddingResponse:
+        return data  # type: ignore[no-any-return]
+
+    chute.cord(
+        passthrough_path="/v1/models",
+        passthrough_port=ENGINE_PORT,
+        public_api_path="/v1/models",
+        public_api_method="GET",
+        method="GET",
+        passthrough=True,
+    )(get_models)
+
+    return EmbeddingChutePack(chute=chute, embed=embed)

@@ -1,0 +1,233 @@
+"""What the engine templates share (spec 9): argument checks, the engine command line pieces, and
+the startup steps that run inside an instance (download the model, launch the engine, wait for it,
+warm it up, check that it enforces its API key).
+
+The startup steps need the instance's GPU stack (huggingface_hub, vllm/sglang, diffusers); they
+are imported only when a hook runs, so building a template chute anywhere else needs none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import random
+import shlex
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+
+if TYPE_CHECKING:
+    from chutes.chute.base import Chute
+
+logger = logging.getLogger(__name__)
+
+#: Where a template's engine listens inside the instance; its passthrough cords point there.
+ENGINE_HOST: Final = "127.0.0.1"
+ENGINE_PORT: Final = 10101
+ENGINE_URL: Final = f"http://{ENGINE_HOST}:{ENGINE_PORT}"
+
+#: Model download attempts and the pause between them, in seconds.
+DOWNLOAD_ATTEMPTS: Final = 5
+DOWNLOAD_RETRY_SECONDS: Final = 60.0
+
+# Compilation caches of the engines; pointed next to the model so they persist with it.
+CACHE_DIR_VARIABLES: Final = (
+    "TRITON_CACHE_DIR",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "FLASHINFER_WORKSPACE_BASE",
+    "XFORMERS_CACHE_DIR",
+    "DG_JIT_CACHE_DIR",
+    "SGL_DG_CACHE_DIR",
+    "SGLANG_DG_CACHE_DIR",
+    "VLLM_CACHE_ROOT",
+)
+
+_WARMUP_TOPICS: Final = ("apples", "bananas", "grapes", "raspberries", "dogs", "cats", "goats", "zebras")
+
+
+# ---- building --------------------------------------------------------------------------------
+
+
+def split_args(engine_args: str | None) -> list[str]:
+    """Engine arguments given as one command-line string, split like a shell would."""
+    return shlex.split(engine_args or "")
+
+
+def has_flag(args: Iterable[str], *flags: str) -> bool:
+    """True when any of `flags` appears as `--flag value` or `--flag=value`."""
+    return any(arg == flag or arg.startswith(flag + "=") for arg in args for flag in flags)
+
+
+def count_flags(args: Iterable[str], *flags: str) -> int:
+    """How many times any of `flags` appears."""
+    return sum(1 for arg in args for flag in flags if arg == flag or arg.startswith(flag + "="))
+
+
+def require_revision(builder: str, revision: str | None, engine_args: str | None) -> str:
+    """LLM templates pin the model to a Hugging Face commit: `revision` is mandatory and must not
+    also come through `engine_args`."""
+    if has_flag(split_args(engine_args), "--revision"):
+        raise ValueError(f"Revision is now a top-level argument to {builder}!")
+    if not revision:
+        raise ValueError(
+            "You must specify revision= to properly lock a model to a given huggingface revision "
+            "(the commit hash of the model repository, e.g. its current refs/heads/main)."
+        )
+    return revision
+
+
+def forbid_flags(engine_args: str | None, flags: Mapping[str, str]) -> None:
+    """ValueError naming the first flag of `flags` (flag -> reason) present in `engine_args`."""
+    args = split_args(engine_args)
+    for flag, reason in flags.items():
+        if has_flag(args, flag):
+            raise ValueError(f"{flag} is not allowed in engine_args: {reason}")
+
+
+def gpu_count(chute: Chute) -> int:
+    """GPUs the engine spreads over: `CUDA_DEVICE_COUNT` when the instance sets it, else the
+    chute's node selector."""
+    from_env = os.getenv("CUDA_DEVICE_COUNT")
+    if from_env:
+        return int(from_env)
+    return chute.node_selector.gpu_count if chute.node_selector else 1
+
+
+# ---- startup steps (inside an instance) ----------------------------------------------------------
+
+
+def set_default_cache_dirs(download_path: str) -> None:
+    """Point unset engine cache variables under the model's download directory."""
+    for key in CACHE_DIR_VARIABLES:
+        if not os.getenv(key):
+            os.environ[key] = os.path.join(download_path, f"_{key.lower()}")
+
+
+async def download_model(model_name: str, revision: str | None) -> str:
+    """Download (or find in the cache) the model snapshot; its local path."""
+    try:
+        hub = importlib.import_module("huggingface_hub")
+    except ImportError as error:
+        raise RuntimeError("the template needs huggingface_hub in the image to download models") from error
+    options = {"revision": revision} if revision else {}
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        try:
+            logger.info("downloading %s %s (attempt %d)", model_name, options, attempt)
+            path: str = await asyncio.to_thread(hub.snapshot_download, repo_id=model_name, **options)
+            return path
+        except Exception as error:
+            logger.error("failed downloading %s: %s", model_name, error)
+        if attempt < DOWNLOAD_ATTEMPTS:
+            await asyncio.sleep(DOWNLOAD_RETRY_SECONDS)
+    raise RuntimeError(f"Failed to download {model_name} after {DOWNLOAD_ATTEMPTS} attempts")
+
+
+async def launch_engine(
+    chute: Chute, command: list[str], env: Mapping[str, str]
+) -> asyncio.subprocess.Process:
+    """Start the engine process; a shutdown hook stops it with the chute."""
+    logger.info("launching engine: %s", shlex.join(command))
+    process = await asyncio.create_subprocess_exec(*command, env=dict(env))
+
+    @chute.on_shutdown(priority=90)
+    async def stop_engine(self: Chute) -> None:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+
+    return process
+
+
+async def wait_for_engine(process: asyncio.subprocess.Process, api_key: str | None) -> None:
+    """Poll `GET /v1/models` every second until the engine answers 200; fail if it exits first."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(base_url=ENGINE_URL, timeout=10.0) as client:
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(f"engine exited with code {process.returncode} during startup")
+            try:
+                response = await client.get("/v1/models", headers=headers)
+                if response.status_code == 200:
+                    logger.info("engine is up")
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(1)
+
+
+async def prompt_one(
+    model_name: str, api_key: str | None, prompt: str | None = None, require_status: int | None = None
+) -> Any:
+    """One `/v1/completions` call; the generated text (None on 400), or the body when
+    `require_status` is given and matched."""
+    prompt = prompt or (
+        "They started to tell a long, extraordinarily detailed and verbose story about "
+        + random.choice(_WARMUP_TOPICS)
+    )
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(base_url=ENGINE_URL, timeout=None) as client:
+        response = await client.post(
+            "/v1/completions",
+            json={"model": model_name, "prompt": prompt, "max_tokens": 1000},
+            headers=headers,
+        )
+    if require_status is not None:
+        if response.status_code != require_status:
+            raise RuntimeError(
+                f"expected status {require_status} from the engine, got {response.status_code}"
+            )
+        return response.json()
+    if response.status_code == 400:
+        return None
+    response.raise_for_status()
+    return response.json()["choices"][0]["text"]
+
+
+async def warmup_model(chute: Chute, api_key: str | None) -> None:
+    """Prompts at full concurrency, then three rounds of growing context, so the first users do not
+    pay for graph compilation and cache allocation."""
+    responses = await asyncio.gather(*(prompt_one(chute.name, api_key) for _ in range(chute.concurrency)))
+    combined = "\n\n".join(str(text) for text in responses if text) + "\n\n"
+    for multiplier in range(1, 4):
+        prompt = "Summarize the following stories:\n\n" + combined * multiplier + "\nThe summary is:"
+        responses = await asyncio.gather(
+            *(prompt_one(chute.name, api_key, prompt=prompt) for _ in range(chute.concurrency))
+        )
+        if not all(responses):
+            logger.warning("warmup stopped at context multiplier %d", multiplier)
+            break
+    if not await prompt_one(chute.name, api_key):
+        raise RuntimeError("the engine failed a prompt after warmup")
+
+
+async def validate_auth(chute: Chute, api_key: str) -> None:
+    """The engine must answer with its key and refuse (401) without it or with another one: the
+    passthrough is the only way in."""
+    await prompt_one(chute.name, api_key)
+    await prompt_one(chute.name, None, require_status=401)
+    await prompt_one(chute.name, str(uuid.uuid4()), require_status=401)
+
+
+def parse_stream_chunk(encoded_chunk: str | bytes) -> Any:
+    """The JSON of one `data: {...}` SSE line of an engine stream, or None for other lines."""
+    chunk = encoded_chunk if isinstance(encoded_chunk, str) else encoded_chunk.decode()
+    if "data: {" in chunk:
+        return json.loads(chunk[chunk.index("data: {") + 6 :])
+    return None
+
+
+async def get_models(data):  # type: ignore[no-untyped-def]
+    """Post-processor of the `/v1/models` passthrough cords: the upstream answer as is.
+
+    Deliberately unannotated: the schema extractor lists annotated parameters as inputs, and the
+    upstream answer is not an input (the real templates' cord has an empty input schema).
+    """
+    return data

@@ -1,0 +1,150 @@
+"""The SGLang template: like the vLLM one, served by SGLang (spec 9.2).
+
+Same signature and cords as `build_vllm_chute` minus tokenize/detokenize; the cords are SGLang
+passthroughs (each request gets a `rid` so a client disconnect aborts it in the engine). The
+chute's `standard_template` is "vllm", as the real SDK sets it: the platform treats both as the
+same OpenAI-compatible LLM family.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+import httpx
+
+from chutes.chute.base import Chute, ChutePack
+from chutes.chute.node_selector import NodeSelector
+from chutes.chute.template.helpers import (
+    ENGINE_HOST,
+    ENGINE_PORT,
+    ENGINE_URL,
+    download_model,
+    forbid_flags,
+    gpu_count,
+    has_flag,
+    launch_engine,
+    require_revision,
+    set_default_cache_dirs,
+    split_args,
+    validate_auth,
+    wait_for_engine,
+    warmup_model,
+)
+from chutes.chute.template.vllm import add_openai_cords, engine_env
+from chutes.image import Image
+from chutes.image.standard.sglang import SGLANG
+
+FORBIDDEN_FLAGS: Final = {"--api-key": "the template generates the engine's API key"}
+
+_TP_FLAGS: Final = ("--tp", "--tp-size", "--tensor-parallel-size")
+
+
+class SGLangChute(ChutePack):
+    """An SGLang chute and its cord callables."""
+
+    chat: Callable[..., Any]
+    completion: Callable[..., Any]
+    chat_stream: Callable[..., Any]
+    completion_stream: Callable[..., Any]
+    models: Callable[..., Any]
+
+
+def sglang_command(
+    model_name: str, revision: str, api_key: str, engine_args: str | None, gpus: int, tls: bool = False
+) -> list[str]:
+    """The SGLang server command line: engine_args plus the template's defaults, then the key."""
+    forbid_flags(engine_args, FORBIDDEN_FLAGS)
+    extra = split_args(engine_args)
+    if not has_flag(extra, *_TP_FLAGS):
+        extra += ["--tp", str(gpus)]
+    for flag in ("--enable-cache-report", "--enable-return-hidden-states", "--disable-custom-all-reduce"):
+        if not has_flag(extra, flag):
+            extra.append(flag)
+    extra += ["--revision", revision]
+    if not has_flag(extra, "--gc-threshold"):
+        extra += ["--gc-threshold", "50000", "100", "100"]
+    if not has_flag(extra, "--log-requests-level"):
+        extra += ["--log-requests-level", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--host",
+        ENGINE_HOST,
+        "--port",
+        str(ENGINE_PORT),
+        "--model-path",
+        model_name,
+        *extra,
+        "--api-key",
+        api_key,
+    ]
+    if tls:
+        command += ["--ssl-cert-reqs", "2", "--skip-server-warmup"]
+    return command
+
+
+def build_sglang_chute(
+    username: str,
+    model_name: str,
+    node_selector: NodeSelector,
+    image: str | Image = SGLANG,
+    tagline: str = "",
+    readme: str = "",
+    concurrency: int = 32,
+    engine_args: str | None = None,
+    revision: str | None = None,
+    max_instances: int = 1,
+    scaling_threshold: float = 0.75,
+    shutdown_after_seconds: int = 300,
+    allow_external_egress: bool = False,
+    tee: bool = False,
+) -> SGLangChute:
+    """A chute serving `model_name` (pinned to `revision`) with SGLang; `engine_args` is extra
+    SGLang command-line flags as one string."""
+    pinned = require_revision("build_sglang_chute", revision, engine_args)
+    forbid_flags(engine_args, FORBIDDEN_FLAGS)
+    chute = Chute(
+        username=username,
+        name=model_name,
+        tagline=tagline,
+        readme=readme,
+        image=image,
+        node_selector=node_selector,
+        concurrency=concurrency,
+        standard_template="vllm",
+        revision=pinned,
+        shutdown_after_seconds=shutdown_after_seconds,
+        max_instances=max_instances,
+        scaling_threshold=scaling_threshold,
+        allow_external_egress=allow_external_egress,
+        tee=tee,
+    )
+
+    @chute.on_startup()
+    async def initialize_sglang(self: Chute) -> None:
+        download_path = await download_model(model_name, pinned)
+        set_default_cache_dirs(download_path)
+        api_key = str(uuid.uuid4())
+        command = sglang_command(model_name, pinned, api_key, engine_args, gpu_count(self))
+        process = await launch_engine(self, command, engine_env())
+        await wait_for_engine(process, api_key)
+        self.passthrough_headers["Authorization"] = f"Bearer {api_key}"
+        await warmup_model(self, api_key)
+        # Warmup allocated what serving needs; freezing the GC keeps its pauses out of requests.
+        async with httpx.AsyncClient(base_url=ENGINE_URL, timeout=60.0) as client:
+            await client.post("/freeze_gc", headers={"Authorization": f"Bearer {api_key}"})
+        await validate_auth(self, api_key)
+
+    cords = add_openai_cords(chute, model_name, tokenize=False, sglang=True)
+    return SGLangChute(
+        chute=chute,
+        chat=cords["chat"],
+        completion=cords["completion"],
+        chat_stream=cords["chat_stream"],
+        completion_stream=cords["completion_stream"],
+        models=cords["get_models"],
+    )

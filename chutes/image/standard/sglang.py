@@ -1,0 +1,5 @@
+"""The standard SGLang image."""
+
+from typing import Final
+
+SGLANG: Final = "chutes/sglang:nightly-2025111800"

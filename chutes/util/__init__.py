@@ -1,0 +1,1 @@
+"""SDK and CLI helpers: request signing (auth), schemas and execution context."""
