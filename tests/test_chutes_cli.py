@@ -17,11 +17,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import sr25519
 
 from services.identity.signatures import ss58_of
-from tests.conftest import RunningSuite
+from tests.conftest import CHUTES_SUITE, RunningSuite
 from tests.test_chute_run import Recorded, start_http_server
 from tests.test_identity import admin
 
@@ -385,3 +386,46 @@ def test_warmup_stream_job_creation_and_download(tmp_path: Path) -> None:
     assert (create.method, create.path, create.body) == ("POST", "/jobs/c-1/train", b'{"epochs":2}')
     verify(create, account, hashlib.sha256(create.body).hexdigest())
     assert download.headers["Authorization"] == "cpk_test" and "X-Chutes-Signature" not in download.headers
+
+
+def test_the_documented_example_deploys_unchanged(suite: RunningSuite, tmp_path: Path) -> None:
+    """Seed 002's complete example, as a file, deploys through the gateway to the registry. Its
+    `Image(username="myuser", ...)` is found by the SDK's uid: the image is registered (public)
+    under that user, as an operator would, and the chute is deployed by someone else."""
+    for setup in (
+        ["create-user", "--username", "myuser"],
+        ["add-image", "--username", "myuser", "--name", "my-chute", "--tag", "1.0", "--public",
+         "--chutes-version", "0.6.9"],
+    ):  # fmt: skip
+        done = subprocess.run([CHUTES_SUITE, "admin", *setup], env=suite.env, capture_output=True, text=True)
+        assert done.returncode == 0 or "already" in done.stderr, done.stderr  # a database reused by a rerun
+    deployer = new_account(suite, "seed", image=False)
+    cli = Cli(suite.gateway, deployer, tmp_path)
+    out = cli.ok(
+        "deploy",
+        "seed_example:chute",
+        "--accept-fee",
+        "--yes",
+        api_key=deployer.api_key,
+        cwd=ROOT / "tests" / "chute_files",
+    )
+    chute_id = str(uuid.uuid5(uuid.NAMESPACE_OID, f"{deployer.username}::chute::text-generator"))
+    assert f"chute_id='{chute_id}'" in out
+    shown = json.loads(cli.ok("chutes", "get", chute_id, api_key=deployer.api_key))
+    image_uid = str(uuid.uuid5(uuid.NAMESPACE_OID, "myuser/my-chute:1.0"))
+    assert shown["image"]["image_id"] == image_uid
+    assert (shown["tagline"], shown["max_instances"], shown["concurrency"]) == (
+        "Generate text with transformers",
+        3,
+        4,
+    )
+    cords = {c["function"]: c for c in shown["cords"]}
+    assert set(cords) == {"generate", "health"}
+    cord = cords["generate"]
+    assert (cord["public_api_path"], cord["function"]) == ("/generate", "generate")
+    assert cord["minimal_input_schema"]["required"] == ["input_args"]
+    code = (ROOT / "tests" / "chute_files" / "seed_example.py").read_text()
+    assert (
+        httpx.get(f"{suite.gateway}/chutes/code/{chute_id}", headers={"Authorization": deployer.api_key}).text
+        == code
+    )
