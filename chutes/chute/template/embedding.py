@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
@@ -20,16 +19,13 @@ from chutes.chute.template.helpers import (
     ENGINE_HOST,
     ENGINE_PORT,
     count_flags,
-    download_model,
     forbid_flags,
     get_models,
     gpu_count,
     has_flag,
-    launch_engine,
     require_revision,
-    set_default_cache_dirs,
     split_args,
-    wait_for_engine,
+    start_engine,
 )
 from chutes.chute.template.vllm import FORBIDDEN_FLAGS, engine_env
 from chutes.image import Image
@@ -189,16 +185,13 @@ def build_embedding_chute(
 
     @chute.on_startup()
     async def initialize_vllm_embedding(self: Chute) -> None:
-        download_path = await download_model(model_name, pinned)
-        set_default_cache_dirs(download_path)
-        api_key = str(uuid.uuid4())
-        command = embedding_command(
-            model_name, self.name, pinned, api_key, engine_args, gpu_count(self), pooler
-        )
         extra_env = {"VLLM_ENABLE_CHUNKED_PROCESSING": "true"} if enable_chunked_processing else {}
-        process = await launch_engine(self, command, engine_env(**extra_env))
-        await wait_for_engine(process, api_key)
-        self.passthrough_headers["Authorization"] = f"Bearer {api_key}"
+        gpus = gpu_count(self)
+        await start_engine(
+            self, model_name, pinned,
+            lambda key: embedding_command(model_name, self.name, pinned, key, engine_args, gpus, pooler),
+            engine_env(**extra_env),
+        )  # fmt: skip
 
     @chute.cord(
         passthrough_path="/v1/embeddings",

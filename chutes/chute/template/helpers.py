@@ -16,7 +16,7 @@ import os
 import random
 import shlex
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
@@ -144,6 +144,25 @@ async def launch_engine(
                 process.kill()
 
     return process
+
+
+async def start_engine(
+    chute: Chute,
+    model_name: str,
+    revision: str,
+    command_for: Callable[[str], list[str]],
+    env: Mapping[str, str],
+) -> str:
+    """What every engine template's startup does: fetch the pinned model, launch the engine with a
+    fresh API key (`command_for(key)` builds its command line), wait until it serves, and route
+    the chute's passthrough cords to it with that key. Returns the key."""
+    download_path = await download_model(model_name, revision)
+    set_default_cache_dirs(download_path)
+    api_key = str(uuid.uuid4())
+    process = await launch_engine(chute, command_for(api_key), env)
+    await wait_for_engine(process, api_key)
+    chute.passthrough_headers["Authorization"] = f"Bearer {api_key}"
+    return api_key
 
 
 async def wait_for_engine(process: asyncio.subprocess.Process, api_key: str | None) -> None:

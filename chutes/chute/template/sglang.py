@@ -9,7 +9,6 @@ same OpenAI-compatible LLM family.
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -21,16 +20,13 @@ from chutes.chute.template.helpers import (
     ENGINE_HOST,
     ENGINE_PORT,
     ENGINE_URL,
-    download_model,
     forbid_flags,
     gpu_count,
     has_flag,
-    launch_engine,
     require_revision,
-    set_default_cache_dirs,
     split_args,
+    start_engine,
     validate_auth,
-    wait_for_engine,
     warmup_model,
 )
 from chutes.chute.template.vllm import add_openai_cords, engine_env
@@ -126,13 +122,11 @@ def build_sglang_chute(
 
     @chute.on_startup()
     async def initialize_sglang(self: Chute) -> None:
-        download_path = await download_model(model_name, pinned)
-        set_default_cache_dirs(download_path)
-        api_key = str(uuid.uuid4())
-        command = sglang_command(model_name, pinned, api_key, engine_args, gpu_count(self))
-        process = await launch_engine(self, command, engine_env())
-        await wait_for_engine(process, api_key)
-        self.passthrough_headers["Authorization"] = f"Bearer {api_key}"
+        api_key = await start_engine(
+            self, model_name, pinned,
+            lambda key: sglang_command(model_name, pinned, key, engine_args, gpu_count(self)),
+            engine_env(),
+        )  # fmt: skip
         await warmup_model(self, api_key)
         # Warmup allocated what serving needs; freezing the GC keeps its pauses out of requests.
         async with httpx.AsyncClient(base_url=ENGINE_URL, timeout=60.0) as client:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import Callable
 from enum import Enum
 from typing import Any, Final, Literal
@@ -28,18 +27,15 @@ from chutes.chute.template.helpers import (
     ENGINE_HOST,
     ENGINE_PORT,
     count_flags,
-    download_model,
     forbid_flags,
     get_models,
     gpu_count,
     has_flag,
-    launch_engine,
     parse_stream_chunk,
     require_revision,
-    set_default_cache_dirs,
     split_args,
+    start_engine,
     validate_auth,
-    wait_for_engine,
     warmup_model,
 )
 from chutes.image import Image
@@ -397,13 +393,11 @@ def build_vllm_chute(
 
     @chute.on_startup()
     async def initialize_vllm(self: Chute) -> None:
-        download_path = await download_model(model_name, pinned)
-        set_default_cache_dirs(download_path)
-        api_key = str(uuid.uuid4())
-        command = vllm_command(model_name, self.name, pinned, api_key, engine_args, gpu_count(self))
-        process = await launch_engine(self, command, engine_env())
-        await wait_for_engine(process, api_key)
-        self.passthrough_headers["Authorization"] = f"Bearer {api_key}"
+        api_key = await start_engine(
+            self, model_name, pinned,
+            lambda key: vllm_command(model_name, self.name, pinned, key, engine_args, gpu_count(self)),
+            engine_env(),
+        )  # fmt: skip
         await warmup_model(self, api_key)
         await validate_auth(self, api_key)
 
