@@ -116,25 +116,25 @@ SCENARIOS: tuple[Scenario, ...] = (
         "Envoy's own ceiling: a direct_response route, no filters, no upstream",
     ),
     Scenario(
-        "rest-getchute-501", "wrk", "gateway", "/chutes/abc", "registry",
+        "rest-getchute-missing", "wrk", "gateway", "/chutes/abc", "registry",
         "REST GET of no such chute through Lua + transcoder + registry (one SQL miss, 404 JSON)",
     ),
     Scenario(
-        "rest-getchute-501-api-key", "wrk", "gateway", "/chutes/abc", "registry",
+        "rest-getchute-missing-api-key", "wrk", "gateway", "/chutes/abc", "registry",
         "the same GET with an admin API key (verified in registry, cached for 4 s)", auth="api_key",
     ),
     Scenario(
-        "rest-getchute-501-hotkey", "wrk", "gateway", "/chutes/abc", "registry",
+        "rest-getchute-missing-hotkey", "wrk", "gateway", "/chutes/abc", "registry",
         "the same GET, hotkey-signed (ext_authz: identity checks sr25519 and the replay store)",
         auth="hotkey",
     ),
     Scenario(
-        "grpc-getchute-501", "h2load", "registry", GET_CHUTE, "registry",
+        "grpc-getchute-missing", "h2load", "registry", GET_CHUTE, "registry",
         "native gRPC GetChute of no such chute, straight to the registry port (no Envoy)",
         _get_chute_request,
     ),
     Scenario(
-        "grpc-gateway-getchute-501", "h2load", "gateway", GET_CHUTE, "registry",
+        "grpc-gateway-getchute-missing", "h2load", "gateway", GET_CHUTE, "registry",
         "native gRPC GetChute through the gateway port (Envoy routes by prefix)", _get_chute_request,
     ),
     # Registry read paths against the FastAPI baseline (issue 4): each gateway scenario right before
