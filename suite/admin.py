@@ -40,10 +40,6 @@ def database_url(settings: Settings) -> str:
     raise AdminError("no database: start the suite (chutes-suite up) or set CHUTES_DATABASE_URL")
 
 
-async def _in_identity(work: Any) -> dict[str, Any]:
-    return await _in_schema("identity", work)
-
-
 async def _in_schema(schema: str, work: Any) -> dict[str, Any]:
     """Run `work(connection)` in one transaction on a service's schema."""
     engine = create_async_engine(
@@ -92,7 +88,7 @@ def create_user(args: argparse.Namespace) -> dict[str, Any]:
             "payment_address": user.payment_address,
         }
 
-    return asyncio.run(_in_identity(work))
+    return asyncio.run(_in_schema("identity", work))
 
 
 def create_key(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,7 +100,7 @@ def create_key(args: argparse.Namespace) -> dict[str, Any]:
         key, row = await store.create_api_key(connection, user.user_id, name, admin=True)
         return {"api_key_id": row.api_key_id, "user_id": user.user_id, "name": name, "api_key": key}
 
-    return asyncio.run(_in_identity(work))
+    return asyncio.run(_in_schema("identity", work))
 
 
 def add_image(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,7 +140,7 @@ def create_token(args: argparse.Namespace) -> dict[str, Any]:
         await connection.execute(store.registration_tokens.insert().values(token=token))
         return {"token": token}
 
-    return asyncio.run(_in_identity(work))
+    return asyncio.run(_in_schema("identity", work))
 
 
 def add_commands(commands: Any) -> None:

@@ -2,21 +2,15 @@
 
 One `grpc.aio` channel per target address for the life of the process: channels multiplex calls
 over HTTP/2 and reconnect by themselves, so creating one per call would only add handshakes.
-Stubs are cheap and built on demand: `RegistryServiceStub(channel_to("registry"))`.
+Stubs are cheap and built on demand:
+`RegistryServiceStub(channel_at(settings.address_of("registry")))`.
 """
 
 from __future__ import annotations
 
 import grpc
 
-from services.kit.settings import get_settings
-
 _channels: dict[str, grpc.aio.Channel] = {}
-
-
-def channel_to(service: str) -> grpc.aio.Channel:
-    """The shared channel to one of the suite's services, by name (`"registry"`)."""
-    return channel_at(get_settings().address_of(service))
 
 
 def channel_at(address: str) -> grpc.aio.Channel:

@@ -17,7 +17,6 @@ import secrets
 import string
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import pydantic
@@ -66,12 +65,6 @@ FEE_HOURS = 3
 RESERVED_GPUS = frozenset({"b200", "mi300x"})
 _SLUG_SUFFIX = string.ascii_lowercase + string.digits
 _UNLIMITED_USERNAMES = frozenset({SYSTEM_USERNAME, "rayonlabs"})
-
-
-@dataclass(frozen=True)
-class Deployed:
-    chute_id: str
-    created: bool
 
 
 def _length(violations: list[FieldViolation], name: str, value: str, low: int, high: int) -> None:
@@ -280,8 +273,9 @@ def _json_list(messages: Any) -> list[dict[str, Any]]:
 
 async def deploy(
     connection: AsyncConnection, caller: Caller, args: registry_pb2.ChuteArgs, accept_fee: bool
-) -> Deployed:
-    """Validate and apply a deploy inside the caller's transaction; raises the real API's errors."""
+) -> str:
+    """Validate and apply a deploy inside the caller's transaction; returns the chute's id and
+    raises the real API's errors."""
     selector = validate(args)
     name = args.name
     unlimited = caller.has_role(Role.UNLIMITED_DEV)
@@ -424,7 +418,7 @@ async def deploy(
     await emit(
         connection, "chute_created", {"chute_id": chute_id, "version": version, "job_only": not args.cords}
     )
-    return Deployed(chute_id, created=True)
+    return chute_id
 
 
 async def _redeploy(
@@ -433,8 +427,8 @@ async def _redeploy(
     values: dict[str, Any],
     version: str,
     subnet_model: bool,
-) -> Deployed:
-    chute_id = existing["chute_id"]
+) -> str:
+    chute_id: str = existing["chute_id"]
     if existing["immutable"]:
         raise PermissionDenied("This chute is immutable and cannot be modified. Only deletion is allowed.")
     await connection.execute(rolling_updates.delete().where(rolling_updates.c.chute_id == chute_id))
@@ -462,7 +456,7 @@ async def _redeploy(
         "chute_updated",
         {"chute_id": chute_id, "version": version, "job_only": not values["cords"]},
     )
-    return Deployed(chute_id, created=False)
+    return chute_id
 
 
 async def emit(connection: AsyncConnection, kind: str, payload: Mapping[str, Any]) -> None:

@@ -276,8 +276,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def DeployChute(self, request: registry_pb2.DeployChuteRequest, context: Context) -> Any:
         caller = require_caller()
         async with self.db.engine.begin() as connection:
-            deployed = await deploy.deploy(connection, caller, request.chute, request.accept_fee)
-        return await self._reload(deployed.chute_id)
+            chute_id = await deploy.deploy(connection, caller, request.chute, request.accept_fee)
+        return await self._reload(chute_id)
 
     async def UpdateChute(self, request: registry_pb2.UpdateChuteRequest, context: Context) -> Any:
         caller = require_caller()
