@@ -1,0 +1,131 @@
+"""Benchmark harness: starts a private `chutes-suite up`, loads it with wrk and h2load, records results.
+
+Run from the repository root:
+
+    .venv/bin/python bench/run.py [--duration 10] [--connections 16] [--repeat 3] [--only NAME]
+
+Every scenario is a row of SCENARIOS (scenarios.py); later work adds rows there. For each run the
+harness records requests/s, p50/p99 latency, non-2xx responses and the CPU time per request of Envoy,
+of every service process, of PostgreSQL and of the baseline server (from /proc/<pid>/stat), then
+writes the medians over the repeats to the table in bench/README.md between the results markers and
+prints the same table.
+
+Scenarios that read chutes first seed the suite's database with --seed-chutes public chutes (once
+per harness run). Baseline scenarios load bench/baselines/fastapi_chutes.py (FastAPI + SQLAlchemy ORM
++ asyncpg), which the harness starts on a free port against the same database, after seeding.
+
+Exit codes: 0 ok, 1 the suite (or the baseline server) failed to start, 2 a load generator or the
+baseline's packages are missing, or the arguments are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import NoReturn
+
+from . import REPO
+from .baseline import BaselineFailed, BaselineMissing, require_baseline, running_baseline
+from .load import Load, ToolMissing, require_tools, run_load
+from .probe import check_same_json, probe
+from .report import HEADER, README, Result, describe, existing_block, merge_rows, table_row, write_readme
+from .scenarios import SCENARIOS, Scenario
+from .seed import DEFAULT_SEED_CHUTES, seed
+from .suite import Suite, SuiteFailed, running_suite
+
+#: Above this 1-minute load average before we start, something else is using the CPU we measure.
+BUSY_LOAD_AVERAGE = 0.5
+
+
+def warn_if_busy() -> None:
+    # Load generator, Envoy and Python already share the cores; a fourth party skews every ratio.
+    load = os.getloadavg()[0]
+    if load > BUSY_LOAD_AVERAGE:
+        print(f"warning: 1-minute load average is {load:.2f} before starting; results will be noisy")
+
+
+def bench_scenario(suite: Suite, scenario: Scenario, load: Load, repeat: int, workdir: Path) -> Result:
+    print(f"{scenario.name}: {scenario.what}", flush=True)
+    answer = probe(suite, scenario)
+    if scenario.pair is not None:
+        check_same_json(suite, scenario)
+    # Warm-up, not recorded: first calls pay for connection setup, lazy imports and Envoy's upstream pool.
+    run_load(suite, scenario, Load(1, load.connections, load.threads), workdir)
+    runs = []
+    for index in range(1, repeat + 1):
+        runs.append(run_load(suite, scenario, load, workdir))
+        print(describe(runs[-1], index, repeat), flush=True)
+    return Result(scenario, runs, answer)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+    parser.add_argument("--threads", type=int, default=1, help="load generator threads (default 1)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per scenario; the median is reported")
+    parser.add_argument(
+        "--only", action="append", metavar="NAME", choices=[s.name for s in SCENARIOS],
+        help="run only this scenario (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seed-chutes", type=int, default=DEFAULT_SEED_CHUTES, metavar="N",
+        help=f"public chutes seeded for the chute-reading scenarios (default {DEFAULT_SEED_CHUTES:,})",
+    )  # fmt: skip
+    parser.add_argument("--no-write", action="store_true", help="print, leave bench/README.md alone")
+    args = parser.parse_args(argv)
+    if min(args.duration, args.repeat, args.threads, args.seed_chutes) < 1 or args.connections < args.threads:
+        parser.error("duration, repeat, threads and seed-chutes must be >= 1, and connections >= threads")
+    return args
+
+
+def _stop_on_sigterm(signum: int, _frame: object) -> NoReturn:
+    # Turn SIGTERM into an exception so the finally blocks stop the suite.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only]
+    command = shlex.join([".venv/bin/python", "bench/run.py", *argv])
+    load = Load(args.duration, args.connections, args.threads)
+    try:
+        require_tools(scenarios)
+        require_baseline(scenarios)
+    except (ToolMissing, BaselineMissing) as missing:
+        print(missing, file=sys.stderr)
+        return 2
+    warn_if_busy()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="chutes-bench-load-") as loads:
+        try:
+            with running_suite() as suite, ExitStack() as baseline:
+                for scenario in scenarios:
+                    if scenario.seeded and suite.seeded is None:
+                        suite.seeded = seed(suite, args.seed_chutes)
+                    if scenario.target == "baseline" and suite.baseline is None:
+                        suite.baseline = baseline.enter_context(running_baseline(suite))
+                    results.append(bench_scenario(suite, scenario, load, args.repeat, Path(loads)))
+        except SuiteFailed as failure:
+            tail = f"--- chutes-suite up stderr (tail) ---\n{failure.stderr_tail}"
+            print(f"the suite failed to start: {failure}\n{tail}", file=sys.stderr)
+            return 1
+        except BaselineFailed as failure:
+            print(f"{failure}\n--- baseline output (tail) ---\n{failure.output_tail}", file=sys.stderr)
+            return 1
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    rows = {r.scenario.name: table_row(r, command, date) for r in results}
+    print("\n" + "\n".join([*HEADER, *rows.values()]))
+    if not args.no_write:
+        write_readme(merge_rows(existing_block(), rows))
+        print(f"\nupdated {README.relative_to(REPO)}")
+    return 0

@@ -1,0 +1,186 @@
+"""The load generators: wrk (HTTP/1.1 REST) and h2load (HTTP/2 gRPC), their output, CPU per request."""
+
+from __future__ import annotations
+
+import re
+import resource
+import shlex
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .credentials import SIGNATURES_PER_SECOND, SIGNED_WRK_SCRIPT
+from .processes import CLOCK_TICKS
+from .scenarios import Scenario
+from .suite import Suite
+
+INSTALL_HINT = "apt-get update && apt-get install -y wrk nghttp2-client"
+TOOL_PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client"}
+
+
+@dataclass
+class Run:
+    """One load-generator run."""
+
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    #: Connection/stream failures (wrk socket errors, h2load failed+errored+timeout).
+    errors: int
+    #: Process name -> CPU µs per completed request ("loadgen" is wrk/h2load itself).
+    cpu_us: dict[str, float] = field(default_factory=dict)
+
+
+class ToolMissing(Exception):
+    pass
+
+
+def require_tools(scenarios: Sequence[Scenario]) -> None:
+    missing = sorted({s.tool for s in scenarios if shutil.which(s.tool) is None})
+    if missing:
+        which = ", ".join(f"{tool} (apt package {TOOL_PACKAGES[tool]})" for tool in missing)
+        raise ToolMissing(f"missing load generator(s): {which}\ninstall them with: {INSTALL_HINT}")
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _wrk_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match[1]) * _UNIT_MS[match[2]]
+
+
+def _search_int(pattern: str, text: str, default: int | None = None) -> int:
+    match = re.search(pattern, text)
+    if match:
+        return int(match[1])
+    if default is None:
+        raise ValueError(f"load generator output lacks /{pattern}/:\n{text}")
+    return default
+
+
+def parse_wrk(output: str) -> Run:
+    """Parse `wrk --latency` output. wrk counts status >= 400 as "Non-2xx or 3xx"."""
+    latencies = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    if not rps or set(latencies) != {"50", "99"}:
+        raise ValueError(f"unexpected wrk output:\n{output}")
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    return Run(
+        requests=_search_int(r"(\d+) requests in", output),
+        rps=float(rps[1]),
+        p50_ms=_wrk_ms(latencies["50"]),
+        p99_ms=_wrk_ms(latencies["99"]),
+        non_2xx=_search_int(r"Non-2xx or 3xx responses: (\d+)", output, default=0),
+        errors=sum(int(n) for n in socket_errors.groups()) if socket_errors else 0,
+    )
+
+
+def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    # Nearest rank, the same definition wrk uses for its distribution.
+    index = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def parse_h2load(output: str, log: str) -> Run:
+    """h2load's summary has no percentiles: they come from its --log-file (start µs, status, duration µs)."""
+    rps = re.search(r"^finished in [\d.]+\w+, ([\d.]+) req/s", output, re.MULTILINE)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output, re.MULTILINE)
+    if not rps or not codes:
+        raise ValueError(f"unexpected h2load output:\n{output}")
+    durations_ms = sorted(int(line.split("\t")[2]) / 1000 for line in log.splitlines() if line.strip())
+    if not durations_ms:
+        raise ValueError(f"h2load logged no requests:\n{output}")
+    return Run(
+        requests=_search_int(r"requests: \d+ total, \d+ started, (\d+) done", output),
+        rps=float(rps[1]),
+        p50_ms=_percentile(durations_ms, 0.50),
+        p99_ms=_percentile(durations_ms, 0.99),
+        non_2xx=sum(int(n) for n in codes.groups()[1:]),
+        errors=sum(int(n) for n in re.findall(r"(\d+) (?:failed|errored|timeout)", output)),
+    )
+
+
+@dataclass(frozen=True)
+class Load:
+    duration: int
+    connections: int
+    threads: int
+
+
+def wrk_command(url: str, load: Load, extra: Sequence[str] = ()) -> list[str]:
+    return [
+        "wrk",
+        f"-t{load.threads}",
+        f"-c{load.connections}",
+        f"-d{load.duration}s",
+        "--latency",
+        *extra,
+        url,
+    ]
+
+
+def wrk_auth(suite: Suite, scenario: Scenario, load: Load, workdir: Path) -> list[str]:
+    """wrk options that authenticate every request as the scenario says."""
+    if scenario.auth == "api_key":
+        return ["-H", f"Authorization: {suite.credentials().api_key}"]
+    if scenario.auth == "hotkey":
+        sets = suite.credentials().signed("chutes", SIGNATURES_PER_SECOND * load.duration)
+        signatures = workdir / f"{scenario.name}.signatures"
+        signatures.write_text("".join(f"{h} {n} {s}\n" for h, n, s in sets))
+        script = workdir / f"{scenario.name}.lua"
+        script.write_text(SIGNED_WRK_SCRIPT % {"file": signatures, "path": suite.path_of(scenario)})
+        return ["-s", str(script)]
+    return []
+
+
+def h2load_command(url: str, load: Load, data: Path, log: Path) -> list[str]:
+    return [
+        "h2load", f"-t{load.threads}", f"-c{load.connections}",
+        "-m1",  # one stream per connection at a time: the same concurrency as wrk's -c
+        f"-D{load.duration}", "-d", str(data), "--log-file", str(log),
+        "-H", "content-type: application/grpc", "-H", "te: trailers", url,
+    ]  # fmt: skip
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """Length-prefixed gRPC message: flag 0 (uncompressed), 4-byte big-endian length, message."""
+    return b"\0" + len(message).to_bytes(4, "big") + message
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_load(suite: Suite, scenario: Scenario, load: Load, workdir: Path) -> Run:
+    """One measured run; CPU per request comes from /proc deltas around the load generator."""
+    url = suite.scenario_url(scenario)
+    log = workdir / f"{scenario.name}.log"
+    if scenario.tool == "wrk":
+        command = wrk_command(url, load, wrk_auth(suite, scenario, load, workdir))
+    else:
+        assert scenario.grpc_request is not None
+        data = workdir / f"{scenario.name}.grpc"
+        data.write_bytes(grpc_frame(scenario.grpc_request()))
+        command = h2load_command(url, load, data, log)
+    before, loadgen_before = suite.snapshot(), _children_cpu_seconds()
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    after, loadgen_after = suite.snapshot(), _children_cpu_seconds()
+    if completed.returncode != 0:
+        raise RuntimeError(f"{shlex.join(command)} failed ({completed.returncode}):\n{completed.stderr}")
+    if scenario.tool == "wrk":
+        run = parse_wrk(completed.stdout)
+    else:
+        run = parse_h2load(completed.stdout, log.read_text())
+    if run.requests:
+        per_request = 1e6 / run.requests
+        run.cpu_us = {name: (after[name] - before[name]) / CLOCK_TICKS * per_request for name in before}
+        run.cpu_us["loadgen"] = (loadgen_after - loadgen_before) * per_request
+    return run

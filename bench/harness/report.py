@@ -1,0 +1,107 @@
+"""The results: per-run lines, the table of medians, and its rows in bench/README.md."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import REPO
+from .load import Run
+from .scenarios import SCENARIOS, Scenario
+
+README = REPO / "bench" / "README.md"
+RESULTS_START = "<!-- results:start -->"
+RESULTS_END = "<!-- results:end -->"
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    runs: list[Run]
+    #: What one request answers (e.g. "HTTP 501", "grpc UNIMPLEMENTED"): non-2xx alone hides gRPC errors.
+    probe: str
+
+
+HEADER = (
+    "| scenario | req/s median | p50 ms | p99 ms | non-2xx | Envoy µs/req | service µs/req"
+    " | Postgres µs/req | whole stack µs/req | date | command |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+)
+#: Rows written before the Postgres column existed have this many cells; merge_rows pads them.
+_CELLS_WITHOUT_POSTGRES = 10
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def table_row(result: Result, command: str, date: str) -> str:
+    runs, serving = result.runs, result.scenario.serving
+
+    def cpu(name: str | None) -> str:
+        return "-" if name is None else f"{_median([r.cpu_us.get(name, 0.0) for r in runs]):.0f}"
+
+    non_2xx = f"{_median([r.non_2xx for r in runs]):,.0f}"
+    if result.probe not in ("HTTP 200", "grpc OK"):
+        non_2xx += f" (each: {result.probe})"
+    cells = [
+        result.scenario.name,
+        f"{_median([r.rps for r in runs]):,.0f}",
+        f"{_median([r.p50_ms for r in runs]):.2f}",
+        f"{_median([r.p99_ms for r in runs]):.2f}",
+        non_2xx,
+        cpu("envoy"),
+        cpu(serving) if serving is None else f"{cpu(serving)} ({serving})",
+        cpu("postgres"),
+        # Envoy, every service, the database and the baseline server: what the request cost,
+        # wherever the work happened.
+        f"{_median([sum(v for k, v in r.cpu_us.items() if k != 'loadgen') for r in runs]):.0f}",
+        date,
+        f"`{command}`",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def merge_rows(old_block: str, new_rows: dict[str, str]) -> list[str]:
+    """Rows of the new table: fresh rows replace old ones by scenario; rows of scenarios not run stay."""
+    rows: dict[str, str] = {}
+    for line in old_block.splitlines():
+        if line.startswith("|") and not line.startswith(("| scenario ", "|---")):
+            cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+            if len(cells) == _CELLS_WITHOUT_POSTGRES:  # an older row: no Postgres measurement
+                cells.insert(7, "-")
+                line = "| " + " | ".join(cells) + " |"
+            rows[cells[0]] = line
+    rows.update(new_rows)
+    order = [s.name for s in SCENARIOS]
+    return sorted(rows.values(), key=lambda row: _order_of(row, order))
+
+
+def _order_of(row: str, order: list[str]) -> int:
+    name = row.split("|")[1].strip()
+    return order.index(name) if name in order else len(order)
+
+
+def write_readme(rows: list[str]) -> None:
+    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{RESULTS_START}\n{RESULTS_END}\n"
+    head, start, rest = text.partition(RESULTS_START)
+    _, end, tail = rest.partition(RESULTS_END)
+    if not start or not end:
+        raise SystemExit(f"{README}: markers {RESULTS_START} / {RESULTS_END} not found; not touching it")
+    block = "\n".join([*HEADER, *rows])
+    README.write_text(f"{head}{RESULTS_START}\n{block}\n{RESULTS_END}{tail}")
+
+
+def existing_block() -> str:
+    if not README.exists():
+        return ""
+    return README.read_text().partition(RESULTS_START)[2].partition(RESULTS_END)[0]
+
+
+def describe(run: Run, index: int, repeat: int) -> str:
+    cpu = " ".join(f"{name} {us:.0f}" for name, us in sorted(run.cpu_us.items()) if us >= 0.5)
+    return (
+        f"  run {index}/{repeat}: {run.rps:,.0f} req/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
+        f"{run.requests:,} requests, non-2xx {run.non_2xx:,}, errors {run.errors:,} | CPU µs/req: {cpu}"
+    )

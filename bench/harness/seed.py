@@ -1,0 +1,164 @@
+"""Seeding the suite's database with public chutes, as deploy writes them, for the read scenarios."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .suite import Suite
+
+#: How many public chutes the read scenarios run over, unless --seed-chutes says otherwise.
+DEFAULT_SEED_CHUTES = 10_000
+
+
+@dataclass(frozen=True)
+class Seeded:
+    count: int
+    #: The chute GET scenarios read: the most invoked one (the list's first item).
+    chute_id: str
+
+
+SEED_SDK_VERSION = "0.6.9"
+SEED_CODE = (
+    "from chutes.chute import Chute, NodeSelector\n"
+    "from chutes.image import Image\n\n"
+    "chute = Chute(\n"
+    '    username="{username}",\n'
+    '    name="{name}",\n'
+    '    image="{username}/bench-base:1.0",\n'
+    "    node_selector=NodeSelector(gpu_count=1, min_vram_gb_per_gpu=16),\n"
+    ")\n\n\n"
+    '@chute.cord(public_api_path="/{function}", method="POST")\n'
+    "async def {function}(self, text: str) -> str:\n"
+    "    return text\n"
+)
+#: Selectors as deploy stores them (NodeSelector.stored()); each matches some GPUs.
+SEED_SELECTORS = (
+    {"gpu_count": 1, "min_vram_gb_per_gpu": 16, "max_hourly_price_per_gpu": None, "include": None,
+     "exclude": ["b200", "mi300x"], "dynamic": False},
+    {"gpu_count": 1, "min_vram_gb_per_gpu": 24, "max_hourly_price_per_gpu": None, "include": None,
+     "exclude": None, "dynamic": False},
+    {"gpu_count": 2, "min_vram_gb_per_gpu": 48, "max_hourly_price_per_gpu": None, "include": None,
+     "exclude": ["mi300x"], "dynamic": False},
+    {"gpu_count": 4, "min_vram_gb_per_gpu": 80, "max_hourly_price_per_gpu": None, "include": ["h100", "h200"],
+     "exclude": None, "dynamic": False},
+    {"gpu_count": 8, "min_vram_gb_per_gpu": 80, "max_hourly_price_per_gpu": 3.0, "include": None,
+     "exclude": ["b200", "b300", "mi300x"], "dynamic": False},
+)  # fmt: skip
+SEED_FUNCTIONS = ("echo", "generate", "embed", "transcribe")
+SEED_FAMILIES = ("echo", "llama", "qwen", "flux", "whisper", "mistral", "deepseek", "kokoro")
+
+
+def _seed_cord(function: str) -> dict[str, Any]:
+    """A cord as deploy stores it (the shape of tests/test_registry.py's deploy_body)."""
+    return {
+        "method": "POST", "path": f"/{function}", "public_api_path": f"/{function}",
+        "public_api_method": "POST", "stream": False, "function": function, "passthrough": False,
+        "input_schema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"],
+                         "definitions": {}},
+        "output_schema": {"type": "string"}, "output_content_type": "text/plain",
+    }  # fmt: skip
+
+
+def _uuid5(text: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, text))
+
+
+CHUTE_COLUMNS = (
+    "chute_id", "user_id", "username", "name", "tagline", "readme", "tool_description", "image_id",
+    "logo_id", "public", "standard_template", "cords", "jobs", "node_selector", "slug", "code", "filename",
+    "ref_str", "version", "concurrency", "boost", "chutes_version", "revision", "openrouter", "discount",
+    "max_instances", "scaling_threshold", "shutdown_after_seconds", "allow_external_egress",
+    "encrypted_fs", "tee", "lock_modules", "immutable", "disabled", "invocation_count", "created_at",
+    "updated_at",
+)  # fmt: skip
+INSTANCE_COLUMNS = ("instance_id", "chute_id", "version", "miner_hotkey", "region", "active", "verified",
+                    "last_verified_at", "created_at", "updated_at")  # fmt: skip
+
+
+def seed_rows(
+    count: int, user_id: str, username: str, image_id: str, now: datetime.datetime
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], str]:
+    """`count` public chutes as deploy writes them (plus instances for the busiest and some others),
+    and the id of the most invoked chute. Deterministic: the same rows for the same owner."""
+    rng = random.Random(4)
+    chutes, instances, busiest = [], [], ("", -1)
+    for index in range(count):
+        name = f"bench-{SEED_FAMILIES[index % len(SEED_FAMILIES)]}-{index:05d}"
+        function = SEED_FUNCTIONS[index % len(SEED_FUNCTIONS)]
+        code = SEED_CODE.format(username=username, name=name, function=function)
+        chute_id = _uuid5(f"{username}::chute::{name}")
+        # Heavy-tailed like real usage; int32 in the API (registry.v1.Chute.invocation_count).
+        invocations = min(int(rng.paretovariate(1.1) * 1_000) - 1_000, 2_000_000_000)
+        created = now - datetime.timedelta(seconds=rng.randrange(365 * 86_400))
+        updated = created + datetime.timedelta(
+            seconds=rng.randrange(int((now - created).total_seconds()) + 1)
+        )
+        chutes.append((
+            chute_id, user_id, username, name, f"Benchmark chute {index}: {function} over text",
+            f"# {name}\n\nA seeded public chute for the read-path benchmarks: {function}.\n" * 3,
+            None, image_id, None, True, None,
+            json.dumps([_seed_cord(function)]), "[]", json.dumps(SEED_SELECTORS[index % len(SEED_SELECTORS)]),
+            f"{username}-{name}", code, f"{name.replace('-', '_')}.py", f"{name.replace('-', '_')}:chute",
+            _uuid5(f"{image_id}:initial:{code}"), rng.choice((None, 1, 8, 32)), None, SEED_SDK_VERSION,
+            None, index % 50 == 0, 0.0, None, None, None, False, False, False, False, False, False,
+            invocations, created, updated,
+        ))  # fmt: skip
+        busiest = max(busiest, (chute_id, invocations), key=lambda pair: pair[1])
+        if invocations > 20_000 or rng.random() < 0.05:
+            for number in range(rng.randint(1, 3)):
+                verified = rng.random() < 0.8
+                instances.append((
+                    _uuid5(f"{chute_id}:instance:{number}"), chute_id, None, None,
+                    rng.choice(("us-east", "eu-west", "ap-south")), True, verified,
+                    updated if verified else None, updated, updated,
+                ))  # fmt: skip
+    return chutes, instances, busiest[0]
+
+
+async def _seed(database_url: str, user_id: str, username: str, count: int) -> str:
+    import asyncpg  # type: ignore[import-untyped]
+
+    now = datetime.datetime.now(datetime.UTC)
+    image_id = _uuid5(f"{username}/bench-base:1.0".lower())  # as services.registry.images.image_id_of
+    chutes, instances, busiest = seed_rows(count, user_id, username, image_id, now)
+    # The history trigger names its table unqualified, as the registry's own connections see it.
+    connection = await asyncpg.connect(database_url, server_settings={"search_path": "registry"})
+    try:
+        async with connection.transaction():
+            await connection.execute(
+                "INSERT INTO registry.images (image_id, user_id, username, name, tag, public, status,"
+                " chutes_version, patch_version, build_started_at, build_completed_at)"
+                " VALUES ($1, $2, $3, 'bench-base', '1.0', true, 'built and pushed', $4, 'initial', $5, $5)",
+                image_id, user_id, username, SEED_SDK_VERSION, now,
+            )  # fmt: skip
+            # COPY fires the history trigger too: one chute_history row per chute, as a deploy writes.
+            await connection.copy_records_to_table(
+                "chutes", schema_name="registry", columns=CHUTE_COLUMNS, records=chutes
+            )
+            await connection.copy_records_to_table(
+                "instances", schema_name="registry", columns=INSTANCE_COLUMNS, records=instances
+            )
+        # Fresh statistics for the planner, and nothing left for autovacuum to do mid-measurement.
+        await connection.execute(
+            "VACUUM ANALYZE registry.images, registry.chutes, registry.instances, registry.chute_history"
+        )
+    finally:
+        await connection.close()
+    return busiest
+
+
+def seed(suite: Suite, count: int) -> Seeded:
+    """`count` public chutes of one user (the harness's own) with one public image, in one COPY."""
+    started = time.monotonic()
+    credentials = suite.credentials()
+    chute_id = asyncio.run(_seed(suite.database_url(), credentials.user_id, credentials.username, count))
+    print(f"seeded {count:,} public chutes in {time.monotonic() - started:.1f}s (GET reads {chute_id})")
+    return Seeded(count, chute_id)
