@@ -26,8 +26,14 @@ if _version_not_supported:
 
 
 class AttestationServiceStub:
-    """Collects TDX quotes, GPU evidence and TLS certificates from a TEE chute's instances so
-    clients can verify them against their own nonce.
+    """Collects TDX quotes, GPU evidence and TLS certificates from a TEE chute's instances so that
+    clients can verify them against a nonce of their own choosing. Resource model:
+
+    - A chute (owned by the registry service, `chutes/{chute_id}`) with `tee` = true has
+    instances, each run by a miner inside an Intel TDX confidential VM with NVIDIA GPUs.
+    - [TeeChuteEvidence][chutes.attestation.v1.TeeChuteEvidence] is computed per request and per
+    nonce: one [TeeInstanceEvidence][chutes.attestation.v1.TeeInstanceEvidence] per active,
+    verified instance that answered. Nothing is stored.
     """
 
     def __init__(self, channel):
@@ -44,17 +50,35 @@ class AttestationServiceStub:
 
 
 class AttestationServiceServicer:
-    """Collects TDX quotes, GPU evidence and TLS certificates from a TEE chute's instances so
-    clients can verify them against their own nonce.
+    """Collects TDX quotes, GPU evidence and TLS certificates from a TEE chute's instances so that
+    clients can verify them against a nonce of their own choosing. Resource model:
+
+    - A chute (owned by the registry service, `chutes/{chute_id}`) with `tee` = true has
+    instances, each run by a miner inside an Intel TDX confidential VM with NVIDIA GPUs.
+    - [TeeChuteEvidence][chutes.attestation.v1.TeeChuteEvidence] is computed per request and per
+    nonce: one [TeeInstanceEvidence][chutes.attestation.v1.TeeInstanceEvidence] per active,
+    verified instance that answered. Nothing is stored.
     """
 
     def GetTeeChuteEvidence(self, request, context):
-        """Evidence of every active, verified instance of a TEE chute (spec 4.16, 11). Auth:
-        optional, purpose "chutes". Global rate limit 60 requests/minute across all callers
-        (429 "Rate limit exceeded. Try again later."). 404 "Chute not found" (also when not visible:
-        public, owned, shared, subnet role or affine name). 400 bad nonce, chute not TEE-enabled,
-        or chutes_version < 0.6.0. 502 "Attestation service unavailable..." on proxy failure.
-        Instances that cannot be reached are listed in failed_instance_ids, not errors.
+        """Evidence of every active, verified instance of a TEE chute, with `nonce` bound into each
+        TDX quote's report data. Instances that cannot be reached are listed in
+        `failed_instance_ids`; they are not an error.
+
+        Not built yet: answers UNIMPLEMENTED (REST 501).
+
+        Auth: optional (hotkey purpose "chutes"); identity widens which chutes are visible. Checks
+        in this order, as the real API's evidence route:
+        - Returns RESOURCE_EXHAUSTED (REST 429 "Rate limit exceeded. Try again later.") above 60
+        requests per minute, counted across all callers.
+        - Returns INVALID_ARGUMENT (REST 422) if `nonce` is missing from the query.
+        - Returns NOT_FOUND (REST 404 "Chute not found") if no chute has that id or name, or the
+        caller may not see it (visible: public, owned, shared with the caller, reachable through
+        a subnet role, or a name containing "affine").
+        - Returns INVALID_ARGUMENT (REST 400) if the nonce is malformed (see `nonce`), the chute is
+        not TEE-enabled ("Chute {id} is not TEE-enabled") or its chutes_version is below 0.6.0.
+        - Returns UNAVAILABLE (REST 502 "Attestation service unavailable...") if the evidence
+        proxy fails as a whole.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,8 +101,14 @@ def add_AttestationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AttestationService:
-    """Collects TDX quotes, GPU evidence and TLS certificates from a TEE chute's instances so
-    clients can verify them against their own nonce.
+    """Collects TDX quotes, GPU evidence and TLS certificates from a TEE chute's instances so that
+    clients can verify them against a nonce of their own choosing. Resource model:
+
+    - A chute (owned by the registry service, `chutes/{chute_id}`) with `tee` = true has
+    instances, each run by a miner inside an Intel TDX confidential VM with NVIDIA GPUs.
+    - [TeeChuteEvidence][chutes.attestation.v1.TeeChuteEvidence] is computed per request and per
+    nonce: one [TeeInstanceEvidence][chutes.attestation.v1.TeeInstanceEvidence] per active,
+    verified instance that answered. Nothing is stored.
     """
 
     @staticmethod

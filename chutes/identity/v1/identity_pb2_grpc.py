@@ -26,7 +26,14 @@ if _version_not_supported:
 
 
 class IdentityServiceStub:
-    """Users, registration and API keys.
+    """Users, registration and API keys. Resource model:
+
+    - Users, `users/{user_id}`, each bound to one hotkey (and optionally a coldkey); created by
+    [RegisterUser][chutes.identity.v1.IdentityService.RegisterUser], read by their owner through
+    [GetCurrentUser][chutes.identity.v1.IdentityService.GetCurrentUser].
+    - Each user has a collection of API keys, `api_keys/{api_key_id}`, unique by name per user.
+    A key is either admin (everything its user may do) or limited to
+    [ApiKeyScope][chutes.identity.v1.ApiKeyScope]s. Its secret is shown once, at creation.
     """
 
     def __init__(self, channel):
@@ -73,60 +80,85 @@ class IdentityServiceStub:
 
 
 class IdentityServiceServicer:
-    """Users, registration and API keys.
+    """Users, registration and API keys. Resource model:
+
+    - Users, `users/{user_id}`, each bound to one hotkey (and optionally a coldkey); created by
+    [RegisterUser][chutes.identity.v1.IdentityService.RegisterUser], read by their owner through
+    [GetCurrentUser][chutes.identity.v1.IdentityService.GetCurrentUser].
+    - Each user has a collection of API keys, `api_keys/{api_key_id}`, unique by name per user.
+    A key is either admin (everything its user may do) or limited to
+    [ApiKeyScope][chutes.identity.v1.ApiKeyScope]s. Its secret is shown once, at creation.
     """
 
     def Ping(self, request, context):
         """Liveness for clients: the published CLI's `register` calls it first and needs any 2xx.
-        Auth: none.
+        Always answers {"message": "pong"}. Auth: none.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RegisterUser(self, request, context):
-        """Registers a new user for the signing hotkey (wire 3.9). Auth: hotkey headers
-        X-Chutes-Hotkey / X-Chutes-Nonce / X-Chutes-Signature over sha256 of the raw body (no
-        user exists yet). 403 unknown registration token; 409 hotkey already registered.
+        """Registers a new user for the signing hotkey and returns its id, fingerprint and payment
+        address (the CLI writes them into config.ini). Auth: hotkey headers only, signed over the
+        sha256 of the raw body (no user exists yet).
+        - Returns UNAUTHENTICATED (REST 401) if the request carries no verified hotkey.
+        - Returns INVALID_ARGUMENT (REST 422) if the username does not match
+        `^[a-zA-Z0-9_]{3,15}$`.
+        - Returns ALREADY_EXISTS (REST 409) if the username (in any case) is taken or the hotkey is
+        already registered.
+        - Returns PERMISSION_DENIED (REST 403 "Invalid registration token") if registration is
+        closed (operator setting) and the token is unknown or already used.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCurrentUser(self, request, context):
-        """The authenticated user (wire 3.1: deploy --public checks permissions_bitmask & 2048).
-        Auth: required, purpose "me".
+        """The authenticated user, with role bits and their descriptions (`chutes deploy --public`
+        checks permissions_bitmask & 2048). Auth: required (hotkey purpose "me").
+        - Returns NOT_FOUND (REST 404 "User not found") if the user was deleted after its
+        credential was checked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateApiKey(self, request, context):
-        """Creates an API key; the plaintext secret is returned only here (spec 2.3, wire 3.7).
-        Auth: required, body-signed. Key names are unique per user.
+        """Creates an API key for the caller; the plaintext secret is returned only here, never again.
+        Auth: required (hotkey headers signed over the body).
+        - Returns INVALID_ARGUMENT (REST 422) if the name is not 1..24 of word characters, space,
+        ".", "$", "-", or a scope has an unknown object_type or action (all problems at once).
+        - Returns ALREADY_EXISTS (REST 409) if the caller already has a key with that name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListApiKeys(self, request, context):
-        """Lists the caller's API keys (wire 3.8). Auth: required, purpose "api_keys".
+        """Lists the caller's API keys, without secrets. Auth: required (hotkey purpose "api_keys").
+        - Returns INVALID_ARGUMENT (REST 422) if page is outside 0..100 or limit outside 1..100.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetApiKey(self, request, context):
-        """One of the caller's API keys (wire 3.8). Auth: required, purpose "api_keys". 404 if not
-        found or not the caller's.
+        """One of the caller's API keys, without its secret. Auth: required (hotkey purpose
+        "api_keys").
+        - Returns NOT_FOUND (REST 404 "API key not found, or does not belong to you") if no key
+        has that id or it belongs to another user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteApiKey(self, request, context):
-        """Deletes (revokes) one of the caller's API keys, by id only (wire 3.8). Auth: required,
-        purpose "api_keys". 404 if not found or not the caller's.
+        """Deletes (revokes) one of the caller's API keys, by id only. Every service stops accepting
+        the key within 5 s (their caller caches last 4 s). Auth: required (hotkey purpose
+        "api_keys").
+        - Returns NOT_FOUND (REST 404 "API key not found, or does not belong to you") if no key
+        has that id or it belongs to another user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,7 +211,14 @@ def add_IdentityServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class IdentityService:
-    """Users, registration and API keys.
+    """Users, registration and API keys. Resource model:
+
+    - Users, `users/{user_id}`, each bound to one hotkey (and optionally a coldkey); created by
+    [RegisterUser][chutes.identity.v1.IdentityService.RegisterUser], read by their owner through
+    [GetCurrentUser][chutes.identity.v1.IdentityService.GetCurrentUser].
+    - Each user has a collection of API keys, `api_keys/{api_key_id}`, unique by name per user.
+    A key is either admin (everything its user may do) or limited to
+    [ApiKeyScope][chutes.identity.v1.ApiKeyScope]s. Its secret is shown once, at creation.
     """
 
     @staticmethod
@@ -373,8 +412,9 @@ class IdentityService:
 
 
 class IdentityInternalServiceStub:
-    """Lookups for the other services of the suite. The gateway does not route `*InternalService`
-    services: only services on the internal network can call them.
+    """Lookups for the other services of the suite (gRPC only). The gateway does not route
+    `*InternalService` services: only services on the internal network can call them. Callers
+    cache answers for at most 4 s.
     """
 
     def __init__(self, channel):
@@ -401,14 +441,19 @@ class IdentityInternalServiceStub:
 
 
 class IdentityInternalServiceServicer:
-    """Lookups for the other services of the suite. The gateway does not route `*InternalService`
-    services: only services on the internal network can call them.
+    """Lookups for the other services of the suite (gRPC only). The gateway does not route
+    `*InternalService` services: only services on the internal network can call them. Callers
+    cache answers for at most 4 s.
     """
 
     def AuthenticateApiKey(self, request, context):
-        """Who holds this API key. `authorization` is the raw Authorization header value (bare key,
-        `Bearer <key>` or `Basic <key>`). UNAUTHENTICATED: malformed (`reason` MALFORMED_KEY) or
-        unknown/revoked/wrong secret (`reason` UNKNOWN_KEY). argon2 runs once per key per process.
+        """Who holds this API key. Scopes are returned, not checked: the calling service checks them
+        against the REST request. argon2 verification runs once per key per process; later calls
+        compare against the remembered result.
+        - Returns INVALID_ARGUMENT if `authorization` cannot be an API key at all (callers turn it
+        into REST 401 "Missing or invalid authorization header(s)", even on anonymous routes).
+        - Returns UNAUTHENTICATED if no key has that id, it was revoked, or the secret does not
+        match (REST 401 "Invalid token or user not found").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -416,14 +461,15 @@ class IdentityInternalServiceServicer:
 
     def GetCaller(self, request, context):
         """The caller record of a user the gateway already verified (hotkey-signed requests).
-        NOT_FOUND when the user does not exist.
+        - Returns UNAUTHENTICATED ("Could not find user {user_id}") if no user has that id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FindUser(self, request, context):
-        """A user by id or by name (case-insensitive), e.g. the target of a share. NOT_FOUND when none.
+        """A user by id or by username (case-insensitive), e.g. the target of a chute share.
+        - Returns NOT_FOUND ("No user {user_id_or_name}") if there is none.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -456,8 +502,9 @@ def add_IdentityInternalServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class IdentityInternalService:
-    """Lookups for the other services of the suite. The gateway does not route `*InternalService`
-    services: only services on the internal network can call them.
+    """Lookups for the other services of the suite (gRPC only). The gateway does not route
+    `*InternalService` services: only services on the internal network can call them. Callers
+    cache answers for at most 4 s.
     """
 
     @staticmethod

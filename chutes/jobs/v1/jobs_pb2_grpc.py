@@ -27,8 +27,20 @@ if _version_not_supported:
 
 
 class JobsServiceStub:
-    """Job lifecycle: a user creates a job, a miner's instance runs it, reports the outcome, uploads
-    output files and completes it; the user reads the job and downloads the files.
+    """Job lifecycle. Resource model:
+
+    - Jobs, `jobs/{job_id}`, each belonging to one user and one chute (a chute that defines job
+    methods instead of cords, see chutes.registry.v1.JobDefinition). A user creates a job; a
+    miner's instance claims and runs it, reports the outcome
+    ([FinishJob][chutes.jobs.v1.JobsService.FinishJob]), uploads its output files
+    ([UploadJobFile][chutes.jobs.v1.JobsService.UploadJobFile]) and completes it
+    ([CompleteJob][chutes.jobs.v1.JobsService.CompleteJob]); the user reads the job and
+    downloads the files.
+    - Each job has output files, `jobs/{job_id}/download/{file_id}`, named by the miner and
+    identified by file_id = UUID v5 of the filename in the namespace UUID(job_id).
+    - Miners authenticate with a job JWT (HS256, `sub` = job_id, `iss` = "chutes", no expiry)
+    given to the instance at launch inside job_status_url; each upload URL carries a per-file
+    JWT with an extra `filename` claim.
     """
 
     def __init__(self, channel):
@@ -75,64 +87,105 @@ class JobsServiceStub:
 
 
 class JobsServiceServicer:
-    """Job lifecycle: a user creates a job, a miner's instance runs it, reports the outcome, uploads
-    output files and completes it; the user reads the job and downloads the files.
+    """Job lifecycle. Resource model:
+
+    - Jobs, `jobs/{job_id}`, each belonging to one user and one chute (a chute that defines job
+    methods instead of cords, see chutes.registry.v1.JobDefinition). A user creates a job; a
+    miner's instance claims and runs it, reports the outcome
+    ([FinishJob][chutes.jobs.v1.JobsService.FinishJob]), uploads its output files
+    ([UploadJobFile][chutes.jobs.v1.JobsService.UploadJobFile]) and completes it
+    ([CompleteJob][chutes.jobs.v1.JobsService.CompleteJob]); the user reads the job and
+    downloads the files.
+    - Each job has output files, `jobs/{job_id}/download/{file_id}`, named by the miner and
+    identified by file_id = UUID v5 of the filename in the namespace UUID(job_id).
+    - Miners authenticate with a job JWT (HS256, `sub` = job_id, `iss` = "chutes", no expiry)
+    given to the instance at launch inside job_status_url; each upload URL carries a per-file
+    JWT with an extra `filename` claim.
     """
 
     def CreateJob(self, request, context):
-        """Creates a job for a job method of a chute (spec 5.2). Auth: required, body-signed.
-        404 "Chute {chute_id} not found" (missing, no such method, or not public/owned/shared);
-        429 "Daily job quota exceeded: ..."; 400 "Invalid disk size specified" for a bad `_disk_gb`.
+        """Creates a job for a job method of a chute and notifies miners; the new job is "pending".
+        Auth: required (hotkey headers signed over the body, or an API key).
+        Not built yet: answers UNIMPLEMENTED (REST 501).
+        - Returns NOT_FOUND (REST 404 "Chute {chute_id} not found") if the chute does not exist,
+        has no job method with that name, or is not public, owned by or shared with the caller.
+        - Returns RESOURCE_EXHAUSTED (REST 429 "Daily job quota exceeded: ...") if the caller's
+        daily quota for this chute or in total is used up (no quota configured = no jobs).
+        - Returns INVALID_ARGUMENT (REST 400 "Invalid disk size specified") if `_disk_gb` in the
+        body is not a number with 10 < x < 1000.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteJob(self, request, context):
-        """Deletes a job, its stored outputs, and stops its instance (spec 5.3). Auth: required
-        (owner). 404 "Job {job_id} not found or does not belong to you".
+        """Deletes a job and its stored output files, and stops the instance running it. Auth:
+        required (API key only), owner only.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
+        - Returns NOT_FOUND (REST 404 "Job {job_id} not found or does not belong to you") if no
+        job has that id or it belongs to another user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FinishJob(self, request, context):
-        """Miner reports the outcome and gets one upload URL per output file (spec 5.4). Auth: job
-        JWT in `token` (401). 400 "Job already finished". Response includes output_storage_urls.
+        """Miner reports the job's outcome and gets one upload URL per output file (in
+        Job.output_storage_urls); replaces any earlier list of output files. Auth: the job JWT in
+        `token`.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
+        - Returns UNAUTHENTICATED (REST 401) if `token` is missing, invalid or for another job.
+        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if CompleteJob already ran.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UploadJobFile(self, request_iterator, context):
-        """Miner uploads one output file (spec 5.5). Auth: per-file job JWT in `token` whose filename
-        claim equals the form field `path` (401). 400 job finished; 404 "File {path} not found in
-        job output files". The REST body streams through as HttpBody chunks.
+        """Miner uploads one output file, streamed: over REST the multipart body passes through as
+        HttpBody chunks. Marks the file uploaded. Auth: the per-file job JWT in `token`.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
+        - Returns UNAUTHENTICATED (REST 401) if `token` is invalid, for another job, or its
+        `filename` claim differs from the form field `path`.
+        - Returns INVALID_ARGUMENT (REST 400) if the job is already finished.
+        - Returns NOT_FOUND (REST 404 "File {path} not found in job output files") if FinishJob
+        did not list that filename.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CompleteJob(self, request, context):
-        """Miner's final call: checks uploads and sets the final status (spec 5.6). Auth: job JWT in
-        `token` (401). 400 "Job already finished". All uploaded -> "complete", some missing ->
-        "partial_failure" with error_detail "Failed to upload files: a, b".
+        """Miner's final call: sets finished_at and the final status from the uploads, and releases
+        the instance. All files uploaded (or none expected) and status "complete..." -> "complete";
+        some missing -> "partial_failure" with error_detail "Failed to upload files: a, b" (for
+        any other status that line is appended to error_detail). Auth: the job JWT in `token`.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
+        - Returns UNAUTHENTICATED (REST 401) if `token` is missing, invalid or for another job.
+        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if it already ran.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """One job (spec 5.7). Auth: required (owner). 404 "Job not found, or does not belong to you".
+        """One of the caller's jobs. Auth: required (API key only), owner only.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
+        - Returns NOT_FOUND (REST 404 "Job not found, or does not belong to you") if no job has
+        that id or it belongs to another user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DownloadJobFile(self, request, context):
-        """Streams an output file's bytes, content_type application/octet-stream on the first message
-        (spec 5.8); the real API also sends `Content-Disposition: attachment; filename="<name>"`.
-        Auth: required (owner). 404 job not found / "Job output file not found ...".
+        """Streams an output file's bytes; the first message carries content_type
+        application/octet-stream. The real API also sends `Content-Disposition: attachment;
+        filename="<filename>"`. Auth: required (API key only), owner only.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
+        - Returns NOT_FOUND (REST 404) if the job does not exist or belongs to another user
+        ("Job not found, or does not belong to you"), or `file_id` is not one of its output
+        files ("Job output file not found ...").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -185,8 +238,20 @@ def add_JobsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobsService:
-    """Job lifecycle: a user creates a job, a miner's instance runs it, reports the outcome, uploads
-    output files and completes it; the user reads the job and downloads the files.
+    """Job lifecycle. Resource model:
+
+    - Jobs, `jobs/{job_id}`, each belonging to one user and one chute (a chute that defines job
+    methods instead of cords, see chutes.registry.v1.JobDefinition). A user creates a job; a
+    miner's instance claims and runs it, reports the outcome
+    ([FinishJob][chutes.jobs.v1.JobsService.FinishJob]), uploads its output files
+    ([UploadJobFile][chutes.jobs.v1.JobsService.UploadJobFile]) and completes it
+    ([CompleteJob][chutes.jobs.v1.JobsService.CompleteJob]); the user reads the job and
+    downloads the files.
+    - Each job has output files, `jobs/{job_id}/download/{file_id}`, named by the miner and
+    identified by file_id = UUID v5 of the filename in the namespace UUID(job_id).
+    - Miners authenticate with a job JWT (HS256, `sub` = job_id, `iss` = "chutes", no expiry)
+    given to the instance at launch inside job_status_url; each upload URL carries a per-file
+    JWT with an extra `filename` claim.
     """
 
     @staticmethod

@@ -27,7 +27,14 @@ if _version_not_supported:
 
 
 class MetricsServiceStub:
-    """Read-only platform metrics derived from capacity logs, chute history and invocations.
+    """Read-only platform metrics. Resource model: no resources of its own; views over chutes
+    (owned by the registry service) computed from
+    - the autoscaler's capacity log (one row per chute about every 30 minutes) and instance
+    counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
+    - the chute history (every deployed version, deleted chutes included):
+    [GpuCount][chutes.metrics.v1.GpuCount];
+    - invocations of the last day per vLLM chute instance, averaged every 10 minutes: miner
+    means.
     """
 
     def __init__(self, channel):
@@ -59,39 +66,53 @@ class MetricsServiceStub:
 
 
 class MetricsServiceServicer:
-    """Read-only platform metrics derived from capacity logs, chute history and invocations.
+    """Read-only platform metrics. Resource model: no resources of its own; views over chutes
+    (owned by the registry service) computed from
+    - the autoscaler's capacity log (one row per chute about every 30 minutes) and instance
+    counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
+    - the chute history (every deployed version, deleted chutes included):
+    [GpuCount][chutes.metrics.v1.GpuCount];
+    - invocations of the last day per vLLM chute instance, averaged every 10 minutes: miner
+    means.
     """
 
     def GetChuteUtilization(self, request, context):
-        """Latest capacity_log row per chute plus derived scaling fields, ordered by
-        total_requests_1h desc (spec 4.15). Auth: none. REST: bare JSON array.
+        """The latest capacity-log row of every chute that has one, plus current instance counts and
+        derived scaling fields, ordered by total_requests_1h descending. REST: bare JSON array.
+        Auth: none. Never fails for a valid request.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetGpuCountHistory(self, request, context):
-        """Latest numeric node_selector.gpu_count per chute from chute history, deleted chutes
-        included (spec 4.8). Auth: none. REST: bare JSON array.
+        """The latest numeric node_selector.gpu_count of every chute ever deployed, from the chute
+        history (deleted chutes included). REST: bare JSON array. Auth: none.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetMinerMeanIndex(self, request, context):
-        """HTML index (content_type text/html) of vllm-template chutes ordered by invocation_count
-        desc, each linking to /chutes/miner_means/{chute_id} (spec 4.10). Auth: none.
+        """HTML page (content_type text/html) listing the vllm-template chutes by invocation_count
+        descending, each linking to https://api.{domain}/chutes/miner_means/{chute_id}. Auth: none.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetMinerMeans(self, request, context):
-        """Per-miner average TPS and output tokens of one chute, ordered by avg_output_tokens desc
-        (spec 4.11). Auth: none. Format by extension: ".json" -> application/json array
-        [{miner_hotkey, instance_id, avg_tps, avg_output_tokens}]; ".csv" -> text/csv with header
+        """Per-instance average tokens per second and output tokens of one chute over the last day,
+        ordered by avg_output_tokens descending. Auth: none. Format by the path's extension:
+        ".json" -> application/json array [{miner_hotkey, instance_id, avg_tps,
+        avg_output_tokens}]; ".csv" -> text/csv with header
         `instance_id,miner_hotkey,avg_tps,avg_output_tokens`; anything else or none -> text/html
-        table (2 decimals). Unknown chute -> empty list / header only / empty table, never 404.
+        table (numbers with 2 decimals). An unknown chute gives an empty list / the header only /
+        an empty table: never NOT_FOUND.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,7 +150,14 @@ def add_MetricsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MetricsService:
-    """Read-only platform metrics derived from capacity logs, chute history and invocations.
+    """Read-only platform metrics. Resource model: no resources of its own; views over chutes
+    (owned by the registry service) computed from
+    - the autoscaler's capacity log (one row per chute about every 30 minutes) and instance
+    counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
+    - the chute history (every deployed version, deleted chutes included):
+    [GpuCount][chutes.metrics.v1.GpuCount];
+    - invocations of the last day per vLLM chute instance, averaged every 10 minutes: miner
+    means.
     """
 
     @staticmethod

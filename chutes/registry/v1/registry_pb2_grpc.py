@@ -27,8 +27,19 @@ if _version_not_supported:
 
 
 class RegistryServiceStub:
-    """Chutes, images, shares and bounties: everything the real API serves under /chutes, /images
-    and /bounties except TEE evidence (AttestationService) and metrics (MetricsService).
+    """Chutes, images, shares and bounties. Resource model:
+
+    - Images, `images/{image_id}`: registered references to container images (this suite builds
+    none), owned by a user, named `{username}/{name}:{tag}`, public or private.
+    - Chutes, `chutes/{chute_id}`: deployed applications, owned by a user, each running one
+    image's Python code with either HTTP endpoints ([Cord][chutes.registry.v1.Cord]s) or job
+    methods ([JobDefinition][chutes.registry.v1.JobDefinition]s), on hardware chosen by a
+    [NodeSelector][chutes.registry.v1.NodeSelector]. Miners run a chute's instances.
+    Redeploying the same name makes a new version of the same chute.
+    - Shares: a private chute may be shared with other users (read and invoke, not listed).
+    - Public copies: immutable public copies of an integrated subnet's chutes.
+    - Rolling updates: at most one per chute, while a redeploy replaces old-version instances.
+    - Bounties: at most one per chute, a reward for miners that launch an instance.
     """
 
     def __init__(self, channel):
@@ -150,195 +161,297 @@ class RegistryServiceStub:
 
 
 class RegistryServiceServicer:
-    """Chutes, images, shares and bounties: everything the real API serves under /chutes, /images
-    and /bounties except TEE evidence (AttestationService) and metrics (MetricsService).
+    """Chutes, images, shares and bounties. Resource model:
+
+    - Images, `images/{image_id}`: registered references to container images (this suite builds
+    none), owned by a user, named `{username}/{name}:{tag}`, public or private.
+    - Chutes, `chutes/{chute_id}`: deployed applications, owned by a user, each running one
+    image's Python code with either HTTP endpoints ([Cord][chutes.registry.v1.Cord]s) or job
+    methods ([JobDefinition][chutes.registry.v1.JobDefinition]s), on hardware chosen by a
+    [NodeSelector][chutes.registry.v1.NodeSelector]. Miners run a chute's instances.
+    Redeploying the same name makes a new version of the same chute.
+    - Shares: a private chute may be shared with other users (read and invoke, not listed).
+    - Public copies: immutable public copies of an integrated subnet's chutes.
+    - Rolling updates: at most one per chute, while a redeploy replaces old-version instances.
+    - Bounties: at most one per chute, a reward for miners that launch an instance.
     """
 
     def ShareChute(self, request, context):
-        """Shares one of the caller's own chutes with another user (spec 4.1). Auth: required.
-        Idempotent. 404 chute not found / not yours, 404 unknown target user, 400 chute is
-        public, 400 target is the caller.
+        """Shares one of the caller's own private chutes with another user, who may then read and
+        invoke it (shared chutes are not listed). Idempotent. Auth: required.
+        - Returns NOT_FOUND (REST 404 "Did not find target chute {ref}, or it does not belong to
+        you") if the caller owns no chute with that id or name.
+        - Returns NOT_FOUND (REST 404 "Could not find target user to share with") if no user has
+        that id or username.
+        - Returns INVALID_ARGUMENT (REST 400 "Chute is public, no need to share.") for a public
+        chute, and (REST 400 "Cannot share a chute with yourself") if the target is the caller.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnshareChute(self, request, context):
-        """Removes a share (spec 4.2). Auth: required. 200 even if no share existed; 404 as ShareChute.
+        """Removes a share. Succeeds even if no such share existed. Auth: required.
+        - Returns NOT_FOUND (REST 404) as ShareChute, for an unknown chute or user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def MakeChutesPublic(self, request, context):
-        """Copies subnet chutes to public, immutable copies owned by the caller and deletes stale
-        copies (spec 4.3). Auth: required + role subnet_admin_assign (403). 400 empty list / bad
-        UUID / spans >1 subnet / more than max_public_chutes (3); 404 unknown chute; 429 when the
-        subnet already used its daily make_public (lock 86400 s).
+        """Copies an integrated subnet's chutes to public, immutable copies owned by the caller,
+        updates copies whose source changed, and deletes the subnet's stale copies. Auth: required.
+        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+        - Returns INVALID_ARGUMENT (REST 400 "Must provide at least one chute ID") for an empty
+        list, (REST 400 "Invalid chute UUID: X") for a non-UUID, and REST 400 if the chutes span
+        more than one subnet or exceed the subnet's max_public_chutes (3).
+        - Returns PERMISSION_DENIED (REST 403) if the caller lacks role subnet_admin_assign,
+        administers no integrated subnet, or a chute's name is outside the caller's subnets.
+        - Returns NOT_FOUND (REST 404 "Chute not found: X") if a chute does not exist.
+        - Returns RESOURCE_EXHAUSTED (REST 429) if the subnet already made chutes public in the
+        last 24 hours (one success per subnet per 86400 s, shared by all its admins).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListBoostedChutes(self, request, context):
-        """Chutes with an autoscaler boost > 1 or a manual boost > 1 (spec 4.4). Auth: none.
-        REST: bare JSON array.
+        """Chutes with an autoscaler boost > 1 or a manual boost > 1. REST: bare JSON array.
+        Auth: none.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListAffineAvailableChutes(self, request, context):
-        """Affine chutes whose owner has a positive balance and a netuid-120 registration, or is a
-        subnet_admin (spec 4.5). Auth: none. REST: bare JSON array.
+        """Chutes whose name contains "affine" and whose owner either has a positive balance and a
+        hotkey registered on netuid 120, or holds subnet_admin. REST: bare JSON array. Auth: none.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListChutes(self, request, context):
-        """Lists/filters chutes, ordered by invocation_count desc (spec 4.6). Auth: optional
-        (hotkey purpose "chutes"). Anonymous: public + affine chutes; authenticated: own chutes,
-        plus public/affine with include_public. Shared chutes are not listed. 400 page and offset
-        both non-zero. Items carry cords = [] and cord_ref_id; the cords are in cord_refs.
+        """Lists and filters chutes, by invocation_count descending (then chute_id). Auth: optional
+        (hotkey purpose "chutes"). Anonymous callers see public and affine chutes; authenticated
+        callers their own chutes, plus public and affine ones with include_public. Shared chutes
+        are never listed. Items carry no cords but a cord_ref_id into `cord_refs`.
+        - Returns INVALID_ARGUMENT (REST 422) if page, limit or offset is out of range.
+        - Returns INVALID_ARGUMENT (REST 400 "Cannot specify both page and offset, select <= 1 of
+        these.") if page and offset are both non-zero.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListRollingUpdates(self, request, context):
-        """All in-progress rolling updates (spec 4.7). Auth: none. REST: bare JSON array.
+        """All rolling updates in progress. REST: bare JSON array. Auth: none.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetChuteCode(self, request, context):
-        """A chute's Python source, content_type text/plain (spec 4.12). Auth: optional. Visible if
-        public, owned, shared, affine name or subnet admin; else 404 "Chute not found, or does
-        not belong to you".
+        """A chute's Python source as deployed, content_type text/plain. Auth: optional (hotkey
+        purpose "chutes").
+        - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
+        has that id or exact name, or the caller may not see its code: visible as for GetChute,
+        except that subnet_invoke is not enough (subnet_admin is needed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetChuteHfInfo(self, request, context):
-        """Hugging Face repo and revision of a vLLM/SGLang chute, for miners to pre-download
-        (spec 4.13). Auth: miner hotkey registered on netuid 64, purpose "cache". 404 "Chute not
-        found or does not use a Hugging Face model".
+        """Hugging Face repo and revision of a vLLM/SGLang chute, for miners to pre-download. No
+        visibility check. Auth: hotkey headers (purpose "cache") of a miner registered on netuid 64.
+        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+        - Returns UNAUTHENTICATED (REST 401) without hotkey headers or for a hotkey not registered
+        on netuid 64.
+        - Returns NOT_FOUND (REST 404 "Chute not found or does not use a Hugging Face model") if
+        the chute does not exist or its code calls no build_vllm_chute / build_sglang_chute with
+        a literal model_name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WarmupChute(self, request, context):
-        """Waits (at most 600 s) until the chute has instances (spec 4.14, wire 3.6). Auth: required,
-        purpose "chutes". 404 not visible, 503 disabled, 402 caller balance <= 0.
-        Each streamed HttpBody is one complete Server-Sent Events frame, content_type
-        text/event-stream (set on the first message): `data: {"status": "cold", "log": "waiting
-        for instances ..."}\n\n` about every 5 s, then `data: {"status": "hot", "log": "chute is
-        hot, N instances available"}\n\n` and the stream ends. With quick=true a single
-        application/json message {status, instance_count, bounty, instances} is sent instead.
+        """Waits, at most 600 s, until the chute has instances. Each streamed HttpBody is one
+        complete Server-Sent Events frame, content_type text/event-stream (set on the first
+        message): `data: {"status": "cold", "log": "waiting for instances ..."}\n\n` about every
+        5 s, then `data: {"status": "hot", "log": "chute is hot, N instances available"}\n\n` and
+        the stream ends. With quick=true a single application/json message {status,
+        instance_count, bounty, instances} is sent instead. Auth: required (hotkey purpose
+        "chutes").
+        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+        - Returns NOT_FOUND (REST 404) if no visible chute has that id or name.
+        - Returns UNAVAILABLE (REST 503 "This chute is currently disabled.") if it is disabled.
+        - Returns FAILED_PRECONDITION (REST 402, naming the payment address) if the caller's
+        balance is <= 0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetChute(self, request, context):
-        """One chute by id or exact name, with price, effective multiplier and bounty (spec 4.17).
-        Auth: optional, purpose "chutes". 404 "Chute not found, or does not belong to you".
+        """One chute by UUID or exact name, with its full cords, instances, price estimate,
+        effective compute multiplier and bounty. Auth: optional (hotkey purpose "chutes").
+        - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
+        has that id or name, or the caller may not see it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteChute(self, request, context):
-        """Deletes a chute and its instances (spec 4.18). Auth: required (owner or subnet admin),
-        purpose "chutes". 400 "Must use chute UUID to delete."; 404 not found / not allowed.
+        """Deletes a chute with its instances, shares and rolling update (its history is kept).
+        Auth: required (hotkey purpose "chutes"); the owner, or a subnet_admin of the chute's
+        integrated subnet.
+        - Returns INVALID_ARGUMENT (REST 400 "Must use chute UUID to delete.") if `chute_id` is
+        not a UUID.
+        - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
+        has that id or the caller may not delete it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeployChute(self, request, context):
-        """Creates or redeploys (same caller + name) a chute from SDK output (spec 4.9). Auth:
-        required, body-signed. Notable statuses: 400 validation, 402 deployment fee not accepted
-        or balance too low, 403 immutable / consumer-only GPUs / code review, 409 same version
-        already deployed, 429 more than 24 deploys in 24 h. Returns the chute without price
-        injection.
+        """Creates a chute from the SDK's deploy output, or redeploys it when the caller already has
+        a chute of that name (case-insensitive): a new version, replacing old-version instances by
+        a rolling update. Returns the chute as stored, without price, multiplier or bounty. Auth:
+        required (hotkey headers signed over the body, or an API key). Checks, in this order:
+        - Returns INVALID_ARGUMENT (REST 422) if the body fails validation (see ChuteArgs).
+        - Returns PERMISSION_DENIED (REST 403 "You must be a registered miner on subnet=...") if
+        the name belongs to an integrated subnet the caller does not administer (role
+        subnet_admin on its netuid) and the caller lacks unlimited_dev.
+        - Returns INVALID_ARGUMENT (REST 400) if tee is true without role unlimited_dev.
+        - Returns RESOURCE_EXHAUSTED (REST 429) after 24 creations, updates or deletions of the
+        caller's chutes in the last 24 hours (unlimited_dev and the "chutes" user are exempt).
+        - Returns INVALID_ARGUMENT (REST 400) if the name contains "TEE" or ends in "tee" (any
+        case) while tee is false, if public is true without role public_model_deployment, or
+        if the image does not exist or is neither public nor the caller's.
+        - Returns ALREADY_EXISTS (REST 409) if a public chute names a private image, or the same
+        name already has this version (same image, patch version and code) and public flag.
+        - Returns INVALID_ARGUMENT (REST 400) if node_selector excludes more than 5 GPU types,
+        its included GPUs differ in hourly price by more than 2.5x, or no GPU matches it; and
+        PERMISSION_DENIED (REST 403) if it allows only consumer GPUs (3090, 4090, 5090) or, for
+        callers without unlimited_dev, only b200/mi300x.
+        - Returns FAILED_PRECONDITION (REST 402 "DEPLOYMENT FEE NOTICE...") if a new chute costs
+        a fee (3 hours of its cheapest node; none for free_account users) and accept_fee is
+        false, or (REST 402) if the caller's balance does not exceed the fee (also on redeploys,
+        where the fee is 0).
+        - Returns INVALID_ARGUMENT (REST 400) if a vllm chute has no revision, the image's chutes
+        SDK is older than 0.3.61, the chute has no cord and no job or both, the code does not
+        parse as Python, or a new chute's name fails the name pattern.
+        - Returns PERMISSION_DENIED (REST 403 "This chute is immutable and cannot be modified.
+        Only deletion is allowed.") when redeploying an immutable chute.
+        Unlike the real API, no LLM code review and no Hugging Face checks run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EasyDeployVllmChute(self, request, context):
-        """Templated vLLM deploy (spec 4.19). Auth: required. The real API always answers 403 "Easy
-        deployment is currently disabled!"; this implementation deploys (ARCHITECTURE.md).
+        """Templated vLLM deploy: builds a chute for a Hugging Face model on the latest vLLM image.
+        The real API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently
+        disabled!") after validation; this suite is meant to deploy instead. Auth: required.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EasyDeployDiffusionChute(self, request, context):
-        """Templated diffusion deploy (spec 4.20). Auth: required. Real API: always 403; this
-        implementation deploys.
+        """Templated diffusion deploy. The real API always answers PERMISSION_DENIED (REST 403
+        "Easy deployment is currently disabled!") after validation; this suite is meant to deploy
+        instead. Auth: required.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TeeifyChute(self, request, context):
-        """Creates "<name>-TEE", an immutable TEE copy of an affine chute on h200 GPUs (spec 4.21).
-        Auth: required + subnet admin (403). 400 not a UUID / name lacks "affine"; 404 unknown
-        chute; 409 TEE version already exists.
+        """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, owned by the
+        source chute's owner, and returns it with price, multiplier and bounty. Auth: required.
+        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+        - Returns INVALID_ARGUMENT (REST 400 "Must use chute UUID for teeify.") for a non-UUID,
+        and REST 400 if the chute's name lacks "affine".
+        - Returns NOT_FOUND (REST 404 "Chute not found") if no chute has that id.
+        - Returns PERMISSION_DENIED (REST 403 "Only subnet admins can promote chutes to TEE") if
+        the caller is not a subnet_admin of the chute's integrated subnet.
+        - Returns ALREADY_EXISTS (REST 409 "TEE version already exists: {id}") if the copy exists.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateChute(self, request, context):
-        """Updates readme, tagline, tool description, logo, scaling knobs and the disabled flag
-        (spec 4.22). Auth: required (owner). 404 not found / not owner, 403 immutable.
-        Unlike the real API, max_instances / scaling_threshold / shutdown_after_seconds are applied.
+        """Updates one of the caller's chutes: tagline, readme, tool description, logo, the disabled
+        flag and, for private chutes, the scaling knobs (the real API accepts but ignores those).
+        Disabling a private chute deletes its instances. Returns the chute without price,
+        multiplier or bounty. Auth: required (owner only).
+        - Returns INVALID_ARGUMENT (REST 422) if a text is too long or a knob out of range.
+        - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if the caller
+        owns no chute with that id or exact name.
+        - Returns PERMISSION_DENIED (REST 403 "This chute is immutable and cannot be modified.
+        Only deletion is allowed.") for an immutable chute.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListBounties(self, request, context):
-        """Active bounties sorted by created_at ascending (spec 6.1). Auth: none. REST: bare array.
+        """Active bounties, by created_at ascending. REST: bare JSON array. Auth: none.
+        Not built yet: answers UNIMPLEMENTED (REST 501).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def IncreaseChuteBounty(self, request, context):
-        """Creates a bounty (lifetime 3600 s) if allowed, notifies miners, and optionally sets a manual
-        boost (spec 6.2). A GET in the real API. Auth: required + billing_admin (403), Authorization
-        only. 404 "Chute not found".
+        """Creates a bounty (lifetime 3600 s) unless the chute is disabled, already has one or is in
+        its 600 s cooldown; notifies miners (at most once per chute per 30 s); optionally stores a
+        manual boost. A GET in the real API. Auth: required, API key only (no hotkey purpose).
+        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+        - Returns PERMISSION_DENIED (REST 403 "Only billing admins may perform this action") if
+        the caller lacks role billing_admin.
+        - Returns NOT_FOUND (REST 404 "Chute not found") if no chute has that id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListImages(self, request, context):
-        """Lists images visible to the caller (wire 3.10). Auth: required, purpose "images".
+        """Lists images: anonymous callers see public images; authenticated callers their own, plus
+        public ones with include_public. Newest first. Auth: optional (hotkey purpose "images").
+        - Returns INVALID_ARGUMENT (REST 422) if page is outside 0..100 or limit outside 1..5000.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetImage(self, request, context):
-        """One image by id or `[username/]name:tag` (username defaults to the caller); visible if
-        public or own, else 404 (wire 3.1). Auth: required, purpose "images". The deploy CLI
-        requires status "built and pushed".
+        """One image by UUID or `[username/]name:tag` (username defaults to the caller). The deploy
+        CLI requires status "built and pushed". Auth: optional (hotkey purpose "images").
+        - Returns NOT_FOUND (REST 404 "Image not found, or does not belong to you") if no image
+        matches or it is neither public nor the caller's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteImage(self, request, context):
-        """Deletes one of the caller's images (wire 3.10). Auth: required, purpose "images".
+        """Deletes one of the caller's images. Auth: required (hotkey purpose "images").
+        - Returns NOT_FOUND (REST 404 "Image not found, or does not belong to you") if the caller
+        owns no image with that id.
+        - Returns ALREADY_EXISTS (REST 409 "Image is used by N chute(s); delete them first") while
+        any chute runs on it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -466,8 +579,19 @@ def add_RegistryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RegistryService:
-    """Chutes, images, shares and bounties: everything the real API serves under /chutes, /images
-    and /bounties except TEE evidence (AttestationService) and metrics (MetricsService).
+    """Chutes, images, shares and bounties. Resource model:
+
+    - Images, `images/{image_id}`: registered references to container images (this suite builds
+    none), owned by a user, named `{username}/{name}:{tag}`, public or private.
+    - Chutes, `chutes/{chute_id}`: deployed applications, owned by a user, each running one
+    image's Python code with either HTTP endpoints ([Cord][chutes.registry.v1.Cord]s) or job
+    methods ([JobDefinition][chutes.registry.v1.JobDefinition]s), on hardware chosen by a
+    [NodeSelector][chutes.registry.v1.NodeSelector]. Miners run a chute's instances.
+    Redeploying the same name makes a new version of the same chute.
+    - Shares: a private chute may be shared with other users (read and invoke, not listed).
+    - Public copies: immutable public copies of an integrated subnet's chutes.
+    - Rolling updates: at most one per chute, while a redeploy replaces old-version instances.
+    - Bounties: at most one per chute, a reward for miners that launch an instance.
     """
 
     @staticmethod
