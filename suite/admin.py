@@ -105,7 +105,7 @@ def create_key(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_image(args: argparse.Namespace) -> dict[str, Any]:
     """Register an image reference for chutes to deploy on (the suite builds no images)."""
-    from services.registry.images import add_image as register
+    from services.registry.store import add_image as register
 
     async def owner(connection: Any) -> dict[str, Any]:
         user: Any = await store.find_user(connection, args.username)
@@ -137,7 +137,7 @@ def create_token(args: argparse.Namespace) -> dict[str, Any]:
 
     async def work(connection: Any) -> dict[str, Any]:
         token = str(uuid.uuid4())
-        await connection.execute(store.registration_tokens.insert().values(token=token))
+        await store.add_registration_token(connection, token)
         return {"token": token}
 
     return asyncio.run(_in_schema("identity", work))

@@ -36,6 +36,17 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _revision(args: argparse.Namespace) -> int:
+    from services.kit.migrations import revision
+
+    url = get_settings().database_url
+    if not url:
+        print("chutes-suite revision: set CHUTES_DATABASE_URL (a scratch database)", file=sys.stderr)
+        return 2
+    revision(args.service, url, args.message)
+    return 0
+
+
 def _gateway_config(args: argparse.Namespace) -> int:
     from gateway.render import write_config
 
@@ -64,6 +75,12 @@ def main(argv: list[str] | None = None) -> None:
         "services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(SERVICE_NAMES)} (default: all)"
     )
     migrate.set_defaults(run=_migrate)
+    new_revision = commands.add_parser(
+        "revision", help="write a service's next migration from its models (CHUTES_DATABASE_URL: scratch)"
+    )
+    new_revision.add_argument("service", choices=SERVICE_NAMES)
+    new_revision.add_argument("-m", "--message", required=True)
+    new_revision.set_defaults(run=_revision)
     config = commands.add_parser(
         "gateway-config", help="render the Envoy config for the configured addresses"
     )

@@ -21,8 +21,8 @@ from chutes.identity.v1 import identity_pb2_grpc
 from chutes.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from chutes.metrics.v1 import metrics_pb2_grpc
 from chutes.registry.v1 import registry_pb2, registry_pb2_grpc
-from services.kit.caller import USER_ID_HEADER
 from services.kit.errors import FieldViolation, NotFound, PaymentRequired, ValidationFailed
+from services.kit.headers import USER_ID_HEADER
 from services.kit.interceptors import RequestInterceptor
 from services.kit.server import MAX_REQUEST_MESSAGE_BYTES
 

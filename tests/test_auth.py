@@ -8,8 +8,10 @@ import grpc
 import pytest
 
 from services.kit import auth
-from services.kit.auth import Authenticator, Caller, IdentityClient, MalformedCredential, Scope
+from services.kit.auth import Authenticator
+from services.kit.caller import Caller, MalformedCredential, Scope
 from services.kit.errors import Unauthenticated, Unavailable
+from services.kit.identity_client import IdentityClient
 from suite.postgres import free_port
 
 ALICE = Caller(user_id="u-alice", username="alice", auth_method="api_key")

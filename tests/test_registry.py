@@ -539,7 +539,7 @@ def test_images_in_use_cannot_be_deleted(
 
 
 def test_identical_vllm_chutes_share_a_cord_ref() -> None:
-    from services.registry.chutes import cord_ref_id
+    from services.registry.views import cord_ref_id
 
     def cords(model: str) -> list[dict[str, Any]]:
         return [{"path": "/v1/chat", "input_schema": {"properties": {"model": {"default": model}}}}]

@@ -12,23 +12,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
-
-import grpc
 
 from chutes.identity.v1 import identity_pb2, identity_pb2_grpc
-from services.identity import authz_http, keys, store
+from services.identity import authz_http, keys, store, views
 from services.identity.authz_http import AuthzRequest, Verdict
 from services.identity.signatures import SignatureRejected, SignatureVerifier, SignedRequest
-from services.kit.auth import (
-    Caller,
-    MalformedCredential,
-    Scope,
-    caller_to_proto,
-    require_caller,
-    scope_to_proto,
-)
-from services.kit.caller import AUTH_METHOD_HEADER, USER_ID_HEADER, VERIFIED_HOTKEY_HEADER
+from services.kit.auth import require_caller
+from services.kit.caller import Caller, MalformedCredential, Scope, caller_to_proto
 from services.kit.db import Database
 from services.kit.errors import (
     FieldViolation,
@@ -37,14 +27,11 @@ from services.kit.errors import (
     PermissionDenied,
     Unauthenticated,
     ValidationFailed,
-    out_of_range,
 )
-from services.kit.messages import timestamp
-from services.kit.roles import role_names
+from services.kit.headers import AUTH_METHOD_HEADER, USER_ID_HEADER, VERIFIED_HOTKEY_HEADER
+from services.kit.requests import Context, page_of
 from services.kit.server import GrpcService, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 _KEY_NAME = re.compile(r"^[\w .$-]{1,24}$")
 _USERNAME = re.compile(r"^[a-zA-Z0-9_]{3,15}$")
@@ -52,18 +39,6 @@ _OBJECT_TYPES = ("images", "chutes", "invocations")
 _ACTIONS = ("read", "write", "delete", "invoke")
 #: How long a hotkey's user id is remembered by the authorizer (users are never re-keyed).
 _HOTKEY_CACHE_SECONDS = 60.0
-
-
-def _api_key_message(row: store.ApiKeyRow) -> identity_pb2.ApiKey:
-    return identity_pb2.ApiKey(
-        api_key_id=row.api_key_id,
-        user_id=row.user_id,
-        name=row.name,
-        admin=row.admin,
-        scopes=[scope_to_proto(s) for s in row.scopes],
-        created_at=timestamp(row.created_at),
-        last_used_at=timestamp(row.last_used_at),
-    )
 
 
 def _scopes_of(request: identity_pb2.CreateApiKeyRequest) -> list[Scope]:
@@ -121,7 +96,9 @@ class IdentityServicer(
     async def Ping(self, request: identity_pb2.PingRequest, context: Context) -> identity_pb2.PingResponse:
         return identity_pb2.PingResponse(message="pong")
 
-    async def RegisterUser(self, request: identity_pb2.RegisterUserRequest, context: Context) -> Any:
+    async def RegisterUser(
+        self, request: identity_pb2.RegisterUserRequest, context: Context
+    ) -> identity_pb2.RegisterUserResponse:
         metadata = dict(context.invocation_metadata() or ())
         hotkey = metadata.get(VERIFIED_HOTKEY_HEADER)
         if not hotkey:
@@ -154,69 +131,53 @@ class IdentityServicer(
             fingerprint=user.fingerprint,
         )
 
-    async def GetCurrentUser(self, request: identity_pb2.GetCurrentUserRequest, context: Context) -> Any:
+    async def GetCurrentUser(
+        self, request: identity_pb2.GetCurrentUserRequest, context: Context
+    ) -> identity_pb2.User:
         caller = require_caller()
         async with self.db.engine.connect() as connection:
-            row: Any = await store.get_user(connection, caller.user_id)
+            row = await store.get_user(connection, caller.user_id)
         if row is None:
             raise NotFound("User not found")
-        return identity_pb2.User(
-            user_id=row.user_id,
-            username=row.username,
-            hotkey=row.hotkey,
-            coldkey=row.coldkey,
-            permissions_bitmask=row.permissions_bitmask,
-            permissions=role_names(row.permissions_bitmask),
-            netuids=row.netuids,
-            balance=row.balance,
-            payment_address=row.payment_address,
-            created_at=timestamp(row.created_at),
-            updated_at=timestamp(row.updated_at),
-        )
+        return views.user_message(row)
 
-    async def CreateApiKey(self, request: identity_pb2.CreateApiKeyRequest, context: Context) -> Any:
+    async def CreateApiKey(
+        self, request: identity_pb2.CreateApiKeyRequest, context: Context
+    ) -> identity_pb2.ApiKeyWithSecret:
         caller = require_caller()
         scopes = _scopes_of(request)
         async with self.db.engine.begin() as connection:
             secret, row = await store.create_api_key(
                 connection, caller.user_id, request.name, admin=request.admin, scopes=scopes
             )
-        message = _api_key_message(row)
-        return identity_pb2.ApiKeyWithSecret(
-            api_key_id=message.api_key_id,
-            user_id=message.user_id,
-            name=message.name,
-            admin=message.admin,
-            scopes=message.scopes,
-            created_at=message.created_at,
-            secret_key=secret,
-        )
+        return views.new_api_key_message(row, secret)
 
-    async def ListApiKeys(self, request: identity_pb2.ListApiKeysRequest, context: Context) -> Any:
+    async def ListApiKeys(
+        self, request: identity_pb2.ListApiKeysRequest, context: Context
+    ) -> identity_pb2.ListApiKeysResponse:
         caller = require_caller()
-        limit = request.limit if request.HasField("limit") else 25
-        problems = out_of_range(
-            (("query", "page"), request.page, 0, 100), (("query", "limit"), limit, 1, 100)
-        )
-        if problems:
-            raise ValidationFailed(problems)
+        page = page_of(request.page, request.limit if request.HasField("limit") else None, max_limit=100)
         async with self.db.engine.connect() as connection:
             total, rows = await store.list_api_keys(
-                connection, caller.user_id, limit=limit, offset=request.page * limit
+                connection, caller.user_id, limit=page.limit, offset=page.offset
             )
         return identity_pb2.ListApiKeysResponse(
-            total=total, page=request.page, limit=limit, items=[_api_key_message(row) for row in rows]
+            total=total, page=page.page, limit=page.limit, items=[views.api_key_message(row) for row in rows]
         )
 
-    async def GetApiKey(self, request: identity_pb2.GetApiKeyRequest, context: Context) -> Any:
+    async def GetApiKey(
+        self, request: identity_pb2.GetApiKeyRequest, context: Context
+    ) -> identity_pb2.ApiKey:
         caller = require_caller()
         async with self.db.engine.connect() as connection:
             row = await store.get_api_key(connection, caller.user_id, request.api_key_id)
         if row is None:
             raise NotFound("API key not found, or does not belong to you")
-        return _api_key_message(row)
+        return views.api_key_message(row)
 
-    async def DeleteApiKey(self, request: identity_pb2.DeleteApiKeyRequest, context: Context) -> Any:
+    async def DeleteApiKey(
+        self, request: identity_pb2.DeleteApiKeyRequest, context: Context
+    ) -> identity_pb2.DeleteApiKeyResponse:
         caller = require_caller()
         async with self.db.engine.begin() as connection:
             deleted = await store.delete_api_key(connection, caller.user_id, request.api_key_id)
@@ -249,16 +210,18 @@ class IdentityServicer(
 
     async def AuthenticateApiKey(
         self, request: identity_pb2.AuthenticateApiKeyRequest, context: Context
-    ) -> Any:
+    ) -> identity_pb2.Caller:
         try:
             return caller_to_proto(await self.by_api_key(request.authorization))
         except MalformedCredential as malformed:
             raise InvalidArgument(malformed.detail) from None
 
-    async def GetCaller(self, request: identity_pb2.GetCallerRequest, context: Context) -> Any:
+    async def GetCaller(
+        self, request: identity_pb2.GetCallerRequest, context: Context
+    ) -> identity_pb2.Caller:
         return caller_to_proto(await self.by_user_id(request.user_id))
 
-    async def FindUser(self, request: identity_pb2.FindUserRequest, context: Context) -> Any:
+    async def FindUser(self, request: identity_pb2.FindUserRequest, context: Context) -> identity_pb2.Caller:
         async with self.db.engine.connect() as connection:
             caller = await store.find_caller(connection, request.user_id_or_name)
         if caller is None:

@@ -1,4 +1,5 @@
-"""The identity schema and its queries (SQLAlchemy Core: these sit on the authentication path).
+"""Every query of the identity service (SQLAlchemy Core on the models' tables: these sit on the
+authentication path).
 
 Shared by the servicer and the operator commands (`chutes-suite admin ...`), which write users
 and keys straight into the database.
@@ -16,59 +17,14 @@ from datetime import datetime
 
 import sqlalchemy as sa
 import sr25519
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.identity import keys
+from services.identity.models import api_key_scopes, api_keys, registration_tokens, users
 from services.identity.signatures import ss58_of
-from services.kit.auth import Caller, Scope
+from services.kit.caller import Caller, Scope
 from services.kit.errors import AlreadyExists
-
-metadata = sa.MetaData()
-
-users = sa.Table(
-    "users",
-    metadata,
-    sa.Column("user_id", sa.Text, primary_key=True),
-    sa.Column("username", sa.Text, nullable=False),
-    sa.Column("hotkey", sa.Text),
-    sa.Column("coldkey", sa.Text),
-    sa.Column("payment_address", sa.Text, nullable=False),
-    sa.Column("fingerprint_hash", sa.Text),
-    sa.Column("permissions_bitmask", sa.BigInteger, nullable=False),
-    sa.Column("netuids", postgresql.ARRAY(sa.Integer), nullable=False),
-    sa.Column("balance", sa.Float, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-api_keys = sa.Table(
-    "api_keys",
-    metadata,
-    sa.Column("api_key_id", sa.Text, primary_key=True),
-    sa.Column("user_id", sa.Text, nullable=False),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("admin", sa.Boolean, nullable=False),
-    sa.Column("key_hash", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("last_used_at", sa.DateTime(timezone=True)),
-)
-api_key_scopes = sa.Table(
-    "api_key_scopes",
-    metadata,
-    sa.Column("scope_id", sa.Text, primary_key=True),
-    sa.Column("api_key_id", sa.Text, nullable=False),
-    sa.Column("object_type", sa.Text, nullable=False),
-    sa.Column("object_id", sa.Text),
-    sa.Column("action", sa.Text),
-)
-registration_tokens = sa.Table(
-    "registration_tokens",
-    metadata,
-    sa.Column("token", sa.Text, primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True)),
-    sa.Column("used_by", sa.Text),
-)
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
 
@@ -309,6 +265,10 @@ async def find_user(connection: AsyncConnection, username: str) -> sa.Row[tuple[
     return (
         await connection.execute(sa.select(users).where(sa.func.lower(users.c.username) == username.lower()))
     ).one_or_none()
+
+
+async def add_registration_token(connection: AsyncConnection, token: str) -> None:
+    await connection.execute(registration_tokens.insert().values(token=token))
 
 
 async def use_registration_token(connection: AsyncConnection, token: str, user_id: str) -> bool:

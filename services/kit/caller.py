@@ -1,29 +1,125 @@
-"""Who is calling: the metadata only the gateway may set.
+"""The caller model: who is calling, what their key may touch, and its wire form.
 
-The gateway removes every client-sent copy of these headers before anything else runs (a
-header_mutation filter), then sets them from a verified credential; services read them from the
-call's invocation metadata. `X-Chutes-UserID`, which the published CLI sends on every request, is
-removed too: the real API never reads it, and neither do we.
+A `Caller` is what the identity service answers for a credential; services receive it from the
+kit's authenticator (services/kit/auth.py) and never look users up themselves.
 """
 
 from __future__ import annotations
 
-#: The verified user's id.
-USER_ID_HEADER = "x-chutes-user-id"
-#: How the caller proved who they are (`api_key`, `hotkey`).
-AUTH_METHOD_HEADER = "x-chutes-auth-method"
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
 
-#: The hotkey whose signature the gateway verified (also before a user exists: registration).
-VERIFIED_HOTKEY_HEADER = "x-chutes-verified-hotkey"
+from chutes.identity.v1 import identity_pb2
+from services.kit.errors import Unauthenticated
+from services.kit.roles import Role, has_role
 
-#: Headers stripped from every client request at the gateway: the identity headers above, the
-#: CLI's unread X-Chutes-UserID, and the REST method/path the transcoder records for services
-#: (API key scopes are judged on them, so a client must not be able to choose them).
-CALLER_HEADERS = (
-    USER_ID_HEADER,
-    AUTH_METHOD_HEADER,
-    VERIFIED_HOTKEY_HEADER,
-    "x-chutes-userid",
-    "x-envoy-original-method",
-    "x-envoy-original-path",
-)
+
+@dataclass(frozen=True)
+class Scope:
+    """What a scoped API key may touch: an object type, optionally one object and one action."""
+
+    object_type: str
+    object_id: str | None = None
+    action: str | None = None
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: str
+    username: str
+    permissions_bitmask: int = 0
+    netuids: tuple[int, ...] = ()
+    balance: float = 0.0
+    #: Hotkey callers and admin keys; scoped keys are not.
+    admin: bool = True
+    scopes: tuple[Scope, ...] = field(default_factory=tuple)
+    auth_method: str = "hotkey"
+    api_key_id: str = ""
+
+    def has_role(self, role: Role) -> bool:
+        return has_role(self.permissions_bitmask, role)
+
+
+class CallerLookup(Protocol):
+    """Where callers come from: the identity service (over gRPC), or identity's own store."""
+
+    async def by_api_key(self, authorization: str) -> Caller:
+        """Raise Unauthenticated for a malformed or unknown key, Unavailable if it cannot tell."""
+        ...
+
+    async def by_user_id(self, user_id: str) -> Caller:
+        """Raise Unauthenticated for an unknown user, Unavailable if it cannot tell."""
+        ...
+
+
+class MalformedCredential(Unauthenticated):
+    """A credential that cannot be a key at all: refused even on routes that allow anonymity."""
+
+
+def scope_allows(scopes: tuple[Scope, ...], method: str, path: str) -> bool:
+    """Whether a scoped key may make this REST request (spec 2.4, with the intended object
+    type: the first path segment, where the real API takes the last one and so refuses almost
+    everything)."""
+    segments = [s for s in path.split("?", 1)[0].split("/") if s]
+    if not segments:
+        return False
+    object_type = segments[0]
+    object_id = segments[1] if len(segments) > 1 else None
+    action = {
+        "GET": "read",
+        "HEAD": "read",
+        "POST": "write",
+        "PUT": "write",
+        "PATCH": "write",
+        "DELETE": "delete",
+    }.get(method.upper())
+    if method.upper() == "POST" and re.match(r"^/chutes/[^/]+/.+$", path):
+        action = "invoke"
+    return any(
+        scope.object_type == object_type
+        and (scope.object_id is None or scope.object_id == object_id)
+        and (scope.action is None or scope.action == action)
+        for scope in scopes
+    )
+
+
+def scope_to_proto(scope: Scope) -> identity_pb2.ApiKeyScope:
+    return identity_pb2.ApiKeyScope(
+        object_type=scope.object_type, object_id=scope.object_id, action=scope.action
+    )
+
+
+def caller_to_proto(caller: Caller) -> identity_pb2.Caller:
+    return identity_pb2.Caller(
+        user_id=caller.user_id,
+        username=caller.username,
+        permissions_bitmask=caller.permissions_bitmask,
+        netuids=caller.netuids,
+        balance=caller.balance,
+        admin=caller.admin,
+        scopes=[scope_to_proto(s) for s in caller.scopes],
+        auth_method=caller.auth_method,
+        api_key_id=caller.api_key_id,
+    )
+
+
+def caller_from_proto(message: identity_pb2.Caller) -> Caller:
+    return Caller(
+        user_id=message.user_id,
+        username=message.username,
+        permissions_bitmask=message.permissions_bitmask,
+        netuids=tuple(message.netuids),
+        balance=message.balance,
+        admin=message.admin,
+        scopes=tuple(
+            Scope(
+                s.object_type,
+                s.object_id if s.HasField("object_id") else None,
+                s.action if s.HasField("action") else None,
+            )
+            for s in message.scopes
+        ),
+        auth_method=message.auth_method,
+        api_key_id=message.api_key_id,
+    )

@@ -1,8 +1,8 @@
 """Async database access: one PostgreSQL schema per service, SQLAlchemy on asyncpg.
 
-Hot paths use SQLAlchemy Core (or the raw asyncpg connection) on `Database.engine`; writes and
-admin paths may use the ORM through `Database.session()`. Each service sets its own schema as the
-connection's `search_path`, so it only ever sees its own tables.
+Hot paths use the raw asyncpg connection (`Database.raw()`) or SQLAlchemy Core on the tables of
+the service's models (`Database.engine`). Each service sets its own schema as the connection's
+`search_path`, so it only ever sees its own tables.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
 def asyncpg_url(url: str) -> str:
@@ -43,13 +43,6 @@ class Database:
                 }
             },
         )
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """An ORM session in a transaction, committed on success and rolled back on error."""
-        async with self._sessions() as session, session.begin():
-            yield session
 
     @asynccontextmanager
     async def raw(self) -> AsyncIterator[Any]:

@@ -40,6 +40,20 @@ def out_of_range(*checks: Range) -> list[FieldViolation]:
     ]
 
 
+#: The HTTP status Envoy's transcoder gives each gRPC code (the ones the suite raises).
+ENVOY_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+
+
 class DomainError(Exception):
     """Base of every error a handler may raise on purpose."""
 
@@ -54,7 +68,9 @@ class DomainError(Exception):
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         """Metadata the gateway reads to shape the REST answer (none when Envoy's mapping fits)."""
-        return ()
+        if ENVOY_HTTP_STATUS.get(self.code) == self.http_status:
+            return ()
+        return (("x-http-status", str(self.http_status)),)
 
 
 class InvalidArgument(DomainError):
@@ -67,9 +83,6 @@ class Unauthenticated(DomainError):
 
 class PaymentRequired(DomainError):
     code, http_status, reason = grpc.StatusCode.FAILED_PRECONDITION, 402, "PAYMENT_REQUIRED"
-
-    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("x-http-status", "402"),)
 
 
 class PermissionDenied(DomainError):
@@ -108,4 +121,4 @@ class ValidationFailed(DomainError):
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         body = {"detail": [{"loc": list(v.loc), "msg": v.msg, "type": v.type} for v in self.violations]}
         # ASCII JSON: gRPC metadata values must be printable ASCII.
-        return (("x-http-status", "422"), ("x-http-body", json.dumps(body)))
+        return (*super().trailing_metadata(), ("x-http-body", json.dumps(body)))

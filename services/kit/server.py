@@ -21,9 +21,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.kit.auth import Authenticator, CallerLookup, IdentityClient
+from services.kit.auth import Authenticator
+from services.kit.caller import CallerLookup
 from services.kit.channels import channel_at, close_channels
 from services.kit.db import Database
+from services.kit.identity_client import IdentityClient
 from services.kit.interceptors import RequestInterceptor
 from services.kit.logs import configure_logging
 from services.kit.settings import Settings, get_settings

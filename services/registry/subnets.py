@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.kit.auth import Caller
+from services.kit.caller import Caller
 from services.kit.roles import Role
 
 

@@ -1,8 +1,5 @@
-"""Chutes as the API shows them: ChuteResponse messages (spec 4.17), prices, multipliers, refs.
-
-Rows come from one SQL query per request (chute columns, the image's columns prefixed `i_`, the
-instances as JSON), so the hot read paths never touch the ORM.
-"""
+"""Rows of the registry schema to protobuf messages: ChuteResponse and ImageResponse as the real
+API shapes them, and a cache of built responses for the read paths."""
 
 from __future__ import annotations
 
@@ -10,48 +7,19 @@ import json
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import struct_pb2
 
 from chutes.chute import NodeSelector
 from chutes.registry.v1 import registry_pb2
-from services.kit.auth import Caller
 from services.kit.messages import timestamp
-from services.registry.images import image_message, logo_url
-from services.registry.subnets import subnet_of
+from services.registry.pricing import estimated_price, legacy_billing, multiplier_factors
 
-#: The platform's own account: its chutes are never billed as private ones.
-SYSTEM_USERNAME = "chutes"
-#: Private chutes created before this moment keep the legacy (preemptible) billing.
-LEGACY_BILLING_BEFORE = datetime(2025, 9, 10, 16, 0, tzinfo=UTC)
-#: Multiplier factors of spec 8.3.
-PRIVATE_FACTOR, INTEGRATED_SUBNET_FACTOR, TEE_FACTOR = 2.0, 3.0, 2.25
 #: Cord keys dropped from `cord_refs` unless the list asks for schemas.
 SCHEMA_KEYS = ("input_schema", "minimal_input_schema", "output_schema")
-
-#: Columns of the image joined to a chute, prefixed `i_` (for SQL that selects chute + image).
-IMAGE_COLUMNS = (
-    "image_id", "user_id", "username", "name", "tag", "readme", "logo_id", "public", "status",
-    "chutes_version", "patch_version", "build_started_at", "build_completed_at", "created_at",
-)  # fmt: skip
-IMAGE_SELECT = ", ".join(f"i.{c} AS i_{c}" for c in IMAGE_COLUMNS)
-#: Every chute column a response shows: all but `code`, which can be 150 kB and is served alone.
-CHUTE_SELECT = ", ".join(
-    f"c.{c}"
-    for c in (
-        "chute_id", "user_id", "username", "name", "tagline", "readme", "tool_description", "image_id",
-        "logo_id", "public", "standard_template", "cords", "jobs", "node_selector", "slug", "version",
-        "concurrency", "boost", "chutes_version", "revision", "openrouter", "discount", "max_instances",
-        "scaling_threshold", "shutdown_after_seconds", "allow_external_egress", "encrypted_fs", "tee",
-        "lock_modules", "immutable", "disabled", "invocation_count", "created_at", "updated_at",
-    )
-)  # fmt: skip
-INSTANCES_SELECT = """COALESCE((SELECT json_agg(json_build_object(
-    'instance_id', n.instance_id, 'region', n.region, 'active', n.active, 'verified', n.verified,
-    'last_verified_at', n.last_verified_at) ORDER BY n.instance_id)
-  FROM instances n WHERE n.chute_id = c.chute_id), '[]')::text AS instances"""
+LOGO_CDN = "https://logos.chutes.ai/logos"
 
 
 class ResponseCache:
@@ -86,23 +54,6 @@ def loads(value: Any) -> Any:
     """JSON values arrive as text (plain asyncpg, and `instances`, cast to text so it can be part
     of a cache key) or already decoded (SQLAlchemy's asyncpg dialect registers JSON codecs)."""
     return json.loads(value) if isinstance(value, str) else value
-
-
-def is_affine(name: str) -> bool:
-    return "affine" in name.lower()
-
-
-def can_read(
-    row: Mapping[str, Any], caller: Caller | None, shared: bool, subnet_substrings: list[str]
-) -> bool:
-    """Spec 2.6: public, owner, shared, affine by name, or a subnet role covering it."""
-    return bool(
-        row["public"]
-        or (caller is not None and row["user_id"] == caller.user_id)
-        or shared
-        or is_affine(row["name"])
-        or any(s in row["name"].lower() for s in subnet_substrings)
-    )
 
 
 def cord_ref_id(cords: list[dict[str, Any]], name: str, template: str | None) -> str:
@@ -156,56 +107,33 @@ def job_message(job: Mapping[str, Any]) -> registry_pb2.JobDefinition:
     )
 
 
-def legacy_billing(row: Mapping[str, Any]) -> bool:
-    """Private, non-affine chutes from before the billing change keep preemptible billing."""
-    return not row["public"] and row["created_at"] < LEGACY_BILLING_BEFORE and not is_affine(row["name"])
+def logo_url(logo_id: str | None) -> str:
+    return f"{LOGO_CDN}/{logo_id}.webp" if logo_id else ""
 
 
-def multiplier_factors(row: Mapping[str, Any], selector: NodeSelector) -> dict[str, float]:
-    """Spec 8.3 (manual boosts and bounties are not part of this suite yet)."""
-    factors = {"base": selector.compute_multiplier}
-    if not row["public"] and not legacy_billing(row) and row["username"] != SYSTEM_USERNAME:
-        if subnet_of(row["name"]) is not None:
-            factors["integrated_subnet"] = INTEGRATED_SUBNET_FACTOR
-        else:
-            factors["private"] = PRIVATE_FACTOR
-    boost = row["boost"]
-    if boost is not None and 0 < boost <= 20:
-        factors["urgency_boost"] = boost
-    if row["tee"]:
-        factors["tee"] = TEE_FACTOR
-    return factors
+def image_message(row: Mapping[Any, Any], prefix: str = "") -> registry_pb2.Image:
+    """The ImageResponse of a row (columns named `<prefix><column>` when joined with chutes)."""
 
+    def col(name: str) -> Any:
+        return row[prefix + name]
 
-def estimated_price(row: Mapping[str, Any], selector: NodeSelector, tao_usd: float | None) -> dict[str, Any]:
-    """`current_estimated_price` (spec 4.17): the node selector's hourly cost, per-token prices for
-    vLLM, per-step for diffusion, and the hourly range of a private chute."""
-    discount = row["discount"] or 0.0
-    hourly = selector.hourly_price_usd * (1 - discount)
-
-    def money(usd: float) -> dict[str, float]:
-        return {"usd": usd, "tao": usd / tao_usd} if tao_usd else {"usd": usd}
-
-    price: dict[str, Any] = {"usd": {"hour": hourly, "second": hourly / 3600}}
-    if tao_usd:
-        price["tao"] = {"hour": hourly / tao_usd, "second": hourly / 3600 / tao_usd}
-    template = row["standard_template"]
-    if template == "vllm":
-        concurrency = row["concurrency"] or 16
-        scale = 16 / concurrency if concurrency < 16 else 1.0
-        per_in = round(max(hourly * 0.01358695 * scale, 0.01), 2)
-        per_out = round(max(hourly * 0.05434782 * scale, 0.01), 2)
-        price["per_million_tokens"] = {
-            "input": money(per_in),
-            "output": money(per_out),
-            "input_cache_read": money(round(per_in * 0.5, 2)),
-        }  # fmt: skip
-    elif template == "diffusion":
-        price["per_step"] = money(selector.hourly_price_usd * 0.005 * (1 - discount))
-    if not row["public"]:
-        low, high = selector.price_range_usd
-        price["hourly_price_range"] = {"usd": {"min": low, "max": high}}
-    return price
+    return registry_pb2.Image(
+        image_id=col("image_id"),
+        user_id=col("user_id"),
+        name=col("name"),
+        tag=col("tag"),
+        readme=col("readme"),
+        public=col("public"),
+        status=col("status"),
+        created_at=timestamp(col("created_at")),
+        build_started_at=timestamp(col("build_started_at")),
+        build_completed_at=timestamp(col("build_completed_at")),
+        user=registry_pb2.User(username=col("username"), user_id=col("user_id")),
+        logo_id=col("logo_id") or "",
+        patch_version=col("patch_version"),
+        chutes_version=col("chutes_version") or "",
+        logo=logo_url(col("logo_id")),
+    )
 
 
 def chute_message(

@@ -1,0 +1,1 @@
+"""Every query of the jobs service (none yet: see services/README.md for the layout)."""

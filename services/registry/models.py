@@ -1,0 +1,218 @@
+"""The registry schema: images, chutes and their history, shares, instances, rolling updates and
+the event outbox.
+
+Owner usernames are copied onto images and chutes: the registry never reads identity's tables,
+and usernames never change, so the copy cannot go stale. History rows and outbox notifications
+are written by triggers (migrations/versions/0001), which models do not describe.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from services.kit.models import CREATED, RANDOM_ID, TEXT, TIMESTAMP, UPDATED, table_of
+
+
+class RegistryTable(SQLModel, registry=registry()):
+    """The base of the registry schema's tables (its own metadata)."""
+
+
+def _text(*, default: str | None = None, **options: Any) -> Any:
+    """A text column; `default` is also the server's default."""
+    if default is None:
+        return Field(sa_type=TEXT, **options)
+    return Field(default=default, sa_type=TEXT, sa_column_kwargs={"server_default": default}, **options)
+
+
+def _flag(default: bool = False) -> Any:
+    """A non-null boolean with a server default."""
+    return Field(default=default, sa_column_kwargs={"server_default": sa.true() if default else sa.false()})
+
+
+def _json(nullable: bool = True, server_default: str | None = None) -> Any:
+    kwargs = {"server_default": server_default} if server_default is not None else {}
+    return Field(default=None, sa_type=JSONB, nullable=nullable, sa_column_kwargs=kwargs)
+
+
+class Image(RegistryTable, table=True):
+    """A registered image reference (the suite builds no images); its id is the SDK's Image.uid."""
+
+    __tablename__ = "images"
+    __table_args__ = (sa.Index("images_owner_name_tag", "user_id", "name", "tag", unique=True),)
+
+    image_id: str = Field(primary_key=True, sa_type=TEXT)
+    user_id: str = _text()
+    username: str = _text()
+    name: str = _text()
+    tag: str = _text()
+    readme: str = _text(default="")
+    logo_id: str | None = Field(default=None, sa_type=TEXT)
+    public: bool = _flag()
+    status: str = _text(default="built and pushed")
+    chutes_version: str | None = Field(default=None, sa_type=TEXT)
+    patch_version: str = _text(default="initial")
+    build_started_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+    build_completed_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+    created_at: datetime | None = CREATED()
+    updated_at: datetime | None = UPDATED()
+
+
+class Chute(RegistryTable, table=True):
+    __tablename__ = "chutes"
+    __table_args__ = (
+        sa.Index("chutes_owner_name", "user_id", sa.text("lower(name)")),
+        sa.Index("chutes_name", "name"),
+        # The list's order: most invoked first; anonymous lists see only discoverable chutes.
+        sa.Index("chutes_invocations", sa.text("invocation_count DESC"), "chute_id"),
+        sa.Index(
+            "chutes_discoverable",
+            sa.text("invocation_count DESC"),
+            "chute_id",
+            postgresql_where=sa.text("discoverable"),
+        ),
+        sa.Index("chutes_owner_invocations", "user_id", sa.text("invocation_count DESC"), "chute_id"),
+    )
+
+    #: uuid5(NAMESPACE_OID, "{username}::chute::{name}").
+    chute_id: str = Field(primary_key=True, sa_type=TEXT)
+    user_id: str = _text()
+    username: str = _text()
+    name: str = _text()
+    tagline: str = _text(default="")
+    readme: str = _text(default="")
+    tool_description: str | None = Field(default=None, sa_type=TEXT)
+    image_id: str = _text(foreign_key="images.image_id")
+    logo_id: str | None = Field(default=None, sa_type=TEXT)
+    public: bool = _flag()
+    standard_template: str | None = Field(default=None, sa_type=TEXT)
+    cords: Any = _json(nullable=False, server_default="[]")
+    jobs: Any = _json()
+    node_selector: Any = _json(nullable=False)
+    slug: str = _text(unique=True)
+    code: str = _text()
+    filename: str = _text()
+    ref_str: str = _text()
+    #: uuid5(NAMESPACE_OID, "{image_id}:{patch_version}:{code}").
+    version: str = _text()
+    concurrency: int | None = None
+    boost: float | None = None
+    chutes_version: str | None = Field(default=None, sa_type=TEXT)
+    revision: str | None = Field(default=None, sa_type=TEXT)
+    openrouter: bool = _flag()
+    discount: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    max_instances: int | None = None
+    scaling_threshold: float | None = None
+    shutdown_after_seconds: int | None = None
+    allow_external_egress: bool = _flag()
+    encrypted_fs: bool = _flag()
+    tee: bool = _flag()
+    lock_modules: bool | None = None
+    immutable: bool = _flag()
+    disabled: bool = _flag()
+    invocation_count: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
+    created_at: datetime | None = CREATED()
+    updated_at: datetime | None = UPDATED()
+    #: What anonymous callers may list: public, or affine by name (stored, so the count of a list
+    #: is an index-only scan).
+    discoverable: bool | None = Field(
+        default=None,
+        sa_type=sa.Boolean,
+        nullable=False,
+        sa_column_args=[sa.Computed("public OR lower(name) LIKE '%affine%'", persisted=True)],
+    )
+
+
+class ChuteHistory(RegistryTable, table=True):
+    """Every version a chute had, and when it was deleted (written by a trigger)."""
+
+    __tablename__ = "chute_history"
+    __table_args__ = (
+        sa.Index("chute_history_user", "user_id", "updated_at"),
+        sa.Index("chute_history_chute", "chute_id", "created_at"),
+    )
+
+    entry_id: str = Field(primary_key=True, sa_type=TEXT, sa_column_kwargs={"server_default": RANDOM_ID})
+    chute_id: str = _text()
+    user_id: str = _text()
+    version: str = _text()
+    name: str = _text()
+    image_id: str = _text()
+    public: bool
+    standard_template: str | None = Field(default=None, sa_type=TEXT)
+    cords: Any = _json()
+    jobs: Any = _json()
+    node_selector: Any = _json(nullable=False)
+    slug: str = _text()
+    code: str = _text()
+    chutes_version: str | None = Field(default=None, sa_type=TEXT)
+    created_at: datetime = Field(sa_type=TIMESTAMP)
+    updated_at: datetime = Field(sa_type=TIMESTAMP)
+    deleted_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+
+
+class ChuteShare(RegistryTable, table=True):
+    __tablename__ = "chute_shares"
+    __table_args__ = (sa.Index("chute_shares_to", "shared_to", "chute_id"),)
+
+    chute_id: str = Field(primary_key=True, sa_type=TEXT, foreign_key="chutes.chute_id", ondelete="CASCADE")
+    shared_by: str = Field(primary_key=True, sa_type=TEXT)
+    shared_to: str = Field(primary_key=True, sa_type=TEXT)
+    shared_at: datetime | None = CREATED()
+
+
+class Instance(RegistryTable, table=True):
+    __tablename__ = "instances"
+    __table_args__ = (sa.Index("instances_chute", "chute_id"),)
+
+    instance_id: str = Field(primary_key=True, sa_type=TEXT)
+    chute_id: str = _text(foreign_key="chutes.chute_id", ondelete="CASCADE")
+    version: str | None = Field(default=None, sa_type=TEXT)
+    miner_hotkey: str | None = Field(default=None, sa_type=TEXT)
+    region: str = _text(default="")
+    active: bool = _flag()
+    verified: bool = _flag()
+    last_verified_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+    created_at: datetime | None = CREATED()
+    updated_at: datetime | None = UPDATED()
+
+
+class RollingUpdate(RegistryTable, table=True):
+    """A redeploy of a chute that has instances, until the old version's instances are gone."""
+
+    __tablename__ = "rolling_updates"
+
+    chute_id: str = Field(primary_key=True, sa_type=TEXT, foreign_key="chutes.chute_id", ondelete="CASCADE")
+    old_version: str = _text()
+    new_version: str = _text()
+    started_at: datetime | None = CREATED()
+    permitted: Any = _json(nullable=False, server_default="{}")
+
+
+class OutboxEvent(RegistryTable, table=True):
+    """A change for later consumers (miners' event stream), written in the same transaction as the
+    change itself and announced with NOTIFY by a trigger."""
+
+    __tablename__ = "outbox"
+
+    event_id: int | None = Field(
+        default=None, primary_key=True, sa_type=sa.BigInteger, sa_column_args=[sa.Identity()]
+    )
+    kind: str = _text()
+    payload: Any = _json(nullable=False)
+    created_at: datetime | None = CREATED()
+
+
+metadata = RegistryTable.metadata
+images = table_of(Image)
+chutes = table_of(Chute)
+chute_history = table_of(ChuteHistory)
+chute_shares = table_of(ChuteShare)
+instances = table_of(Instance)
+rolling_updates = table_of(RollingUpdate)
+outbox = table_of(OutboxEvent)

@@ -1,0 +1,75 @@
+"""What a chute costs (the real API's ChuteResponse price fields and its compute multiplier):
+the node selector's hourly price, per-token and per-step prices, and the multiplier's factors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from chutes.chute import NodeSelector
+from services.registry.subnets import subnet_of
+
+#: The platform's own account: its chutes are never billed as private ones.
+SYSTEM_USERNAME = "chutes"
+#: Private chutes created before this moment keep the legacy (preemptible) billing.
+LEGACY_BILLING_BEFORE = datetime(2025, 9, 10, 16, 0, tzinfo=UTC)
+#: Multiplier factors of the real API's effective compute multiplier.
+PRIVATE_FACTOR, INTEGRATED_SUBNET_FACTOR, TEE_FACTOR = 2.0, 3.0, 2.25
+
+
+def is_affine(name: str) -> bool:
+    return "affine" in name.lower()
+
+
+def legacy_billing(row: Mapping[str, Any]) -> bool:
+    """Private, non-affine chutes from before the billing change keep preemptible billing."""
+    return not row["public"] and row["created_at"] < LEGACY_BILLING_BEFORE and not is_affine(row["name"])
+
+
+def multiplier_factors(row: Mapping[str, Any], selector: NodeSelector) -> dict[str, float]:
+    """The factors of the effective compute multiplier (manual boosts and bounties are not part
+    of this suite yet)."""
+    factors = {"base": selector.compute_multiplier}
+    if not row["public"] and not legacy_billing(row) and row["username"] != SYSTEM_USERNAME:
+        if subnet_of(row["name"]) is not None:
+            factors["integrated_subnet"] = INTEGRATED_SUBNET_FACTOR
+        else:
+            factors["private"] = PRIVATE_FACTOR
+    boost = row["boost"]
+    if boost is not None and 0 < boost <= 20:
+        factors["urgency_boost"] = boost
+    if row["tee"]:
+        factors["tee"] = TEE_FACTOR
+    return factors
+
+
+def estimated_price(row: Mapping[str, Any], selector: NodeSelector, tao_usd: float | None) -> dict[str, Any]:
+    """`current_estimated_price`: the node selector's hourly cost, per-token prices for
+    vLLM, per-step for diffusion, and the hourly range of a private chute."""
+    discount = row["discount"] or 0.0
+    hourly = selector.hourly_price_usd * (1 - discount)
+
+    def money(usd: float) -> dict[str, float]:
+        return {"usd": usd, "tao": usd / tao_usd} if tao_usd else {"usd": usd}
+
+    price: dict[str, Any] = {"usd": {"hour": hourly, "second": hourly / 3600}}
+    if tao_usd:
+        price["tao"] = {"hour": hourly / tao_usd, "second": hourly / 3600 / tao_usd}
+    template = row["standard_template"]
+    if template == "vllm":
+        concurrency = row["concurrency"] or 16
+        scale = 16 / concurrency if concurrency < 16 else 1.0
+        per_in = round(max(hourly * 0.01358695 * scale, 0.01), 2)
+        per_out = round(max(hourly * 0.05434782 * scale, 0.01), 2)
+        price["per_million_tokens"] = {
+            "input": money(per_in),
+            "output": money(per_out),
+            "input_cache_read": money(round(per_in * 0.5, 2)),
+        }  # fmt: skip
+    elif template == "diffusion":
+        price["per_step"] = money(selector.hourly_price_usd * 0.005 * (1 - discount))
+    if not row["public"]:
+        low, high = selector.price_range_usd
+        price["hourly_price_range"] = {"usd": {"min": low, "max": high}}
+    return price

@@ -1,0 +1,444 @@
+"""Every query of the registry.
+
+The reads every client makes (get a chute, list chutes, get code) are single SQL statements on
+the raw asyncpg connection (no ORM, no SQL compilation; asyncpg keeps each prepared statement per
+connection). Writes run SQLAlchemy Core on the models' tables inside the caller's transaction,
+and every change to a chute writes its event into the outbox in that same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import string
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import RowMapping
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.kit.caller import Caller
+from services.kit.errors import AlreadyExists, InvalidArgument
+from services.registry.models import (
+    chute_history,
+    chute_shares,
+    chutes,
+    images,
+    instances,
+    outbox,
+    rolling_updates,
+)
+
+# ---- SQL of the read paths ---------------------------------------------------------------------
+
+#: Columns of the image joined to a chute, prefixed `i_` (for SQL that selects chute + image).
+IMAGE_COLUMNS = (
+    "image_id", "user_id", "username", "name", "tag", "readme", "logo_id", "public", "status",
+    "chutes_version", "patch_version", "build_started_at", "build_completed_at", "created_at",
+)  # fmt: skip
+IMAGE_SELECT = ", ".join(f"i.{c} AS i_{c}" for c in IMAGE_COLUMNS)
+#: Every chute column a response shows: all but `code`, which can be 150 kB and is served alone.
+CHUTE_SELECT = ", ".join(
+    f"c.{c}"
+    for c in (
+        "chute_id", "user_id", "username", "name", "tagline", "readme", "tool_description", "image_id",
+        "logo_id", "public", "standard_template", "cords", "jobs", "node_selector", "slug", "version",
+        "concurrency", "boost", "chutes_version", "revision", "openrouter", "discount", "max_instances",
+        "scaling_threshold", "shutdown_after_seconds", "allow_external_egress", "encrypted_fs", "tee",
+        "lock_modules", "immutable", "disabled", "invocation_count", "created_at", "updated_at",
+    )
+)  # fmt: skip
+#: A chute's instances as JSON text (text, so that it can be part of a response cache key).
+INSTANCES_SELECT = """COALESCE((SELECT json_agg(json_build_object(
+    'instance_id', n.instance_id, 'region', n.region, 'active', n.active, 'verified', n.verified,
+    'last_verified_at', n.last_verified_at) ORDER BY n.instance_id)
+  FROM instances n WHERE n.chute_id = c.chute_id), '[]')::text AS instances"""
+
+#: Who may see a chute: discoverable (public, or affine by name), the caller's own (`$2`, NULL when
+#: anonymous), shared with the caller, or in a subnet the caller manages (`$3`, LIKE patterns).
+_VISIBLE = """(c.discoverable OR c.user_id = $2 OR lower(c.name) LIKE ANY($3::text[])
+       OR EXISTS (SELECT 1 FROM chute_shares s WHERE s.chute_id = c.chute_id AND s.shared_to = $2))"""
+
+#: The chute a caller means by an id or exact name, as light as possible: what identifies its
+#: response (for the cache), not the response. Among same-named chutes the caller's own comes
+#: first, then the platform's.
+_FIND_CHUTE = f"""
+SELECT c.chute_id, c.updated_at, {INSTANCES_SELECT}
+FROM chutes c
+WHERE (c.chute_id = $1 OR c.name = $1) AND {_VISIBLE}
+ORDER BY (c.user_id = $2) DESC NULLS LAST, (c.username = 'chutes') DESC, c.created_at
+LIMIT 1
+"""
+
+#: Whole rows for building responses, by id.
+_CHUTE_ROWS = f"""
+SELECT {CHUTE_SELECT}, {IMAGE_SELECT}, {INSTANCES_SELECT}
+FROM chutes c JOIN images i ON i.image_id = c.image_id
+WHERE c.chute_id = ANY($1::text[])
+"""
+
+#: A chute's code, for callers who may see it (subnet admins only through their role).
+_CHUTE_CODE = f"""
+SELECT c.code FROM chutes c
+WHERE (c.chute_id = $1 OR c.name = $1) AND {_VISIBLE}
+ORDER BY (c.user_id = $2) DESC NULLS LAST, (c.username = 'chutes') DESC, c.created_at
+LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is reading, as the visibility SQL takes it: their user id (None when anonymous) and the
+    LIKE patterns of the subnets whose chutes their roles reach."""
+
+    user_id: str | None
+    subnet_patterns: list[str]
+
+
+async def find_chute(connection: Any, reference: str, viewer: Viewer) -> Any:
+    """The light row (id, updated_at, instances) of the chute `reference` names, if visible."""
+    return await connection.fetchrow(_FIND_CHUTE, reference, viewer.user_id, viewer.subnet_patterns)
+
+
+async def chute_rows(connection: Any, chute_ids: Sequence[str]) -> list[Any]:
+    """Whole rows (chute, its image as `i_*`, its instances) for building responses."""
+    rows: list[Any] = await connection.fetch(_CHUTE_ROWS, list(chute_ids))
+    return rows
+
+
+async def chute_code(connection: Any, reference: str, viewer: Viewer) -> str | None:
+    code: str | None = await connection.fetchval(
+        _CHUTE_CODE, reference, viewer.user_id, viewer.subnet_patterns
+    )
+    return code
+
+
+@dataclass(frozen=True)
+class ChuteFilter:
+    """The list's filters, as `GET /chutes/` takes them (empty strings and None: not given)."""
+
+    caller_id: str | None
+    include_public: bool
+    template: str | None = None
+    name: str = ""
+    exclude: str = ""
+    image: str = ""
+    slug: str = ""
+
+
+async def list_chutes(
+    connection: Any, wanted: ChuteFilter, *, limit: int, offset: int
+) -> tuple[int, list[Any]]:
+    """The total and one page of light rows, most invoked first. Shared chutes are not listed
+    (only readable), as in the real API."""
+    params: list[Any] = []
+
+    def param(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if wanted.caller_id is None:
+        where = ["c.discoverable"]
+    elif wanted.include_public:
+        where = [f"(c.discoverable OR c.user_id = {param(wanted.caller_id)})"]
+    else:
+        where = [f"c.user_id = {param(wanted.caller_id)}"]
+    source = "chutes c"
+    if wanted.template is not None and wanted.template.strip():
+        where.append(
+            "c.standard_template IS NULL"
+            if wanted.template == "other"
+            else f"c.standard_template = {param(wanted.template)}"
+        )
+    if wanted.name:
+        where.append(f"c.name ILIKE {param('%' + wanted.name + '%')}")
+    if wanted.exclude:
+        where.append(f"c.name NOT ILIKE {param('%' + wanted.exclude + '%')}")
+    if wanted.image:
+        source = "chutes c JOIN images i ON i.image_id = c.image_id"
+        where.append(f"(i.name || ':' || i.tag) ILIKE {param('%' + wanted.image + '%')}")
+    if wanted.slug:
+        where.append(f"c.slug ILIKE {param(wanted.slug)}")
+    condition = " AND ".join(where)
+    page_sql = (
+        f"SELECT c.chute_id, c.updated_at, {INSTANCES_SELECT} FROM {source} WHERE {condition}"
+        f" ORDER BY c.invocation_count DESC, c.chute_id LIMIT {int(limit)} OFFSET {int(offset)}"
+    )
+    total: int = await connection.fetchval(f"SELECT count(*) FROM {source} WHERE {condition}", *params)
+    return total, await connection.fetch(page_sql, *params)
+
+
+# ---- images ------------------------------------------------------------------------------------
+
+#: `[username/]name:tag` as the real API parses image references.
+IMAGE_REF = re.compile(
+    r"^(?:([a-z0-9][a-z0-9_.-]*)/)?([a-z0-9][a-z0-9_.-]*):([a-z0-9][a-z0-9_.-]*)$", re.IGNORECASE
+)
+_IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$", re.IGNORECASE)
+
+
+def image_id_of(username: str, name: str, tag: str) -> str:
+    """The SDK's `Image.uid`: uuid5(NAMESPACE_OID, "username/name:tag" lower-cased), so a chute file
+    that passes an `Image` object and one that passes `"username/name:tag"` both find it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"{username}/{name}:{tag}".lower()))
+
+
+def _visible_images(caller: Caller | None) -> sa.ColumnElement[bool]:
+    """Images a caller may use or see: public ones and their own."""
+    if caller is None:
+        return images.c.public.is_(True)
+    return sa.or_(images.c.public.is_(True), images.c.user_id == caller.user_id)
+
+
+async def find_image(connection: AsyncConnection, reference: str, caller: Caller | None) -> RowMapping | None:
+    """An image by `[username/]name:tag` (username defaults to the caller) or by id, if visible."""
+    match = IMAGE_REF.match(reference)
+    if match:
+        username = match.group(1) or (caller.username if caller else "")
+        wanted = images.c.image_id == image_id_of(username, match.group(2), match.group(3))
+    else:
+        wanted = images.c.image_id == reference
+    query = sa.select(images).where(wanted, _visible_images(caller))
+    return (await connection.execute(query)).mappings().first()
+
+
+async def list_images(
+    connection: AsyncConnection,
+    caller: Caller | None,
+    *,
+    include_public: bool,
+    name: str | None,
+    tag: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[int, Sequence[RowMapping]]:
+    visible = (
+        _visible_images(caller)
+        if (caller is None or include_public)
+        else (images.c.user_id == caller.user_id)
+    )
+    where = [visible]
+    if name is not None:
+        where.append(images.c.name.ilike(f"%{name}%"))
+    if tag is not None:
+        where.append(images.c.tag.ilike(f"%{tag}%"))
+    total = await connection.execute(sa.select(sa.func.count()).select_from(images).where(*where))
+    page = (
+        sa.select(images)
+        .where(*where)
+        .order_by(images.c.created_at.desc(), images.c.image_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    rows = (await connection.execute(page)).mappings().all()
+    return total.scalar_one(), rows
+
+
+async def delete_image(connection: AsyncConnection, image_id: str, owner_id: str) -> bool:
+    """Delete an image of `owner_id`; False if there is none. 409 while chutes use it."""
+    used = (
+        await connection.execute(
+            sa.select(sa.func.count()).select_from(chutes).where(chutes.c.image_id == image_id)
+        )
+    ).scalar_one()
+    owned = images.c.user_id == owner_id
+    wanted = images.c.image_id == image_id
+    if (await connection.execute(sa.select(images.c.image_id).where(wanted, owned))).first() is None:
+        return False
+    if used:
+        raise AlreadyExists(f"Image is used by {used} chute(s); delete them first")
+    await connection.execute(images.delete().where(wanted, owned))
+    return True
+
+
+async def add_image(
+    connection: AsyncConnection,
+    *,
+    user_id: str,
+    username: str,
+    name: str,
+    tag: str,
+    public: bool,
+    chutes_version: str | None,
+    readme: str = "",
+) -> RowMapping:
+    """Register an image reference (the operator command; the suite builds no images, so a
+    registered image is "built and pushed"). 409 if that image already exists."""
+    for label, value in (("name", name), ("tag", tag)):
+        if not _IMAGE_NAME.match(value):
+            raise InvalidArgument(f"Image {label} {value!r} must match [a-z0-9][a-z0-9_.-]*")
+    image_id = image_id_of(username, name, tag)
+    statement = (
+        insert(images)
+        .values(
+            image_id=image_id,
+            user_id=user_id,
+            username=username,
+            name=name,
+            tag=tag,
+            readme=readme,
+            public=public,
+            status="built and pushed",
+            chutes_version=chutes_version,
+            patch_version="initial",
+            build_started_at=sa.func.now(),
+            build_completed_at=sa.func.now(),
+        )
+        .on_conflict_do_nothing()
+        .returning(*images.c)
+    )
+    inserted = (await connection.execute(statement)).mappings().first()
+    if inserted is None:
+        raise AlreadyExists(f"Image {username}/{name}:{tag} already exists ({image_id})")
+    return inserted
+
+
+# ---- chutes: writes ----------------------------------------------------------------------------
+
+_SLUG_SUFFIX = string.ascii_lowercase + string.digits
+
+
+async def unique_slug(connection: AsyncConnection, base: str) -> str:
+    """`base`, or `base-xxxxx` with a random suffix while the slug is taken."""
+    slug = base
+    while (await connection.execute(sa.select(chutes.c.chute_id).where(chutes.c.slug == slug))).first():
+        slug = f"{base}-{''.join(secrets.choice(_SLUG_SUFFIX) for _ in range(5))}"
+    return slug
+
+
+async def deployments_today(connection: AsyncConnection, user_id: str) -> int:
+    """How many of the user's chutes were created, updated or deleted in the last 24 hours."""
+    since = sa.func.now() - sa.text("interval '24 hours'")
+    count: int = (
+        await connection.execute(
+            sa.select(sa.func.count())
+            .select_from(chute_history)
+            .where(
+                chute_history.c.user_id == user_id,
+                sa.or_(
+                    chute_history.c.created_at > since,
+                    chute_history.c.updated_at > since,
+                    chute_history.c.deleted_at > since,
+                ),
+            )
+        )
+    ).scalar_one()
+    return count
+
+
+async def lock_own_chute_named(connection: AsyncConnection, user_id: str, name: str) -> RowMapping | None:
+    """The user's chute of that name (any case), locked for the rest of the transaction."""
+    query = (
+        sa.select(chutes)
+        .where(chutes.c.user_id == user_id, sa.func.lower(chutes.c.name) == name.lower())
+        .with_for_update()
+    )
+    return (await connection.execute(query)).mappings().first()
+
+
+async def lock_own_chute(connection: AsyncConnection, user_id: str, reference: str) -> RowMapping | None:
+    """The user's chute by id or exact name, locked for the rest of the transaction."""
+    query = (
+        sa.select(chutes.c.chute_id, chutes.c.immutable, chutes.c.public, chutes.c.version)
+        .where(
+            sa.or_(chutes.c.chute_id == reference, chutes.c.name == reference),
+            chutes.c.user_id == user_id,
+        )
+        .with_for_update()
+    )
+    return (await connection.execute(query)).mappings().first()
+
+
+async def lock_chute(connection: AsyncConnection, chute_id: str) -> RowMapping | None:
+    """Any chute by id, locked for the rest of the transaction."""
+    query = (
+        sa.select(chutes.c.chute_id, chutes.c.user_id, chutes.c.name, chutes.c.version)
+        .where(chutes.c.chute_id == chute_id)
+        .with_for_update()
+    )
+    return (await connection.execute(query)).mappings().first()
+
+
+async def insert_chute(connection: AsyncConnection, values: Mapping[str, Any]) -> None:
+    await connection.execute(chutes.insert().values(**values))
+
+
+async def update_chute(connection: AsyncConnection, chute_id: str, values: Mapping[str, Any]) -> None:
+    await connection.execute(chutes.update().where(chutes.c.chute_id == chute_id).values(**values))
+
+
+async def delete_chute(connection: AsyncConnection, chute_id: str) -> None:
+    """Shares, instances and rolling updates cascade; history keeps the deletion time."""
+    await connection.execute(chutes.delete().where(chutes.c.chute_id == chute_id))
+
+
+async def instances_per_miner(connection: AsyncConnection, chute_id: str) -> dict[str, int]:
+    """How many instances of the chute each miner runs ("" for instances without a miner)."""
+    counts = (
+        await connection.execute(
+            sa.select(instances.c.miner_hotkey, sa.func.count())
+            .where(instances.c.chute_id == chute_id)
+            .group_by(instances.c.miner_hotkey)
+        )
+    ).all()
+    return {hotkey or "": count for hotkey, count in counts}
+
+
+async def delete_instances(connection: AsyncConnection, chute_id: str) -> None:
+    await connection.execute(instances.delete().where(instances.c.chute_id == chute_id))
+
+
+async def replace_rolling_update(
+    connection: AsyncConnection, chute_id: str, started: tuple[str, str, dict[str, int]] | None
+) -> None:
+    """Forget the chute's rolling update; record `(old_version, new_version, permitted)` if given."""
+    await connection.execute(rolling_updates.delete().where(rolling_updates.c.chute_id == chute_id))
+    if started is not None:
+        old_version, new_version, permitted = started
+        await connection.execute(
+            rolling_updates.insert().values(
+                chute_id=chute_id, old_version=old_version, new_version=new_version, permitted=permitted
+            )
+        )
+
+
+async def emit(connection: AsyncConnection, kind: str, payload: Mapping[str, Any]) -> None:
+    """An event into the outbox, in the caller's transaction (announced by NOTIFY on commit)."""
+    await connection.execute(outbox.insert().values(kind=kind, payload=json.loads(json.dumps(payload))))
+
+
+# ---- shares ------------------------------------------------------------------------------------
+
+
+async def own_chute_for_sharing(
+    connection: AsyncConnection, user_id: str, reference: str
+) -> RowMapping | None:
+    """The user's chute by id or name (any case): its id, name and whether it is public."""
+    query = sa.select(chutes.c.chute_id, chutes.c.name, chutes.c.public).where(
+        chutes.c.user_id == user_id,
+        sa.or_(sa.func.lower(chutes.c.name) == reference.lower(), chutes.c.chute_id == reference),
+    )
+    return (await connection.execute(query)).mappings().first()
+
+
+async def share(connection: AsyncConnection, chute_id: str, shared_by: str, shared_to: str) -> None:
+    await connection.execute(
+        insert(chute_shares)
+        .values(chute_id=chute_id, shared_by=shared_by, shared_to=shared_to)
+        .on_conflict_do_nothing()
+    )
+
+
+async def unshare(connection: AsyncConnection, chute_id: str, shared_by: str, shared_to: str) -> None:
+    await connection.execute(
+        chute_shares.delete().where(
+            chute_shares.c.chute_id == chute_id,
+            chute_shares.c.shared_by == shared_by,
+            chute_shares.c.shared_to == shared_to,
+        )
+    )
