@@ -7,9 +7,9 @@ chunks (vLLM's chunked processing) up to `max_embed_len` tokens.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from functools import partial
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -27,11 +27,41 @@ from chutes.chute.template.helpers import (
     split_args,
     start_engine,
 )
-from chutes.chute.template.vllm import FORBIDDEN_FLAGS, engine_env
+from chutes.chute.template.openai_engine import engine_chute, engine_env
+from chutes.chute.template.vllm import FORBIDDEN_FLAGS, server_args, server_command
 from chutes.image import Image
 from chutes.image.standard.vllm import VLLM
 
-_TP_FLAGS: Final = ("--tensor-parallel-size", "--tp", "-tp")
+# This module's own names, and those it got from elsewhere (chute files may import them from here).
+__all__ = [
+    "ENGINE_HOST",
+    "ENGINE_PORT",
+    "FORBIDDEN_FLAGS",
+    "VLLM",
+    "Chute",
+    "ChutePack",
+    "EmbeddingChutePack",
+    "EmbeddingData",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "EmbeddingUsage",
+    "Image",
+    "MinifiedEmbeddingRequest",
+    "NodeSelector",
+    "build_embedding_chute",
+    "count_flags",
+    "embedding_command",
+    "engine_env",
+    "forbid_flags",
+    "get_models",
+    "get_optimal_pooling_type",
+    "gpu_count",
+    "has_flag",
+    "pooler_config",
+    "require_revision",
+    "split_args",
+    "start_engine",
+]
 
 
 class EmbeddingUsage(BaseModel):
@@ -112,34 +142,9 @@ def embedding_command(
     pooler: dict[str, Any],
 ) -> list[str]:
     """The vLLM embedding server command line."""
-    forbid_flags(engine_args, FORBIDDEN_FLAGS)
-    extra = split_args(engine_args)
-    if count_flags(extra, *_TP_FLAGS) > 1:
-        raise ValueError(
-            "Please use only --tensor-parallel-size (or omit and let gpu_count set it automatically)"
-        )
-    if not has_flag(extra, *_TP_FLAGS):
-        extra += ["--tensor-parallel-size", str(gpus)]
-    return [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        model_name,
-        "--served-model-name",
-        served_model_name,
-        "--revision",
-        revision,
-        "--pooler-config",
-        json.dumps(pooler),
-        "--port",
-        str(ENGINE_PORT),
-        "--host",
-        ENGINE_HOST,
-        "--api-key",
-        api_key,
-        *extra,
-    ]
+    extra = server_args(engine_args, gpus)
+    command = server_command(model_name, served_model_name, revision, "--pooler-config", json.dumps(pooler))
+    return [*command, "--api-key", api_key, *extra]
 
 
 def build_embedding_chute(
@@ -162,26 +167,15 @@ def build_embedding_chute(
     tee: bool = False,
 ) -> EmbeddingChutePack:
     """A chute serving embeddings of `model_name` (pinned to `revision`) with vLLM."""
-    pinned = require_revision("build_embedding_chute", revision, engine_args)
-    forbid_flags(engine_args, FORBIDDEN_FLAGS)
+    chute, pinned = engine_chute(
+        "build_embedding_chute", "embedding", partial(forbid_flags, flags=FORBIDDEN_FLAGS),
+        username=username, model_name=model_name, node_selector=node_selector, image=image,
+        tagline=tagline, readme=readme, concurrency=concurrency, engine_args=engine_args,
+        revision=revision, max_instances=max_instances, scaling_threshold=scaling_threshold,
+        shutdown_after_seconds=shutdown_after_seconds, allow_external_egress=allow_external_egress, tee=tee,
+    )  # fmt: skip
     pooling = get_optimal_pooling_type(model_name) if pooling_type == "auto" else pooling_type
     pooler = pooler_config(pooling, enable_chunked_processing, max_embed_len)
-    chute = Chute(
-        username=username,
-        name=model_name,
-        tagline=tagline,
-        readme=readme,
-        image=image,
-        node_selector=node_selector,
-        concurrency=concurrency,
-        standard_template="embedding",
-        revision=pinned,
-        shutdown_after_seconds=shutdown_after_seconds,
-        max_instances=max_instances,
-        scaling_threshold=scaling_threshold,
-        allow_external_egress=allow_external_egress,
-        tee=tee,
-    )
 
     @chute.on_startup()
     async def initialize_vllm_embedding(self: Chute) -> None:

@@ -9,8 +9,8 @@ same OpenAI-compatible LLM family.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any, Final
+from functools import partial
+from typing import Final
 
 import httpx
 
@@ -29,23 +29,49 @@ from chutes.chute.template.helpers import (
     validate_auth,
     warmup_model,
 )
-from chutes.chute.template.vllm import add_openai_cords, engine_env
+from chutes.chute.template.openai_engine import (
+    OpenAIChutePack,
+    add_openai_cords,
+    engine_chute,
+    engine_env,
+    openai_pack,
+)
 from chutes.image import Image
 from chutes.image.standard.sglang import SGLANG
+
+# This module's own names, and those it got from elsewhere (chute files may import them from here).
+__all__ = [
+    "ENGINE_HOST",
+    "ENGINE_PORT",
+    "ENGINE_URL",
+    "FORBIDDEN_FLAGS",
+    "SGLANG",
+    "Chute",
+    "ChutePack",
+    "Image",
+    "NodeSelector",
+    "SGLangChute",
+    "add_openai_cords",
+    "build_sglang_chute",
+    "engine_env",
+    "forbid_flags",
+    "gpu_count",
+    "has_flag",
+    "require_revision",
+    "sglang_command",
+    "split_args",
+    "start_engine",
+    "validate_auth",
+    "warmup_model",
+]
 
 FORBIDDEN_FLAGS: Final = {"--api-key": "the template generates the engine's API key"}
 
 _TP_FLAGS: Final = ("--tp", "--tp-size", "--tensor-parallel-size")
 
 
-class SGLangChute(ChutePack):
+class SGLangChute(OpenAIChutePack):
     """An SGLang chute and its cord callables."""
-
-    chat: Callable[..., Any]
-    completion: Callable[..., Any]
-    chat_stream: Callable[..., Any]
-    completion_stream: Callable[..., Any]
-    models: Callable[..., Any]
 
 
 def sglang_command(
@@ -101,24 +127,13 @@ def build_sglang_chute(
 ) -> SGLangChute:
     """A chute serving `model_name` (pinned to `revision`) with SGLang; `engine_args` is extra
     SGLang command-line flags as one string."""
-    pinned = require_revision("build_sglang_chute", revision, engine_args)
-    forbid_flags(engine_args, FORBIDDEN_FLAGS)
-    chute = Chute(
-        username=username,
-        name=model_name,
-        tagline=tagline,
-        readme=readme,
-        image=image,
-        node_selector=node_selector,
-        concurrency=concurrency,
-        standard_template="vllm",
-        revision=pinned,
-        shutdown_after_seconds=shutdown_after_seconds,
-        max_instances=max_instances,
-        scaling_threshold=scaling_threshold,
-        allow_external_egress=allow_external_egress,
-        tee=tee,
-    )
+    chute, pinned = engine_chute(
+        "build_sglang_chute", "vllm", partial(forbid_flags, flags=FORBIDDEN_FLAGS),
+        username=username, model_name=model_name, node_selector=node_selector, image=image,
+        tagline=tagline, readme=readme, concurrency=concurrency, engine_args=engine_args,
+        revision=revision, max_instances=max_instances, scaling_threshold=scaling_threshold,
+        shutdown_after_seconds=shutdown_after_seconds, allow_external_egress=allow_external_egress, tee=tee,
+    )  # fmt: skip
 
     @chute.on_startup()
     async def initialize_sglang(self: Chute) -> None:
@@ -133,12 +148,4 @@ def build_sglang_chute(
             await client.post("/freeze_gc", headers={"Authorization": f"Bearer {api_key}"})
         await validate_auth(self, api_key)
 
-    cords = add_openai_cords(chute, model_name, tokenize=False, sglang=True)
-    return SGLangChute(
-        chute=chute,
-        chat=cords["chat"],
-        completion=cords["completion"],
-        chat_stream=cords["chat_stream"],
-        completion_stream=cords["completion_stream"],
-        models=cords["get_models"],
-    )
+    return openai_pack(SGLangChute, chute, add_openai_cords(chute, model_name, tokenize=False, sglang=True))
