@@ -28,7 +28,7 @@ from typing import Any
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from services.kit.caller import CALLER_HEADERS
+from services.kit.headers import CALLER_HEADERS
 from services.kit.server import MAX_REQUEST_MESSAGE_BYTES
 
 GATEWAY_DIR = Path(__file__).resolve().parent
