@@ -21,14 +21,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from services.kit.db import asyncpg_url
-from services.kit.migrations import metadata_of, upgrade
+from services.kit.migrations import metadata_of, not_version_table, upgrade
 from services.kit.settings import SERVICE_NAMES
 
 
 def _diff(connection: Connection, service: str) -> list[Any]:
     connection.execute(sa.text(f'SET search_path TO "{service}"'))
     context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "compare_server_default": True}
+        connection,
+        opts={"compare_type": True, "compare_server_default": True, "include_name": not_version_table},
     )
     return list(compare_metadata(context, metadata_of(service)))
 

@@ -54,6 +54,11 @@ def upgrade(service: str, database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(service, database_url), revision)
 
 
+def not_version_table(name: str | None, type_: str, parent_names: object) -> bool:
+    """Autogenerate's filter: Alembic's own bookkeeping table is no model's."""
+    return not (type_ == "table" and name == "alembic_version")
+
+
 def _migrate(connection: Connection, schema: str) -> None:
     connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     connection.execute(text(f'SET search_path TO "{schema}"'))
@@ -62,6 +67,7 @@ def _migrate(connection: Connection, schema: str) -> None:
         target_metadata=metadata_of(schema),
         version_table_schema=schema,
         include_schemas=False,
+        include_name=not_version_table,
         compare_server_default=True,
     )
     with context.begin_transaction():

@@ -167,6 +167,10 @@ class ChuteShare(RegistryTable, table=True):
 
 
 class Instance(RegistryTable, table=True):
+    """A running copy of a chute on a miner's node. It takes traffic (the gateway routes to
+    `host:port`) while it is active and verified; every change to a row is announced on the
+    `registry_routing` channel (a trigger), so the gateway's routes follow the table."""
+
     __tablename__ = "instances"
     __table_args__ = (sa.Index("instances_chute", "chute_id"),)
 
@@ -175,6 +179,9 @@ class Instance(RegistryTable, table=True):
     version: str | None = Field(default=None, sa_type=TEXT)
     miner_hotkey: str | None = Field(default=None, sa_type=TEXT)
     region: str = _text(default="")
+    #: Where the gateway reaches the instance's HTTP server (None until it has one).
+    host: str | None = Field(default=None, sa_type=TEXT)
+    port: int | None = None
     active: bool = _flag()
     verified: bool = _flag()
     last_verified_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)

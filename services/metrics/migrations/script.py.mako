@@ -1,0 +1,1 @@
+../../kit/migration.py.mako
