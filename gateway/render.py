@@ -14,6 +14,13 @@ codegen is all the gateway needs:
 Filter order (see notes/gateway-facts.md section 0): Lua normaliser, header_mutation (strips
 client-sent identity headers), ext_authz (hotkey signatures, checked by identity on the raw
 body), grpc_json_transcoder, router.
+
+Chute invocations (given `xds_address`, the registry's control plane: services/registry/xds.py):
+`{slug}.{chute_domain}` is routed by one static route to the cluster of that name, which the
+registry pushes over delta ADS with its instances (notes/runtime-facts.md). That virtual host
+comes before the REST one; the Lua normaliser and the transcoder are off on it, so chute
+responses (SSE included) pass through untouched and unbuffered; Envoy's own replies there are
+FastAPI-shaped JSON; every answer carries `X-Chutes-InvocationID`.
 """
 
 from __future__ import annotations
@@ -49,12 +56,27 @@ INTERNAL_SUFFIX = "InternalService"
 _LUA = "envoy.filters.http.lua"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
+_HEADER_MUTATION = "envoy.filters.http.header_mutation"
 #: The request headers of a hotkey signature; ext_authz runs only when all three are present.
 SIGNATURE_HEADERS = ("x-chutes-hotkey", "x-chutes-nonce", "x-chutes-signature")
 #: How long the gateway waits for identity to check a signature before answering 503.
 AUTHZ_TIMEOUT = "2s"
 #: The cluster of identity's signature-check endpoint (HTTP/1.1).
 AUTHZ_CLUSTER = "identity_authz"
+
+#: Chute clusters (pushed by the registry) report stats as `cluster.chute-{slug}.*`, all rejected:
+#: at 41-69 KB per cluster, stats would dominate Envoy's memory; ALS carries the numbers.
+CHUTE_STAT_PREFIX = "chute-"
+#: Metadata namespace of chute clusters (`chute_id`) and of their hosts (`instance_id`).
+METADATA_NAMESPACE = "chutes"
+#: The control plane's cluster when it is not the registry's own cluster.
+XDS_CLUSTER = "xds"
+#: The access-log service's cluster when it is not one of the services' clusters.
+ALS_CLUSTER = "als"
+#: The response header naming an invocation (Envoy's request id).
+INVOCATION_ID_HEADER = "X-Chutes-InvocationID"
+#: Retries of an invocation that never reached its instance (never one that did: not idempotent).
+INVOCATION_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
 
 
 @dataclass(frozen=True)
@@ -339,9 +361,16 @@ def render(
     admin_port: int = 0,
     descriptor_path: Path = DESCRIPTOR_PATH,
     bench: bool = False,
+    xds_address: str | None = None,
+    chute_domain: str = "localhost",
+    als_address: str | None = None,
 ) -> dict[str, Any]:
     """The Envoy bootstrap, as a dict ready for JSON. `addresses` maps service name to host:port;
-    `authz_address` is identity's signature-check endpoint."""
+    `authz_address` is identity's signature-check endpoint.
+
+    With `xds_address` (the registry's gRPC address: its cluster is reused), chutes are routed by
+    host `{slug}.{chute_domain}` to the clusters the control plane pushes; with `als_address`
+    too, each invocation's access-log entry streams there over gRPC."""
     contract = read_contract(load_descriptor(descriptor_path))
     missing = set(contract.grpc_services.values()) - set(addresses)
     if missing:
@@ -355,7 +384,7 @@ def render(
             ),
         },
         {
-            "name": "envoy.filters.http.header_mutation",
+            "name": _HEADER_MUTATION,
             "typed_config": _typed(
                 "extensions.filters.http.header_mutation.v3.HeaderMutation",
                 # Only the gateway may tell a service who is calling: client copies never get through.
@@ -383,17 +412,19 @@ def render(
             "typed_config": _typed("extensions.filters.http.router.v3.Router"),
         },
     ]
+    clusters = [
+        *(_cluster(name, addresses[name]) for name in sorted(set(contract.grpc_services.values()))),
+        _cluster(AUTHZ_CLUSTER, authz_address, http2=False),
+    ]
+    virtual_hosts = [{"name": "chutes", "domains": ["*"], "routes": _routes(contract, bench)}]
     connection_manager = _typed(
         "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix="gateway",
         codec_type="AUTO",  # HTTP/1.1 for REST clients, HTTP/2 (h2c) for gRPC, one port
-        route_config={
-            "name": "chutes",
-            "virtual_hosts": [{"name": "chutes", "domains": ["*"], "routes": _routes(contract, bench)}],
-        },
+        route_config={"name": "chutes", "virtual_hosts": virtual_hosts},
         http_filters=http_filters,
     )
-    return {
+    bootstrap: dict[str, Any] = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": [
@@ -412,10 +443,214 @@ def render(
                     ],
                 }
             ],
-            "clusters": [
-                *(_cluster(name, addresses[name]) for name in sorted(set(contract.grpc_services.values()))),
-                _cluster(AUTHZ_CLUSTER, authz_address, http2=False),
-            ],
+            "clusters": clusters,
+        },
+    }
+    if xds_address is not None:
+        xds_cluster = _grpc_cluster(XDS_CLUSTER, xds_address, addresses, clusters)
+        als_cluster = (
+            _grpc_cluster(ALS_CLUSTER, als_address, addresses, clusters) if als_address is not None else None
+        )
+        domain = chute_domain.strip(".").lower()
+        virtual_hosts.insert(0, _invocation_vhost(domain))
+        connection_manager["strip_any_host_port"] = True  # `slug.localhost:8000` is `slug.localhost`
+        connection_manager["local_reply_config"] = _invocation_local_replies(domain)
+        if als_cluster is not None:
+            connection_manager["access_log"] = [_invocation_access_log(domain, als_cluster)]
+        bootstrap.update(_dynamic_bootstrap(xds_cluster))
+    return bootstrap
+
+
+def _grpc_cluster(
+    name: str, address: str, addresses: Mapping[str, str], clusters: list[dict[str, Any]]
+) -> str:
+    """The (HTTP/2) cluster to reach `address`: a service's own when it is one, else a new one."""
+    for service, service_address in sorted(addresses.items()):
+        if service_address == address and any(c["name"] == service for c in clusters):
+            return service
+    clusters.append(_cluster(name, address))
+    return name
+
+
+def _invocation_id() -> dict[str, Any]:
+    return {
+        "header": {"key": INVOCATION_ID_HEADER, "value": "%REQ(x-request-id)%"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+
+
+def _chute_host(domain: str) -> dict[str, Any]:
+    """Matches requests for a chute (`:authority` is `*.{domain}`, its port already stripped)."""
+    return {
+        "header_filter": {
+            "header": {"name": ":authority", "string_match": {"suffix": f".{domain}", "ignore_case": True}}
+        }
+    }
+
+
+def _invocation_vhost(domain: str) -> dict[str, Any]:
+    """One route for every chute: the cluster named by the host. `*.{domain}` also keeps hosts
+    like `registry` or `xds` from naming the gateway's own clusters."""
+    disabled = _typed("config.route.v3.FilterConfig", disabled=True)
+    return {
+        "name": "invocations",
+        "domains": [f"*.{domain}"],
+        "routes": [
+            {
+                "match": {"prefix": "/"},
+                "route": {
+                    "cluster_header": ":authority",
+                    "cluster_not_found_response_code": "NOT_FOUND",
+                    "timeout": "0s",  # invocations run as long as the chute takes; SSE streams
+                    "retry_policy": {
+                        "retry_on": INVOCATION_RETRY_ON,
+                        "num_retries": 1,
+                        "retry_host_predicate": [
+                            {
+                                "name": "envoy.retry_host_predicates.previous_hosts",
+                                "typed_config": _typed(
+                                    "extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                                ),
+                            }
+                        ],
+                        "host_selection_retry_max_attempts": 3,
+                    },
+                },
+                "request_headers_to_add": [
+                    {
+                        "header": {
+                            "key": "x-chutes-chute-id",
+                            "value": f"%CLUSTER_METADATA({METADATA_NAMESPACE}:chute_id)%",
+                        },
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    },
+                ],
+            }
+        ],
+        "response_headers_to_add": [_invocation_id()],
+        # Chute responses are not REST API responses: no error rewriting, no buffering, no
+        # transcoding (a chute path may look like an API path).
+        "typed_per_filter_config": {
+            _LUA: disabled,
+            _TRANSCODER: disabled,
+            # Envoy keeps a client's own x-request-id (the gateway does not use the remote
+            # address), so the invocation id is made here, before routing: the instance, the
+            # access log and the answer (Envoy's own replies included) all carry this one.
+            _HEADER_MUTATION: _typed(
+                "extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute",
+                mutations={
+                    "request_mutations": [
+                        {
+                            "append": {
+                                "header": {"key": "x-request-id", "value": "%UNIQUE_ID%"},
+                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                            }
+                        }
+                    ]
+                },
+            ),
+        },
+    }
+
+
+def _invocation_local_replies(domain: str) -> dict[str, Any]:
+    """Envoy's own answers to chute requests, FastAPI-shaped. Only chute hosts: the REST API's
+    local replies are the Lua normaliser's business."""
+
+    def mapper(detail: str, flags: list[str] | None = None, status: int | None = None) -> dict[str, Any]:
+        match = _chute_host(domain)
+        if flags:
+            match = {"and_filter": {"filters": [match, {"response_flag_filter": {"flags": flags}}]}}
+        out: dict[str, Any] = {
+            "filter": match,
+            "headers_to_add": [_invocation_id()],
+            "body_format_override": {"json_format": {"detail": detail}},
+        }
+        if status is not None:
+            out["status_code"] = status
+        return out
+
+    chute_id = f"%CLUSTER_METADATA({METADATA_NAMESPACE}:chute_id)%"
+    return {
+        "mappers": [
+            mapper(f"No instances available (yet) for chute_id={chute_id}", ["UH"], 503),
+            mapper("No matching chute found!", ["NR", "NC"], 404),
+            mapper("Infrastructure is at maximum capacity, try again later", ["UO"], 429),
+            mapper("%LOCAL_REPLY_BODY%"),  # anything else Envoy answers for a chute: same shape
+        ]
+    }
+
+
+def _invocation_access_log(domain: str, cluster: str) -> dict[str, Any]:
+    def tag(name: str, kind: str, key: str) -> dict[str, Any]:
+        return {
+            "tag": name,
+            "metadata": {
+                "kind": {kind: {}},
+                "metadata_key": {"key": METADATA_NAMESPACE, "path": [{"key": key}]},
+            },
+        }
+
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": _chute_host(domain),
+        "typed_config": _typed(
+            "extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            common_config={
+                "log_name": "invocations",
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
+                "buffer_flush_interval": "0.5s",
+                "buffer_size_bytes": 16384,
+                "custom_tags": [
+                    tag("chute_id", "cluster", "chute_id"),
+                    tag("instance_id", "host", "instance_id"),
+                ],
+            },
+            additional_request_headers_to_log=["x-chutes-chute-id"],
+            additional_response_headers_to_log=[INVOCATION_ID_HEADER.lower()],
+        ),
+    }
+
+
+def _dynamic_bootstrap(xds_cluster: str) -> dict[str, Any]:
+    """Chute clusters over delta ADS, and what they need from the bootstrap."""
+    return {
+        "node": {"id": "chutes-gateway", "cluster": "chutes-gateway"},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": xds_cluster,
+                            # Reconnect fast after a registry restart (default 0.5 s .. 30 s).
+                            "retry_policy": {
+                                "retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}
+                            },
+                        }
+                    }
+                ],
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "layered_runtime": {
+            "layers": [
+                {
+                    "name": "static",
+                    "static_layer": {
+                        # Queued requests count for least request, so an instance with a queue is
+                        # not picked over an idle one (off by default).
+                        "envoy.reloadable_features.least_request_lb_count_pending_requests": True
+                    },
+                },
+                {"name": "admin", "admin_layer": {}},
+            ]
+        },
+        "stats_config": {
+            "stats_matcher": {"exclusion_list": {"patterns": [{"prefix": f"cluster.{CHUTE_STAT_PREFIX}"}]}}
         },
     }
 
