@@ -48,18 +48,9 @@ def _revision(args: argparse.Namespace) -> int:
 
 
 def _gateway_config(args: argparse.Namespace) -> int:
-    from gateway.render import write_config
+    from suite.up import write_gateway_config
 
-    settings = get_settings()
-    path = write_config(
-        Path(args.out),
-        {name: settings.address_of(name) for name in SERVICE_NAMES},
-        authz_address=settings.identity_authz_address,
-        port=settings.gateway_port,
-        host=settings.gateway_host,
-        admin_port=settings.gateway_admin_port,
-    )
-    print(path)
+    print(write_gateway_config(Path(args.out), get_settings()))
     return 0
 
 

@@ -104,15 +104,7 @@ class Supervisor:
             self.spawn(name, [sys.executable, "-m", f"services.{name}"], env=env)
 
     def start_gateway(self) -> Path:
-        config = write_config(
-            self.data_dir / "envoy.json",
-            {name: self.settings.address_of(name) for name in SERVICE_NAMES},
-            authz_address=self.settings.identity_authz_address,
-            port=self.settings.gateway_port,
-            host=self.settings.gateway_host,
-            admin_port=self.settings.gateway_admin_port,
-            bench=self.settings.gateway_bench_route,
-        )
+        config = write_gateway_config(self.data_dir / "envoy.json", self.settings)
         admin_file = self.data_dir / "envoy-admin-address"
         admin_file.unlink(missing_ok=True)
         self.spawn(
@@ -148,6 +140,22 @@ class Supervisor:
                     self.log(f"{child.name} did not stop in time; killing it")
                     child.process.kill()
                     child.process.wait()
+
+
+def write_gateway_config(path: Path, settings: Settings) -> Path:
+    """The gateway of a suite configured by `settings`: every service, identity's signature check,
+    and the registry as the control plane of the chute hosts (`{slug}.{chute_domain}`)."""
+    return write_config(
+        path,
+        {name: settings.address_of(name) for name in SERVICE_NAMES},
+        authz_address=settings.identity_authz_address,
+        port=settings.gateway_port,
+        host=settings.gateway_host,
+        admin_port=settings.gateway_admin_port,
+        bench=settings.gateway_bench_route,
+        xds_address=settings.address_of("registry"),
+        chute_domain=settings.chute_domain,
+    )
 
 
 def _accepts_connections(host: str, port: int) -> bool:

@@ -30,7 +30,7 @@ from services.kit.errors import (
 )
 from services.kit.headers import AUTH_METHOD_HEADER, USER_ID_HEADER, VERIFIED_HOTKEY_HEADER
 from services.kit.requests import Context, page_of
-from services.kit.server import GrpcService, ServiceContext, ServiceSpec
+from services.kit.server import Closable, GrpcService, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
 
 _KEY_NAME = re.compile(r"^[\w .$-]{1,24}$")
@@ -267,7 +267,7 @@ class IdentityServicer(
         )
 
 
-async def _serve_signature_checks(servicer: object, settings: Settings) -> list[asyncio.Server]:
+async def _serve_signature_checks(servicer: object, settings: Settings) -> list[Closable]:
     assert isinstance(servicer, IdentityServicer)
     host, _, port = settings.identity_authz_address.rpartition(":")
     return [await authz_http.serve(servicer.verdict, settings.bind_host or host, int(port))]

@@ -27,6 +27,8 @@ class Database:
 
     def __init__(self, url: str, schema: str, *, pool_size: int = 10) -> None:
         self.schema = schema
+        #: The server's URL as asyncpg takes it (for connections outside the pool, e.g. LISTEN).
+        self.url = "postgresql://" + asyncpg_url(url).removeprefix("postgresql+asyncpg://")
         self.engine: AsyncEngine = create_async_engine(
             asyncpg_url(url),
             pool_size=pool_size,

@@ -13,7 +13,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import uvloop
@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 #: Largest request message a service accepts (gRPC's default is 4 MiB). The gateway admits REST
 #: JSON bodies up to half of it, so every body it lets through fits once transcoded.
 MAX_REQUEST_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class Closable(Protocol):
+    """Something a service runs beside its gRPC server (an asyncio.Server, a background task)."""
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -73,9 +79,9 @@ class ServiceSpec:
     make_servicer: Callable[[ServiceContext], object]
     #: True when the servicer itself answers caller lookups (identity); others ask identity.
     answers_caller_lookups: bool = False
-    #: Servers the service runs beside its gRPC server (identity's signature check for Envoy);
-    #: started before the service reports SERVING, closed when it stops.
-    start_side_servers: Callable[[object, Settings], Awaitable[list[asyncio.Server]]] | None = None
+    #: What the service runs beside its gRPC server (identity's signature check for Envoy, the
+    #: registry's route follower); started before the service reports SERVING, closed when it stops.
+    start_side_servers: Callable[[object, Settings], Awaitable[list[Closable]]] | None = None
 
     @property
     def grpc_service(self) -> str:
@@ -89,7 +95,7 @@ class RunningService:
     port: int
     context: ServiceContext
     servicer: object
-    side_servers: list[asyncio.Server]
+    side_servers: list[Closable]
 
     async def stop(self, grace: float) -> None:
         """Health NOT_SERVING, then stop accepting calls and let in-flight ones finish."""

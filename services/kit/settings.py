@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     gateway_port: int = 8000
     #: Envoy's admin interface (readiness, stats) stays on loopback; 0 picks a free port.
     gateway_admin_port: int = 0
+    #: Chutes answer at `{slug}.{chute_domain}` on the gateway's port (the real `{slug}.chutes.ai`).
+    chute_domain: str = "localhost"
     #: Add the benchmark-only direct-response route (`/__bench/direct`) that measures Envoy alone.
     gateway_bench_route: bool = False
 

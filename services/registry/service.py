@@ -1,4 +1,6 @@
-"""The registry service: chutes, images and shares (the real API's /chutes, /images routes).
+"""The registry service: chutes, images and shares (the real API's /chutes, /images routes), and
+the control plane of the gateway's chute hosts (delta ADS: xds.py, fed from the tables by
+routing.py).
 
 Handlers parse, call the store (store.py, every query), and build the answer (views.py). Reads of
 chutes are answered from a cache of built responses, keyed by what identifies a response exactly.
@@ -29,9 +31,11 @@ from services.kit.errors import (
 from services.kit.identity_client import IdentityClient
 from services.kit.messages import has_field
 from services.kit.requests import Context, page_of
-from services.kit.server import GrpcService, ServiceContext, ServiceSpec
-from services.registry import deploy, store, views
+from services.kit.server import Closable, GrpcService, ServiceContext, ServiceSpec
+from services.kit.settings import Settings
+from services.registry import deploy, store, views, xds
 from services.registry.deploy.request import SCALING_RANGES
+from services.registry.routing import RouteFollower
 from services.registry.subnets import substrings_managed_by
 
 NOT_YOURS = "Chute not found, or does not belong to you"
@@ -50,6 +54,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.settings = context.settings
         self.identity = IdentityClient(channel_at(context.settings.address_of("identity")))
         self.responses = views.ResponseCache()
+        self.routing = xds.RoutingTable(context.settings.chute_domain)
+        self.ads = xds.AdsServicer(self.routing)
 
     # ---- images ------------------------------------------------------------------------------
 
@@ -298,8 +304,21 @@ def _update_values(request: registry_pb2.UpdateChuteRequest, *, public: bool) ->
     return values
 
 
+async def _follow_routes(servicer: object, settings: Settings) -> list[Closable]:
+    """Load every chute's route before Envoy is answered, then follow the tables."""
+    assert isinstance(servicer, RegistryServicer)
+    follower = RouteFollower(servicer.db, servicer.routing)
+    await follower.start()
+    return [follower]
+
+
 SPEC = ServiceSpec(
     name="registry",
-    grpc_services=(GrpcService.of(registry_pb2, registry_pb2_grpc, "RegistryService"),),
+    grpc_services=(
+        GrpcService.of(registry_pb2, registry_pb2_grpc, "RegistryService"),
+        # Envoy's discovery service: internal (the gateway routes only chutes.* packages).
+        GrpcService(xds.ADS_SERVICE, lambda servicer, server: xds.add_to_server(servicer.ads, server)),
+    ),
     make_servicer=RegistryServicer,
+    start_side_servers=_follow_routes,
 )

@@ -48,6 +48,8 @@ from gateway.render import CHUTE_STAT_PREFIX, METADATA_NAMESPACE
 
 log = logging.getLogger(__name__)
 
+#: The full name of Envoy's aggregated discovery service.
+ADS_SERVICE: Final = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 CLUSTER_TYPE: Final = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE: Final = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 #: Requests that may wait for a free connection, per chute (Envoy's queue is per host).
