@@ -1,6 +1,6 @@
 """Chute invocations through a real Envoy, routed by the registry's delta ADS control plane.
 
-The control plane (services/registry/xds.py) is served in-process, as the registry serves it;
+The control plane (services/registry/xds.py and ads.py) is served in-process, as the registry serves it;
 the gateway config is rendered by gateway/render.py with `xds_address`; the chute instances are
 real HTTP processes (uvicorn) that count their in-flight requests and stream SSE. The first tests
 speak the delta protocol directly to pin what Envoy is sent.
@@ -39,15 +39,8 @@ from gateway.render import INVOCATION_ID_HEADER, MAX_JSON_BODY_BYTES, render, wr
 from services.kit.headers import CALLER_HEADERS
 from services.kit.interceptors import RequestInterceptor
 from services.kit.settings import SERVICE_NAMES
-from services.registry.xds import (
-    CLUSTER_TYPE,
-    ENDPOINT_TYPE,
-    AdsServicer,
-    ChuteRoute,
-    Endpoint,
-    RoutingTable,
-    add_to_server,
-)
+from services.registry.ads import AdsServicer, add_to_server
+from services.registry.xds import CLUSTER_TYPE, ENDPOINT_TYPE, ChuteRoute, Endpoint, RoutingTable
 from tests.conftest import _Loop, free_port, start_envoy
 
 ECHO_ID = "11111111-0000-4000-8000-000000000001"

@@ -33,7 +33,7 @@ from services.kit.messages import has_field
 from services.kit.requests import Context, page_of
 from services.kit.server import Closable, GrpcService, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
-from services.registry import deploy, store, views, xds
+from services.registry import ads, deploy, store, views, xds
 from services.registry.deploy.request import SCALING_RANGES
 from services.registry.routing import RouteFollower
 from services.registry.subnets import substrings_managed_by
@@ -55,7 +55,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.identity = IdentityClient(channel_at(context.settings.address_of("identity")))
         self.responses = views.ResponseCache()
         self.routing = xds.RoutingTable(context.settings.chute_domain)
-        self.ads = xds.AdsServicer(self.routing)
+        self.ads = ads.AdsServicer(self.routing)
 
     # ---- images ------------------------------------------------------------------------------
 
@@ -317,7 +317,7 @@ SPEC = ServiceSpec(
     grpc_services=(
         GrpcService.of(registry_pb2, registry_pb2_grpc, "RegistryService"),
         # Envoy's discovery service: internal (the gateway routes only chutes.* packages).
-        GrpcService(xds.ADS_SERVICE, lambda servicer, server: xds.add_to_server(servicer.ads, server)),
+        GrpcService(xds.ADS_SERVICE, lambda servicer, server: ads.add_to_server(servicer.ads, server)),
     ),
     make_servicer=RegistryServicer,
     start_side_servers=_follow_routes,

@@ -4,7 +4,7 @@ instances (EDS). See notes/runtime-facts.md for the lab behind every rule here.
 - `RoutingTable` is the state: `set_chute`, `remove_chute`, `add_instance`, `remove_instance`,
   `load`. Each change that alters what Envoy should have bumps `generation`; `wait_acked(g)` waits
   until every connected Envoy has applied and ACKed generation `g` (or later).
-- `AdsServicer` serves `DeltaAggregatedResources` (CDS + EDS only). State-of-the-world streams are
+- `AdsServicer` (ads.py) serves `DeltaAggregatedResources` (CDS + EDS only). State-of-the-world streams are
   refused with UNIMPLEMENTED. Streams get no answer before `RoutingTable.mark_ready()`: an answer
   from an empty table would make Envoy delete every chute cluster, so the caller loads the table
   from the database first.
@@ -31,20 +31,22 @@ import hashlib
 import ipaddress
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
-import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
 from gateway.render import CHUTE_STAT_PREFIX, METADATA_NAMESPACE
+
+if TYPE_CHECKING:
+    from services.registry.ads import Stream
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class ChuteRoute:
 
 
 @dataclass(frozen=True)
-class _Snapshot:
+class Snapshot:
     generation: int
     ready: bool
     clusters: Mapping[str, discovery_pb2.Resource]  # by cluster name
@@ -145,7 +147,7 @@ class _Resources:
         self.versions.pop(name, None)
 
 
-class _Waker:
+class Waker:
     """Runs `callback` on the loop it was created on, from any thread."""
 
     def __init__(self, callback: Callable[[], None]) -> None:
@@ -179,10 +181,10 @@ class RoutingTable:
         self._lock = threading.RLock()
         self._routes: dict[str, ChuteRoute] = {}
         self._owners: dict[str, str] = {}  # cluster name -> chute id
-        self._snapshot = _Snapshot(0, False, {}, {}, {}, {})
-        self._streams: set[_Stream] = set()
-        self._stream_wakers: set[_Waker] = set()
-        self._ack_wakers: set[_Waker] = set()
+        self._snapshot = Snapshot(0, False, {}, {}, {}, {})
+        self._streams: set[Stream] = set()
+        self._stream_wakers: set[Waker] = set()
+        self._ack_wakers: set[Waker] = set()
         self._template = _cluster_template(connect_timeout)
 
     # -- reading
@@ -222,7 +224,7 @@ class RoutingTable:
             if self._snapshot.ready:
                 return
             s = self._snapshot
-            self._snapshot = _Snapshot(
+            self._snapshot = Snapshot(
                 s.generation, True, s.clusters, s.assignments, s.cluster_versions, s.assignment_versions
             )
         self._wake_streams()
@@ -270,7 +272,7 @@ class RoutingTable:
         ACKed `generation` (default: the current one). Bound it with `asyncio.timeout`."""
         target = self.generation if generation is None else generation
         event = asyncio.Event()
-        waker = _Waker(event.set)
+        waker = Waker(event.set)
         with self._lock:
             self._ack_wakers.add(waker)
         try:
@@ -331,7 +333,7 @@ class RoutingTable:
             if not changed:
                 return s.generation
             self._routes, self._owners = routes_now, owners
-            self._snapshot = _Snapshot(
+            self._snapshot = Snapshot(
                 s.generation + 1,
                 s.ready,
                 clusters.resources,
@@ -364,12 +366,12 @@ class RoutingTable:
         for wake in wakers:
             wake()
 
-    def _attach(self, stream: _Stream, waker: _Waker) -> None:
+    def _attach(self, stream: Stream, waker: Waker) -> None:
         with self._lock:
             self._streams.add(stream)
             self._stream_wakers.add(waker)
 
-    def _detach(self, stream: _Stream, waker: _Waker) -> None:
+    def _detach(self, stream: Stream, waker: Waker) -> None:
         with self._lock:
             self._streams.discard(stream)
             self._stream_wakers.discard(waker)
@@ -432,222 +434,3 @@ def _resource(name: str, type_url: str, message: Any) -> discovery_pb2.Resource:
     return discovery_pb2.Resource(
         name=name, version=version, resource=any_pb2.Any(type_url=type_url, value=data)
     )
-
-
-# ---- one Envoy's stream -----------------------------------------------------------------------
-
-
-@dataclass
-class _Subscription:
-    """One resource type on one stream, as the delta protocol tracks it."""
-
-    started: bool = False
-    wildcard: bool = False
-    names: set[str] = field(default_factory=set)
-    #: name -> version Envoy has (as far as we know: optimistic, from what we sent).
-    sent: dict[str, str] = field(default_factory=dict)
-    #: The first request of the type is answered even when there is nothing to send: Envoy's
-    #: initial fetch (and so its readiness) waits for it.
-    owes_answer: bool = False
-
-    def wants(self, name: str) -> bool:
-        return self.wildcard or name in self.names
-
-
-_TYPES: Final = (CLUSTER_TYPE, ENDPOINT_TYPE)
-
-
-class _Stream:
-    def __init__(self, peer: str) -> None:
-        self.peer = peer
-        self.node = ""
-        self.subscriptions = {t: _Subscription() for t in _TYPES}
-        self.outstanding: dict[str, int] = {}  # nonce -> generation it was sent at
-        self.nonce = 0
-        #: The latest generation Envoy rejected a response of (it keeps its previous config).
-        self.nacked_generation = -1
-        self.synced_generation = -1
-
-    def handle(self, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
-        if request.HasField("node") and not self.node:
-            self.node = request.node.id or request.node.cluster
-            log.info("xds: envoy %s connected from %s", self.node, self.peer)
-        if request.response_nonce:
-            generation = self.outstanding.pop(request.response_nonce, -1)
-            if request.HasField("error_detail"):
-                self.nacked_generation = max(self.nacked_generation, generation)
-                log.error(
-                    "xds: envoy %s rejected %s (nonce %s): %s",
-                    self.node,
-                    request.type_url,
-                    request.response_nonce,
-                    request.error_detail.message,
-                )
-        subscription = self.subscriptions.get(request.type_url)
-        if subscription is None:
-            if request.type_url:
-                log.warning("xds: %s asked for %s, which is not served", self.node, request.type_url)
-            return
-        if not subscription.started:
-            subscription.started = True
-            subscription.owes_answer = True
-            subscription.sent.update(request.initial_resource_versions)
-            if not request.resource_names_subscribe:
-                subscription.wildcard = True  # the legacy wildcard: an empty first subscribe
-        for name in request.resource_names_subscribe:
-            if name == "*":
-                subscription.wildcard = True
-            else:
-                subscription.names.add(name)
-        for name in request.resource_names_unsubscribe:
-            if name == "*":
-                subscription.wildcard = False
-            else:
-                subscription.names.discard(name)
-            if not subscription.wants(name):
-                subscription.sent.pop(name, None)
-
-    def responses(self, snapshot: _Snapshot) -> list[discovery_pb2.DeltaDiscoveryResponse]:
-        """What Envoy lacks of `snapshot`: clusters first, then the assignments (those of every
-        cluster sent now go out again)."""
-        out = []
-        for type_url in _TYPES:
-            subscription = self.subscriptions[type_url]
-            if not subscription.started:
-                continue
-            resources = snapshot.of(type_url)
-            versions = snapshot.versions_of(type_url)
-            sent = subscription.sent
-            if subscription.wildcard:
-                updated = [resources[n] for n, v in versions.items() if sent.get(n) != v]
-            else:
-                updated = [
-                    resources[n] for n in subscription.names if n in versions and sent.get(n) != versions[n]
-                ]
-            removed = [n for n in sent if n not in versions]
-            if not (updated or removed or subscription.owes_answer):
-                continue
-            subscription.owes_answer = False
-            for resource in updated:
-                subscription.sent[resource.name] = resource.version
-            for name in removed:
-                del subscription.sent[name]
-            if type_url == CLUSTER_TYPE:
-                # A (re)sent cluster needs its assignment again; a removed one unsubscribes.
-                endpoints = self.subscriptions[ENDPOINT_TYPE].sent
-                for resource in updated:
-                    endpoints.pop(resource.name, None)
-                for name in removed:
-                    endpoints.pop(name, None)
-            self.nonce += 1
-            nonce = str(self.nonce)
-            self.outstanding[nonce] = snapshot.generation
-            out.append(
-                discovery_pb2.DeltaDiscoveryResponse(
-                    system_version_info=str(snapshot.generation),
-                    type_url=type_url,
-                    resources=updated,
-                    removed_resources=removed,
-                    nonce=nonce,
-                )
-            )
-        return out
-
-    def synced(self, snapshot: _Snapshot) -> bool:
-        """Envoy has ACKed all it was sent, which is all of `snapshot`, every cluster with its
-        assignment."""
-        if (
-            self.outstanding
-            or self.nacked_generation >= snapshot.generation
-            or not self.subscriptions[CLUSTER_TYPE].started
-        ):
-            return False
-        clusters = self.subscriptions[CLUSTER_TYPE]
-        endpoints = self.subscriptions[ENDPOINT_TYPE]
-        if clusters.sent != snapshot.cluster_versions:
-            return False
-        if not endpoints.names >= snapshot.cluster_versions.keys():
-            return False  # Envoy has yet to ask for some cluster's assignment
-        sent = endpoints.sent
-        for name, version in snapshot.assignment_versions.items():
-            if sent.get(name) != version:
-                return False
-        return True
-
-
-_WAKE: Final = object()
-_END: Final = object()
-
-
-class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """Delta ADS over a `RoutingTable`. Add it to a grpc.aio server with
-    `ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(servicer, server)`."""
-
-    def __init__(self, table: RoutingTable) -> None:
-        self.table = table
-
-    async def StreamAggregatedResources(
-        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "this control plane serves delta xDS only: use ads_config api_type DELTA_GRPC",
-        )
-
-    async def DeltaAggregatedResources(
-        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-        table = self.table
-        stream = _Stream(context.peer())
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        woken = False
-
-        def wake() -> None:
-            nonlocal woken
-            if not woken:  # one pending wake-up covers any number of changes
-                woken = True
-                queue.put_nowait(_WAKE)
-
-        waker = _Waker(wake)
-        table._attach(stream, waker)
-        reader = asyncio.create_task(_read(request_iterator, queue))
-        try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    return
-                if item is _WAKE:
-                    woken = False
-                else:
-                    assert isinstance(item, discovery_pb2.DeltaDiscoveryRequest)
-                    stream.handle(item)
-                if not queue.empty():
-                    continue  # take every queued request in before answering
-                snapshot = table._snapshot
-                if not snapshot.ready:
-                    continue  # nothing before the table is loaded: an empty answer wipes Envoy
-                for response in stream.responses(snapshot):
-                    yield response
-                if stream.synced_generation < snapshot.generation and stream.synced(snapshot):
-                    stream.synced_generation = snapshot.generation
-                    table._wake_ack_waiters()
-        finally:
-            table._detach(stream, waker)
-            reader.cancel()
-            log.info("xds: envoy %s disconnected", stream.node or stream.peer)
-
-
-async def _read(requests: Any, queue: asyncio.Queue[object]) -> None:
-    try:
-        async for request in requests:
-            queue.put_nowait(request)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # the stream broke: the handler ends
-        log.debug("xds: stream read ended: %r", exc)
-    finally:
-        queue.put_nowait(_END)
-
-
-def add_to_server(servicer: AdsServicer, server: grpc.aio.Server) -> None:
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(servicer, server)
