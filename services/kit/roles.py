@@ -21,6 +21,9 @@ class Role(IntFlag):
     SUBNET_INVOKE = 1 << 12
     SUBNET_ADMIN_ASSIGN = 1 << 13
     CHUTES_SUPPORT = 1 << 14
+    #: Ours, not the real API's (its miners are Bittensor hotkeys on the metagraph): the users
+    #: whose credentials may register nodes and run instances (chutes.registry.v1.MinerService).
+    MINER = 1 << 30
 
     @classmethod
     def parse(cls, name: str) -> Role:
