@@ -21,6 +21,12 @@ registry pushes over delta ADS with its instances (notes/runtime-facts.md). That
 comes before the REST one; the Lua normaliser and the transcoder are off on it, so chute
 responses (SSE included) pass through untouched and unbuffered; Envoy's own replies there are
 FastAPI-shaped JSON; every answer carries `X-Chutes-InvocationID`.
+
+Given `invocation_authz_address` too (the registry's check, services/registry/invocations.py), a
+second ext_authz filter after identity's decides who may call a chute: off in the filter chain,
+on only for the chute route, so REST requests never pay for it. Its denials (401, 404) reach the
+client as the registry wrote them; the registry unreachable is a 503, never a pass. The caller's
+credentials stop at the gateway: instances get only the verified `x-chutes-user-id`.
 """
 
 from __future__ import annotations
@@ -63,6 +69,12 @@ SIGNATURE_HEADERS = ("x-chutes-hotkey", "x-chutes-nonce", "x-chutes-signature")
 AUTHZ_TIMEOUT = "2s"
 #: The cluster of identity's signature-check endpoint (HTTP/1.1).
 AUTHZ_CLUSTER = "identity_authz"
+#: The registry's check of chute invocations: its filter (an ext_authz of its own name, enabled
+#: only on the chute route) and its cluster (HTTP/1.1).
+INVOCATION_AUTHZ = "chutes.invocation_authz"
+INVOCATION_AUTHZ_CLUSTER = "registry_authz"
+#: Credentials a chute instance never sees (they would let its operator act as the caller).
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", *SIGNATURE_HEADERS)
 
 #: Chute clusters (pushed by the registry) report stats as `cluster.chute-{slug}.*`, all rejected:
 #: at 41-69 KB per cluster, stats would dominate Envoy's memory; ALS carries the numbers.
@@ -285,7 +297,7 @@ def _ext_authz() -> dict[str, Any]:
     Only requests with the whole signature header set reach it: anonymous and API-key requests
     skip the check (keys are verified inside the services), and a partial set is ignored, as the
     real API ignores it. Identity down or slow means 503, never a pass. HTTP mode, not gRPC: it
-    costs identity a third of the CPU per check (services/identity/authz_http.py).
+    costs identity a third of the CPU per check (services/kit/authz_http.py).
     """
 
     def exactly(names: tuple[str, ...]) -> dict[str, Any]:
@@ -364,13 +376,16 @@ def render(
     xds_address: str | None = None,
     chute_domain: str = "localhost",
     als_address: str | None = None,
+    invocation_authz_address: str | None = None,
 ) -> dict[str, Any]:
     """The Envoy bootstrap, as a dict ready for JSON. `addresses` maps service name to host:port;
     `authz_address` is identity's signature-check endpoint.
 
     With `xds_address` (the registry's gRPC address: its cluster is reused), chutes are routed by
     host `{slug}.{chute_domain}` to the clusters the control plane pushes; with `als_address`
-    too, each invocation's access-log entry streams there over gRPC."""
+    too, each invocation's access-log entry streams there over gRPC; with
+    `invocation_authz_address` (the registry's invocation check), calling a chute needs a caller
+    who may see it."""
     contract = read_contract(load_descriptor(descriptor_path))
     missing = set(contract.grpc_services.values()) - set(addresses)
     if missing:
@@ -452,9 +467,14 @@ def render(
             _grpc_cluster(ALS_CLUSTER, als_address, addresses, clusters) if als_address is not None else None
         )
         domain = chute_domain.strip(".").lower()
-        virtual_hosts.insert(0, _invocation_vhost(domain))
+        checked = invocation_authz_address is not None
+        if invocation_authz_address is not None:
+            clusters.append(_cluster(INVOCATION_AUTHZ_CLUSTER, invocation_authz_address, http2=False))
+            after_identity = next(i for i, f in enumerate(http_filters) if f["name"] == _EXT_AUTHZ) + 1
+            http_filters.insert(after_identity, _invocation_authz())
+        virtual_hosts.insert(0, _invocation_vhost(domain, checked=checked))
         connection_manager["strip_any_host_port"] = True  # `slug.localhost:8000` is `slug.localhost`
-        connection_manager["local_reply_config"] = _invocation_local_replies(domain)
+        connection_manager["local_reply_config"] = _invocation_local_replies(domain, checked=checked)
         if als_cluster is not None:
             connection_manager["access_log"] = [_invocation_access_log(domain, als_cluster)]
         bootstrap.update(_dynamic_bootstrap(xds_cluster))
@@ -488,15 +508,54 @@ def _chute_host(domain: str) -> dict[str, Any]:
     }
 
 
-def _invocation_vhost(domain: str) -> dict[str, Any]:
+def _invocation_authz() -> dict[str, Any]:
+    """The registry's check of who may call a chute (services/registry/invocations.py): the
+    caller's credential (identity's verified `x-chutes-user-id`, or an API key) and the host. Off
+    unless a route enables it (the chute route); unreachable or slow means 503, never a pass.
+    Bodies are not sent: invocations stream to the instance, unbuffered."""
+    check = _typed(
+        "extensions.filters.http.ext_authz.v3.ExtAuthz",
+        http_service={
+            "server_uri": {
+                "uri": f"http://{INVOCATION_AUTHZ_CLUSTER}",
+                "cluster": INVOCATION_AUTHZ_CLUSTER,
+                "timeout": AUTHZ_TIMEOUT,
+            },
+            "authorization_response": {
+                "allowed_upstream_headers": {"patterns": [{"exact": CALLER_HEADERS[0]}]},
+                "allowed_client_headers": {"patterns": [{"exact": "content-type"}]},
+            },
+        },
+        # Besides method, path, host and content-length, which Envoy always sends.
+        allowed_headers={"patterns": [{"exact": "authorization"}, {"exact": CALLER_HEADERS[0]}]},
+        failure_mode_allow=False,
+        status_on_error={"code": "ServiceUnavailable"},
+    )
+    return {"name": INVOCATION_AUTHZ, "typed_config": check, "disabled": True}
+
+
+def _invocation_vhost(domain: str, *, checked: bool = False) -> dict[str, Any]:
     """One route for every chute: the cluster named by the host. `*.{domain}` also keeps hosts
-    like `registry` or `xds` from naming the gateway's own clusters."""
+    like `registry` or `xds` from naming the gateway's own clusters. `checked`: the registry's
+    invocation check runs on it, and the caller's credentials go no further."""
     disabled = _typed("config.route.v3.FilterConfig", disabled=True)
+    checks: dict[str, Any] = {}
+    if checked:
+        checks = {
+            "typed_per_filter_config": {
+                # Any per-route config enables a filter that is off in the chain.
+                INVOCATION_AUTHZ: _typed(
+                    "extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", check_settings={}
+                )
+            },
+            "request_headers_to_remove": list(CREDENTIAL_HEADERS),
+        }
     return {
         "name": "invocations",
         "domains": [f"*.{domain}"],
         "routes": [
             {
+                **checks,
                 "match": {"prefix": "/"},
                 "route": {
                     "cluster_header": ":authority",
@@ -553,9 +612,11 @@ def _invocation_vhost(domain: str) -> dict[str, Any]:
     }
 
 
-def _invocation_local_replies(domain: str) -> dict[str, Any]:
+def _invocation_local_replies(domain: str, *, checked: bool = False) -> dict[str, Any]:
     """Envoy's own answers to chute requests, FastAPI-shaped. Only chute hosts: the REST API's
-    local replies are the Lua normaliser's business."""
+    local replies are the Lua normaliser's business. Denials of the ext_authz checks (`UAEX`)
+    are FastAPI-shaped already (identity's and, when `checked`, the registry's): they pass as they
+    are, but a check that could not be made (503, no body) gets a detail."""
 
     def mapper(detail: str, flags: list[str] | None = None, status: int | None = None) -> dict[str, Any]:
         match = _chute_host(domain)
@@ -570,9 +631,32 @@ def _invocation_local_replies(domain: str) -> dict[str, Any]:
             out["status_code"] = status
         return out
 
+    def authz(unreachable: bool) -> dict[str, Any]:
+        """A check's denial passes as the check wrote it; a check that could not be made (Envoy's
+        `status_on_error`, 503 without a body) gets a detail."""
+        status = {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ" if unreachable else "NE",
+                    "value": {"default_value": 503, "runtime_key": "chutes.invocation_authz.error_status"},
+                }
+            }
+        }
+        flag = {"response_flag_filter": {"flags": ["UAEX"]}}
+        out: dict[str, Any] = {
+            "filter": {"and_filter": {"filters": [_chute_host(domain), flag, status]}},
+            "headers_to_add": [_invocation_id()],
+            "body_format_override": {"json_format": {"detail": "Service Unavailable"}}
+            if unreachable
+            else {"text_format": "%LOCAL_REPLY_BODY%", "content_type": "application/json"},
+        }
+        return out
+
     chute_id = f"%CLUSTER_METADATA({METADATA_NAMESPACE}:chute_id)%"
+    checks = [authz(unreachable=True), authz(unreachable=False)] if checked else []
     return {
         "mappers": [
+            *checks,
             mapper(f"No instances available (yet) for chute_id={chute_id}", ["UH"], 503),
             mapper("No matching chute found!", ["NR", "NC"], 404),
             mapper("Infrastructure is at maximum capacity, try again later", ["UO"], 429),

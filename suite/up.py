@@ -155,6 +155,7 @@ def write_gateway_config(path: Path, settings: Settings) -> Path:
         bench=settings.gateway_bench_route,
         xds_address=settings.address_of("registry"),
         chute_domain=settings.chute_domain,
+        invocation_authz_address=settings.registry_authz_address,
     )
 
 

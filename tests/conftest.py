@@ -62,6 +62,7 @@ def suite_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
     for name in SERVICE_NAMES:
         env[f"CHUTES_{name.upper()}_ADDRESS"] = f"127.0.0.1:{free_port()}"
     env["CHUTES_IDENTITY_AUTHZ_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    env["CHUTES_REGISTRY_AUTHZ_ADDRESS"] = f"127.0.0.1:{free_port()}"
     if database_url:
         env["CHUTES_DATABASE_URL"] = database_url
     return env

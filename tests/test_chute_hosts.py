@@ -48,13 +48,19 @@ def echo_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChutePro
 
 
 def call(
-    suite: RunningSuite, host: str, path: str, body: dict[str, Any], deadline: float = 5.0
+    suite: RunningSuite,
+    host: str,
+    path: str,
+    body: dict[str, Any],
+    deadline: float = 5.0,
+    auth: dict[str, str] | None = None,
 ) -> httpx.Response:
-    """POST through the gateway to a chute host, waiting up to `deadline` for routing to settle
-    (an answer other than `503 no instances` / `404 no chute`)."""
+    """POST through the gateway to a chute host (with the credentials in `auth`), waiting up to
+    `deadline` for routing to settle (an answer other than `503 no instances` / `404 no chute`)."""
     end = time.monotonic() + deadline
     while True:
-        response = httpx.post(f"{suite.gateway}{path}", json=body, headers={"Host": host}, timeout=10)
+        headers = {"Host": host, **(auth or {})}
+        response = httpx.post(f"{suite.gateway}{path}", json=body, headers=headers, timeout=10)
         if response.status_code not in (503, 404) or time.monotonic() > end:
             return response
         time.sleep(0.02)
@@ -71,7 +77,9 @@ def test_a_chute_is_called_through_its_host(
     chute = deployed(http, owner, deploy_body("hosted-" + uuid.uuid4().hex[:6], image))
     host = f"{chute['slug']}.localhost"
 
-    cold = httpx.post(f"{suite.gateway}/echo", json={"text": "hi"}, headers={"Host": host}, timeout=10)
+    cold = httpx.post(
+        f"{suite.gateway}/echo", json={"text": "hi"}, headers={"Host": host, **key(owner)}, timeout=10
+    )
     assert cold.status_code == 503, cold.text
     assert cold.json() == {"detail": f"No instances available (yet) for chute_id={chute['chute_id']}"}
     assert cold.headers["x-chutes-invocationid"]
@@ -87,14 +95,14 @@ def test_a_chute_is_called_through_its_host(
         chute["version"],
         port,
     )
-    answered = call(suite, host, "/echo", {"text": "hi"})
+    answered = call(suite, host, "/echo", {"text": "hi"}, auth=key(owner))
     assert answered.status_code == 200, answered.text
     assert answered.json()["echo"] == {"text": "hi"}
     assert answered.headers["x-chutes-invocationid"]
     assert http.get(f"/chutes/{chute['chute_id']}", headers=key(owner)).json()["hot"] is True
 
     with httpx.stream(
-        "POST", f"{suite.gateway}/count", json={"to": 3}, headers={"Host": host}, timeout=10
+        "POST", f"{suite.gateway}/count", json={"to": 3}, headers={"Host": host, **key(owner)}, timeout=10
     ) as stream:
         assert stream.status_code == 200
         events = [line for line in stream.iter_lines() if line.startswith("data:")]
@@ -103,21 +111,27 @@ def test_a_chute_is_called_through_its_host(
     # The instance stops taking traffic as soon as its row says so.
     sql(database_url, "UPDATE registry.instances SET active = false WHERE instance_id = $1", instance_id)
     deadline = time.monotonic() + 5
-    while (gone := call(suite, host, "/echo", {"text": "hi"}, deadline=0)).status_code != 503:
+    while (
+        gone := call(suite, host, "/echo", {"text": "hi"}, deadline=0, auth=key(owner))
+    ).status_code != 503:
         assert time.monotonic() < deadline, gone.text
         time.sleep(0.02)
 
     deleted = http.delete(f"/chutes/{chute['chute_id']}", headers=key(owner))
     assert deleted.status_code == 200, deleted.text
     deadline = time.monotonic() + 5
-    while (unknown := call(suite, host, "/echo", {"text": "hi"}, deadline=0)).status_code != 404:
+    while (
+        unknown := call(suite, host, "/echo", {"text": "hi"}, deadline=0, auth=key(owner))
+    ).status_code != 404:
         assert time.monotonic() < deadline, unknown.text
         time.sleep(0.02)
     assert unknown.json() == {"detail": "No matching chute found!"}
 
 
-def test_an_unknown_host_is_a_json_404(suite: RunningSuite) -> None:
-    response = httpx.get(f"{suite.gateway}/anything", headers={"Host": "no-such-chute.localhost"}, timeout=10)
+def test_an_unknown_host_is_a_json_404(suite: RunningSuite, owner: User) -> None:  # noqa: F811
+    response = httpx.get(
+        f"{suite.gateway}/anything", headers={"Host": "no-such-chute.localhost", **key(owner)}, timeout=10
+    )
     assert response.status_code == 404
     assert response.json() == {"detail": "No matching chute found!"}
 

@@ -4,7 +4,7 @@ One servicer implements two gRPC services and the gateway's signature check:
 - IdentityService: the REST face (register, /users/me, /api_keys);
 - IdentityInternalService: caller lookups for the other services (API keys, verified user ids);
 - `verdict()`: Envoy's ext_authz check of hotkey-signed requests, served over plain HTTP on its
-  own internal port (services/identity/authz_http.py says why).
+  own internal port (services/kit/authz_http.py says why).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import re
 import time
 
 from chutes.identity.v1 import identity_pb2, identity_pb2_grpc
-from services.identity import authz_http, keys, store, views
-from services.identity.authz_http import AuthzRequest, Verdict
+from services.identity import keys, store, views
 from services.identity.signatures import SignatureRejected, SignatureVerifier, SignedRequest
+from services.kit import authz_http
 from services.kit.auth import require_caller
+from services.kit.authz_http import AuthzRequest, Verdict
 from services.kit.caller import Caller, MalformedCredential, Scope, caller_to_proto
 from services.kit.db import Database
 from services.kit.errors import (

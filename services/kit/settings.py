@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     metrics_address: str = "127.0.0.1:50155"
     #: Where identity answers the gateway's signature checks (plain HTTP; internal only).
     identity_authz_address: str = "127.0.0.1:50160"
+    #: Where the registry answers the gateway's checks of chute invocations (plain HTTP; internal).
+    registry_authz_address: str = "127.0.0.1:50161"
     #: Host a service binds to; unset means the host of its own address (set 0.0.0.0 in containers).
     bind_host: str | None = None
 

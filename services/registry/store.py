@@ -465,3 +465,17 @@ async def routes(connection: Any, chute_ids: Sequence[str] | None = None) -> lis
     disabled are absent."""
     rows: list[Any] = await connection.fetch(_ROUTES, None if chute_ids is None else list(chute_ids))
     return rows
+
+
+# ---- invocations (the gateway's check of a call to a chute host) -------------------------------
+
+#: The chute at a host, if the caller may invoke it: visible to them as `_VISIBLE` says (`$2` the
+#: caller, `$3` their subnets' LIKE patterns), by slug (unique, indexed).
+_INVOCABLE = f"SELECT c.chute_id FROM chutes c WHERE c.slug = $1 AND {_VISIBLE}"
+
+
+async def invocable_chute(connection: Any, slug: str, viewer: Viewer) -> str | None:
+    """The id of the chute at `{slug}.{domain}` when `viewer` may call it; None when there is no
+    such chute or it is hidden from them (the same 404 to the caller)."""
+    chute_id: str | None = await connection.fetchval(_INVOCABLE, slug, viewer.user_id, viewer.subnet_patterns)
+    return chute_id

@@ -1,9 +1,12 @@
-"""The gateway's signature check, served as Envoy's HTTP-mode ext_authz.
+"""Envoy's HTTP-mode ext_authz, served by a service beside its gRPC server.
 
-Envoy sends the client's method, path (with query), signature headers and exact body; a 200
-answer lets the request through with the identity headers it carries, any other answer goes back
-to the client as is. This is a plain asyncio protocol rather than a gRPC service on purpose: the
-check itself is ~65 µs of Python, and grpc.aio's per-call overhead (~200 µs here) would triple it
+Two services answer it: identity checks hotkey signatures (services/identity/service.py
+`verdict`), the registry checks who may invoke a chute (services/registry/invocations.py).
+Envoy sends the client's method, path (with query), the headers the filter allows and, when
+configured, the exact body; a 200 answer lets the request through with the headers it carries,
+any other answer goes back to the client as is (a 5xx makes Envoy answer its `status_on_error`).
+This is a plain asyncio protocol rather than a gRPC service on purpose: a signature check is
+~65 µs of Python, and grpc.aio's per-call overhead (~200 µs here) would triple it
 (bench/README.md). Only Envoy talks to it (an internal port), one request at a time per
 connection, always with a Content-Length.
 """
@@ -21,7 +24,15 @@ log = logging.getLogger(__name__)
 
 #: Largest request head accepted (Envoy sends a handful of headers).
 _MAX_HEAD_BYTES = 64 * 1024
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -34,10 +45,12 @@ class AuthzRequest:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Allow (with headers for the upstream request) or deny (with the client's detail)."""
+    """Allow (with headers for the upstream request) or deny (with the client's detail and the
+    status the client gets: 401 unless said otherwise)."""
 
     upstream_headers: dict[str, str] | None = None
     denied: str | None = None
+    status: int = 401
 
 
 Check = Callable[[AuthzRequest], Awaitable[Verdict]]
@@ -53,7 +66,7 @@ def render(verdict: Verdict) -> bytes:
     if verdict.denied is None:
         return _response(200, verdict.upstream_headers or {})
     body = json.dumps({"detail": verdict.denied}).encode()
-    return _response(401, {"content-type": "application/json"}, body)
+    return _response(verdict.status, {"content-type": "application/json"}, body)
 
 
 class AuthzProtocol(asyncio.Protocol):
@@ -106,7 +119,7 @@ class AuthzProtocol(asyncio.Protocol):
             reply = render(await self.check(request))
         except Exception:
             # A 5xx makes Envoy answer 503 (status_on_error): never a pass.
-            log.exception("signature check failed")
+            log.exception("authorization check failed")
             reply = _response(500, {})
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply)
