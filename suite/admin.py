@@ -12,12 +12,13 @@ import asyncio
 import json
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from services.identity import store
+from services.identity import keys, store
 from services.identity.signatures import public_key_of
 from services.kit.db import asyncpg_url
 from services.kit.errors import DomainError
@@ -89,6 +90,34 @@ def create_user(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     return asyncio.run(_in_schema("identity", work))
+
+
+LOCAL_MINER = "local-miner"
+
+
+def local_miner_key(key_file: Path) -> str:
+    """The API key of the suite's own miner (user `local-miner`, role miner): the one kept in
+    `key_file` while it still exists in the database, else a new one (the user made if needed)."""
+    kept = key_file.read_text().strip() if key_file.exists() else ""
+
+    async def work(connection: Any) -> dict[str, Any]:
+        parsed = keys.parse(kept)
+        if parsed is not None and await store.key_for_authentication(connection, parsed) is not None:
+            return {"api_key": kept}
+        user: Any = await store.find_user(connection, LOCAL_MINER)
+        user_id = (
+            user.user_id
+            if user
+            else (await store.create_user(connection, LOCAL_MINER, permissions_bitmask=Role.MINER)).user_id
+        )
+        key, _ = await store.create_api_key(connection, user_id, f"miner-{uuid.uuid4().hex[:8]}", admin=True)
+        return {"api_key": key}
+
+    key: str = asyncio.run(_in_schema("identity", work))["api_key"]
+    if key != kept:
+        key_file.touch(mode=0o600)
+        key_file.write_text(key)
+    return key
 
 
 def create_key(args: argparse.Namespace) -> dict[str, Any]:

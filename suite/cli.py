@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.kit.settings import SERVICE_NAMES, get_settings
 from suite.admin import add_commands as add_admin_commands
+from suite.miner import add_command as add_miner_command
 
 
 def _up(_: argparse.Namespace) -> int:
@@ -78,5 +79,6 @@ def main(argv: list[str] | None = None) -> None:
     config.add_argument("--out", default="envoy.json")
     config.set_defaults(run=_gateway_config)
     add_admin_commands(commands)
+    add_miner_command(commands)
     args = parser.parse_args(argv)
     sys.exit(args.run(args))

@@ -29,7 +29,8 @@ from gateway.render import write_config
 from services.kit.migrations import upgrade
 from services.kit.settings import SERVICE_NAMES, Settings, get_settings
 from suite import postgres
-from suite.admin import DATABASE_URL_FILE
+from suite.admin import DATABASE_URL_FILE, local_miner_key
+from suite.miner.gpus import detect_nvidia
 
 #: How long the suite may take to become ready before `up` gives up.
 STARTUP_TIMEOUT_SECONDS = 60.0
@@ -122,6 +123,24 @@ class Supervisor:
         )
         return admin_file
 
+    def start_local_miner(self) -> None:
+        """This machine as a node: a miner against our own gateway (declaring a simulated
+        inventory, and saying so, where there are no NVIDIA GPUs)."""
+        key = local_miner_key(self.data_dir / "local-miner-key")
+        gateway = f"http://{self.settings.gateway_host}:{self.settings.gateway_port}"
+        argv = [
+            sys.executable,
+            "-m",
+            "suite.miner",
+            "--gateway",
+            gateway,
+            "--work-dir",
+            str(self.data_dir / "miner"),
+        ]
+        if not detect_nvidia():
+            argv += ["--gpus", self.settings.local_miner_gpus]
+        self.spawn("miner", argv, env={**os.environ, "CHUTES_MINER_API_KEY": key})
+
     def wait_healthy(self, admin_file: Path, deadline: float) -> None:
         for name in SERVICE_NAMES:
             address = self.settings.address_of(name)
@@ -144,7 +163,8 @@ class Supervisor:
 
 def write_gateway_config(path: Path, settings: Settings) -> Path:
     """The gateway of a suite configured by `settings`: every service, identity's signature check,
-    and the registry as the control plane of the chute hosts (`{slug}.{chute_domain}`)."""
+    and the registry as the control plane and access-log sink of the chute hosts
+    (`{slug}.{chute_domain}`)."""
     return write_config(
         path,
         {name: settings.address_of(name) for name in SERVICE_NAMES},
@@ -155,6 +175,9 @@ def write_gateway_config(path: Path, settings: Settings) -> Path:
         bench=settings.gateway_bench_route,
         xds_address=settings.address_of("registry"),
         chute_domain=settings.chute_domain,
+        # Until the metrics service keeps invocation records, the registry reads the access log:
+        # cold calls start instances, answered calls keep them (services/registry/activity.py).
+        als_address=settings.address_of("registry"),
         invocation_authz_address=settings.registry_authz_address,
     )
 
@@ -213,6 +236,8 @@ def up(settings: Settings | None = None) -> int:
         supervisor.start_services(database_url)
         admin_file = supervisor.start_gateway()
         supervisor.wait_healthy(admin_file, deadline)
+        if settings.local_miner:
+            supervisor.start_local_miner()
         print(f"gateway: http://{settings.gateway_host}:{settings.gateway_port}", flush=True)
         while not stopping:
             supervisor.check_children()

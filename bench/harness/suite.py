@@ -73,6 +73,8 @@ class Suite:
             CHUTES_DATA_DIR=str(self.workdir / "data"),
             CHUTES_GATEWAY_PORT=str(self.gateway_port),
             CHUTES_GATEWAY_BENCH_ROUTE="1",
+            # The read-path scenarios need no instances; a miner would only add noise.
+            CHUTES_LOCAL_MINER="false",
         )
         for name, address in self.addresses.items():
             env[f"CHUTES_{name.upper()}_ADDRESS"] = address
@@ -178,8 +180,10 @@ class Suite:
 @contextmanager
 def running_suite() -> Iterator[Suite]:
     workdir = Path(tempfile.mkdtemp(prefix="chutes-bench-"))
-    ports = free_ports(2 + len(SERVICES))
-    names = (*SERVICES, "identity_authz")  # identity's signature-check endpoint has an address too
+    ports = free_ports(3 + len(SERVICES))
+    # The two ext_authz endpoints (identity's signature check, the registry's invocation check)
+    # have addresses too.
+    names = (*SERVICES, "identity_authz", "registry_authz")
     addresses = {name: f"127.0.0.1:{port}" for name, port in zip(names, ports[1:], strict=True)}
     suite = Suite(workdir, ports[0], addresses)
     try:

@@ -67,6 +67,11 @@ class GrpcService:
         full_name = messages.DESCRIPTOR.services_by_name[name].full_name
         return cls(full_name, getattr(stubs, f"add_{name}Servicer_to_server"))
 
+    def serving(self, part: Callable[[Any], object]) -> GrpcService:
+        """The same service, implemented by a part of the servicer (`lambda s: s.miners`)."""
+        add = self.add_to_server
+        return GrpcService(self.full_name, lambda servicer, server: add(part(servicer), server))
+
 
 @dataclass(frozen=True)
 class ServiceSpec:

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     gateway_port: int = 8000
     #: Envoy's admin interface (readiness, stats) stays on loopback; 0 picks a free port.
     gateway_admin_port: int = 0
+    #: `up` runs a miner for this machine (a node with its GPUs, or a simulated inventory of
+    #: `local_miner_gpus` where there are no NVIDIA GPUs, so CPU chutes run on a laptop; the
+    #: pro_6000, 96 GB, is one the SDK's default node selector and 80 GB selectors both accept).
+    local_miner: bool = True
+    local_miner_gpus: str = "pro_6000:2"
     #: Chutes answer at `{slug}.{chute_domain}` on the gateway's port (the real `{slug}.chutes.ai`).
     chute_domain: str = "localhost"
     #: Add the benchmark-only direct-response route (`/__bench/direct`) that measures Envoy alone.

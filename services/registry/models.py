@@ -184,9 +184,50 @@ class Instance(RegistryTable, table=True):
     port: int | None = None
     active: bool = _flag()
     verified: bool = _flag()
+    #: The node running it (None for instances recorded without one) and its GPUs there.
+    node_id: str | None = Field(default=None, sa_type=TEXT, foreign_key="nodes.node_id", ondelete="CASCADE")
+    device_indexes: Any = _json(nullable=False, server_default="[]")
+    #: launching -> started -> ready; stopping once the registry no longer wants it.
+    state: str = _text(default="launching")
     last_verified_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
     created_at: datetime | None = CREATED()
     updated_at: datetime | None = UPDATED()
+
+
+class Node(RegistryTable, table=True):
+    """One machine of one miner, with the GPUs it offers (MinerService.RegisterNode)."""
+
+    __tablename__ = "nodes"
+    __table_args__ = (sa.UniqueConstraint("user_id", "name", name="nodes_miner_name"),)
+
+    #: uuid5(NAMESPACE_OID, "{miner user id}:{name}").
+    node_id: str = Field(primary_key=True, sa_type=TEXT)
+    #: The miner: the user whose credentials registered the node.
+    user_id: str = _text()
+    username: str = _text()
+    name: str = _text()
+    #: The IP address at which the gateway reaches the node's instances.
+    host: str = _text()
+    #: [{"gpu_identifier": "a100", "device_index": 0}, ...]
+    gpus: Any = _json(nullable=False, server_default="[]")
+    #: GPUs declared on a machine without them (CPU chutes on a laptop), never real hardware.
+    simulated: bool = _flag()
+    #: Whether the miner's work stream is open; `last_seen_at` is when that last changed or was
+    #: confirmed.
+    connected: bool = _flag()
+    last_seen_at: datetime | None = CREATED()
+    created_at: datetime | None = CREATED()
+
+
+class ChuteDemand(RegistryTable, table=True):
+    """When a chute was last wanted (a warmup, a cold call) and last invoked: what scaling from
+    and to zero reads."""
+
+    __tablename__ = "chute_demand"
+
+    chute_id: str = Field(primary_key=True, sa_type=TEXT, foreign_key="chutes.chute_id", ondelete="CASCADE")
+    wanted_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
+    last_invoked_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
 
 
 class RollingUpdate(RegistryTable, table=True):
@@ -202,10 +243,19 @@ class RollingUpdate(RegistryTable, table=True):
 
 
 class OutboxEvent(RegistryTable, table=True):
-    """A change for later consumers (miners' event stream), written in the same transaction as the
-    change itself and announced with NOTIFY by a trigger."""
+    """A change for later consumers (miners' work streams), written in the same transaction as the
+    change itself and announced with NOTIFY by a trigger. Work for a node (`instance_launch`,
+    `instance_stop`) names the node in `payload.node_id`."""
 
     __tablename__ = "outbox"
+    __table_args__ = (
+        sa.Index(
+            "outbox_node_work",
+            sa.text("(payload ->> 'node_id')"),
+            "event_id",
+            postgresql_where=sa.text("kind = ANY (ARRAY['instance_launch'::text, 'instance_stop'::text])"),
+        ),
+    )
 
     event_id: int | None = Field(
         default=None, primary_key=True, sa_type=sa.BigInteger, sa_column_args=[sa.Identity()]
@@ -222,4 +272,6 @@ chute_history = table_of(ChuteHistory)
 chute_shares = table_of(ChuteShare)
 instances = table_of(Instance)
 rolling_updates = table_of(RollingUpdate)
+nodes = table_of(Node)
+chute_demand = table_of(ChuteDemand)
 outbox = table_of(OutboxEvent)

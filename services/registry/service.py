@@ -9,13 +9,18 @@ RPCs not built yet answer UNIMPLEMENTED (REST 501) naming themselves.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from google.api import httpbody_pb2
 
-from chutes.registry.v1 import registry_pb2, registry_pb2_grpc
+from chutes.registry.v1 import miners_pb2, miners_pb2_grpc, registry_pb2, registry_pb2_grpc
 from services.kit.auth import optional_caller, require_caller
 from services.kit.caller import Caller
 from services.kit.channels import channel_at
@@ -33,9 +38,12 @@ from services.kit.messages import has_field
 from services.kit.requests import Context, page_of
 from services.kit.server import Closable, GrpcService, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
-from services.registry import ads, deploy, store, views, xds
+from services.registry import ads, deploy, fleet_store, invocations, store, views, xds
+from services.registry.activity import Activity
 from services.registry.deploy.request import SCALING_RANGES
+from services.registry.miners import MinerServicer
 from services.registry.routing import RouteFollower
+from services.registry.scheduler import Scheduler
 from services.registry.subnets import substrings_managed_by
 
 NOT_YOURS = "Chute not found, or does not belong to you"
@@ -56,6 +64,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.responses = views.ResponseCache()
         self.routing = xds.RoutingTable(context.settings.chute_domain)
         self.ads = ads.AdsServicer(self.routing)
+        self.activity = Activity(self.db, self._capacity, on_wanted=lambda: self.scheduler.wake())
+        self.scheduler = Scheduler(self.db, self.activity.utilization)
+        self.miners = MinerServicer(self.db, on_change=self.scheduler.wake)
+
+    def _capacity(self, chute_id: str) -> int:
+        """How many calls the chute's routable instances hold at once."""
+        route = self.routing.get(chute_id)
+        return len(route.instances) * route.concurrency if route else 0
 
     # ---- images ------------------------------------------------------------------------------
 
@@ -166,6 +182,65 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                     cords = [{k: v for k, v in cord.items() if k not in views.SCHEMA_KEYS} for cord in cords]
                 response.cord_refs[item.cord_ref_id].extend(cords)
         return response
+
+    # ---- running chutes ---------------------------------------------------------------------
+
+    async def WarmupChute(
+        self, request: registry_pb2.WarmupChuteRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """Want the chute (the scheduler starts an instance), then report until it is hot: SSE
+        `data: {"status", "log"}` frames as the real API sends them, or one JSON snapshot (quick)."""
+        viewer = _viewer(require_caller(), admin_only=False)
+        async with self.db.raw() as connection:
+            found = await store.find_chute(connection, request.chute_id_or_name, viewer)
+            if found is None:
+                raise NotFound(NOT_YOURS)
+            chute_id = found["chute_id"]
+            await fleet_store.mark_wanted(connection, chute_id)
+        self.scheduler.wake()
+        if request.quick:
+            yield _json_body(self._warmup_status(chute_id))
+            return
+        deadline = time.monotonic() + WARMUP_SECONDS
+        last_frame = 0.0
+        while time.monotonic() < deadline:
+            status = self._warmup_status(chute_id)
+            if status["status"] == "hot":
+                await self._routed()
+                count = status["instance_count"]
+                yield _sse({"status": "hot", "log": f"chute is hot, {count} instances available"})
+                return
+            if time.monotonic() - last_frame >= WARMUP_FRAME_SECONDS:
+                last_frame = time.monotonic()
+                why = " (no connected node can run it yet)" if chute_id in self.scheduler.unplaceable else ""
+                yield _sse({"status": "cold", "log": f"waiting for instances ...{why}"})
+                async with self.db.raw() as connection:
+                    await fleet_store.mark_wanted(connection, chute_id)
+            await asyncio.sleep(WARMUP_POLL_SECONDS)
+
+    def _warmup_status(self, chute_id: str) -> dict[str, Any]:
+        route = self.routing.get(chute_id)
+        instances = route.instances if route else ()
+        return {
+            "status": "hot" if instances else "cold",
+            "instance_count": len(instances),
+            "bounty": None,
+            "instances": [{"instance_id": i.instance_id, "active": True} for i in instances],
+        }
+
+    async def _routed(self) -> None:
+        """Wait (briefly) until the gateway has applied the routes, so "hot" is callable."""
+        try:
+            await asyncio.wait_for(self.routing.wait_acked(), ROUTED_WAIT_SECONDS)
+        except TimeoutError:
+            pass
+
+    async def ListRollingUpdates(
+        self, request: registry_pb2.ListRollingUpdatesRequest, context: Context
+    ) -> registry_pb2.ListRollingUpdatesResponse:
+        async with self.db.raw() as connection:
+            rows = await fleet_store.rolling_updates(connection)
+        return registry_pb2.ListRollingUpdatesResponse(items=[views.rolling_update_message(r) for r in rows])
 
     # ---- chutes: writes ---------------------------------------------------------------------
 
@@ -304,12 +379,31 @@ def _update_values(request: registry_pb2.UpdateChuteRequest, *, public: bool) ->
     return values
 
 
-async def _follow_routes(servicer: object, settings: Settings) -> list[Closable]:
-    """Load every chute's route before Envoy is answered, then follow the tables."""
+#: The real API's warmup stream lasts at most 600 s and reports about every 5 s.
+WARMUP_SECONDS = 600.0
+WARMUP_FRAME_SECONDS = 5.0
+WARMUP_POLL_SECONDS = 0.05
+ROUTED_WAIT_SECONDS = 1.0
+
+
+def _sse(event: dict[str, Any]) -> httpbody_pb2.HttpBody:
+    return httpbody_pb2.HttpBody(
+        content_type="text/event-stream", data=f"data: {json.dumps(event)}\n\n".encode()
+    )
+
+
+def _json_body(value: dict[str, Any]) -> httpbody_pb2.HttpBody:
+    return httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(value).encode())
+
+
+async def _run_beside(servicer: object, settings: Settings) -> list[Closable]:
+    """Load every chute's route before Envoy is answered, then follow the tables; decide and
+    place instances; check who may call which chute host."""
     assert isinstance(servicer, RegistryServicer)
     follower = RouteFollower(servicer.db, servicer.routing)
     await follower.start()
-    return [follower]
+    servicer.scheduler.start()
+    return [follower, servicer.scheduler, *await invocations.serve_invocation_checks(servicer, settings)]
 
 
 SPEC = ServiceSpec(
@@ -317,8 +411,16 @@ SPEC = ServiceSpec(
     grpc_services=(
         GrpcService.of(registry_pb2, registry_pb2_grpc, "RegistryService"),
         # Envoy's discovery service: internal (the gateway routes only chutes.* packages).
+        GrpcService.of(miners_pb2, miners_pb2_grpc, "MinerService").serving(lambda s: s.miners),
+        # Envoy's discovery and access-log services: internal (the gateway routes only chutes.*).
         GrpcService(xds.ADS_SERVICE, lambda servicer, server: ads.add_to_server(servicer.ads, server)),
+        GrpcService(
+            "envoy.service.accesslog.v3.AccessLogService",
+            lambda servicer, server: als_pb2_grpc.add_AccessLogServiceServicer_to_server(
+                servicer.activity, server
+            ),
+        ),
     ),
     make_servicer=RegistryServicer,
-    start_side_servers=_follow_routes,
+    start_side_servers=_run_beside,
 )

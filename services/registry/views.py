@@ -214,3 +214,13 @@ def chute_message(
         chute.compute_multiplier_factors.update(factors)
         chute.current_estimated_price.update(estimated_price(row, selector, tao_usd))
     return chute
+
+
+def rolling_update_message(row: Mapping[str, Any]) -> registry_pb2.RollingUpdate:
+    return registry_pb2.RollingUpdate(
+        chute_id=row["chute_id"],
+        old_version=row["old_version"],
+        new_version=row["new_version"],
+        started_at=timestamp(row["started_at"]),
+        permitted=loads(row["permitted"]),
+    )

@@ -1,0 +1,92 @@
+"""What chutes are doing, from the gateway's access log (Envoy's gRPC ALS, one entry per call).
+
+The registry reads it for scaling, until the metrics service keeps invocation records:
+- a call answered "no healthy upstream" (the chute has no routable instance: the cold 503) marks
+  the chute wanted, which starts an instance (scale from zero, like the real API's bounty);
+- answered calls mark the chute in use (idle shutdown reads it);
+- utilization is the time calls spent in the chute over the last WINDOW_SECONDS, divided by what
+  its instances could hold in that time (instances x concurrency x window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+from services.kit.db import Database
+from services.registry import fleet_store
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 30.0
+#: How often the in-use marks are written (one statement for every chute called meanwhile).
+FLUSH_SECONDS = 1.0
+CHUTE_HEADER = "x-chutes-chute-id"
+NO_HEALTHY_UPSTREAM = "no_healthy_upstream"
+
+
+class Activity(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self, db: Database, capacity_of: Callable[[str], int], on_wanted: Callable[[], None]
+    ) -> None:
+        self.db = db
+        #: instances x concurrency of a chute, as routed now.
+        self.capacity_of = capacity_of
+        self.on_wanted = on_wanted
+        self._busy: dict[str, deque[tuple[float, float]]] = defaultdict(deque)  # (ended at, seconds)
+        self._invoked: set[str] = set()
+        self._wanted: set[str] = set()
+        self._flushing: asyncio.Task[None] | None = None
+
+    def utilization(self, chute_id: str) -> float:
+        capacity = self.capacity_of(chute_id)
+        calls = self._busy.get(chute_id)
+        if not capacity or not calls:
+            return 0.0
+        horizon = time.monotonic() - WINDOW_SECONDS
+        while calls and calls[0][0] < horizon:
+            calls.popleft()
+        return sum(seconds for _, seconds in calls) / (capacity * WINDOW_SECONDS)
+
+    def record(self, entry: Any) -> None:
+        chute_id = entry.request.request_headers.get(CHUTE_HEADER)
+        if not chute_id:
+            return
+        if entry.response.response_code_details == NO_HEALTHY_UPSTREAM:
+            self._wanted.add(chute_id)
+            return
+        duration = entry.common_properties.duration
+        self._busy[chute_id].append((time.monotonic(), duration.seconds + duration.nanos / 1e9))
+        self._invoked.add(chute_id)
+
+    async def StreamAccessLogs(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> als_pb2.StreamAccessLogsResponse:
+        async for message in request_iterator:
+            for entry in message.http_logs.log_entry:
+                self.record(entry)
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.create_task(self._flush_soon())
+        return als_pb2.StreamAccessLogsResponse()
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(0 if self._wanted else FLUSH_SECONDS)
+        wanted, self._wanted = self._wanted, set()
+        invoked, self._invoked = self._invoked, set()
+        try:
+            async with self.db.raw() as connection:
+                for chute_id in wanted:
+                    await fleet_store.mark_wanted(connection, chute_id)
+                if invoked:
+                    await fleet_store.mark_invoked(connection, sorted(invoked))
+        except Exception:
+            log.exception("activity: recording demand failed")
+            return
+        if wanted:
+            self.on_wanted()

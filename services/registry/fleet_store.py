@@ -1,0 +1,260 @@
+"""Every query about the fleet: nodes, the instances placed on them, chute demand, and the work
+the outbox carries to miners. (store.py holds the queries about chutes and images.)
+
+Instance rows are the truth the gateway follows (a trigger announces each change, routing.py
+applies it), so every change here is a change of routing: READY makes an instance routable,
+deleting its row or marking it stopping takes it out.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: Outbox kinds of work for a node (payload.node_id names it).
+LAUNCH, STOP = "instance_launch", "instance_stop"
+
+
+async def _emit(connection: Any, kind: str, payload: Mapping[str, Any]) -> None:
+    """Work into the outbox, in the caller's transaction (announced by NOTIFY on commit)."""
+    await connection.execute(
+        "INSERT INTO outbox (kind, payload) VALUES ($1, $2::jsonb)", kind, json.dumps(payload)
+    )
+
+
+def node_id_of(user_id: str, name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"{user_id}:{name}"))
+
+
+async def register_node(
+    connection: Any,
+    *,
+    user_id: str,
+    username: str,
+    name: str,
+    host: str,
+    gpus: Sequence[Mapping[str, Any]],
+    simulated: bool,
+) -> Any:
+    """Insert the miner's node, or update it (same miner, same name: same node)."""
+    return await connection.fetchrow(
+        """
+        INSERT INTO nodes (node_id, user_id, username, name, host, gpus, simulated)
+        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
+        ON CONFLICT (node_id) DO UPDATE
+          SET host = EXCLUDED.host, gpus = EXCLUDED.gpus, simulated = EXCLUDED.simulated
+        RETURNING *
+        """,
+        node_id_of(user_id, name),
+        user_id,
+        username,
+        name,
+        host,
+        json.dumps(list(gpus)),
+        simulated,
+    )
+
+
+async def node_of_miner(connection: Any, node_id: str, user_id: str) -> Any:
+    return await connection.fetchrow(
+        "SELECT * FROM nodes WHERE node_id = $1 AND user_id = $2", node_id, user_id
+    )
+
+
+async def set_connected(connection: Any, node_id: str, connected: bool) -> None:
+    await connection.execute(
+        "UPDATE nodes SET connected = $2, last_seen_at = now() WHERE node_id = $1", node_id, connected
+    )
+
+
+async def pending_work(connection: Any, node_id: str, after_event_id: int) -> list[Any]:
+    """The node's launches and stops after `after_event_id`, oldest first."""
+    rows: list[Any] = await connection.fetch(
+        """
+        SELECT event_id, kind, payload::text AS payload FROM outbox
+        WHERE kind = ANY (ARRAY['instance_launch'::text, 'instance_stop'::text])
+          AND payload ->> 'node_id' = $1 AND event_id > $2
+        ORDER BY event_id
+        """,
+        node_id,
+        after_event_id,
+    )
+    return rows
+
+
+async def instance_of_miner(connection: Any, instance_id: str, user_id: str) -> Any:
+    """An instance on one of the miner's nodes, with its node's host."""
+    return await connection.fetchrow(
+        """
+        SELECT i.instance_id, i.chute_id, i.state, n.host AS node_host FROM instances i
+        JOIN nodes n ON n.node_id = i.node_id
+        WHERE i.instance_id = $1 AND n.user_id = $2
+        """,
+        instance_id,
+        user_id,
+    )
+
+
+async def mark_started(connection: Any, instance_id: str, host: str, port: int) -> None:
+    await connection.execute(
+        "UPDATE instances SET state = 'started', host = $2, port = $3, updated_at = now()"
+        " WHERE instance_id = $1 AND state = 'launching'",
+        instance_id,
+        host,
+        port,
+    )
+
+
+async def mark_ready(connection: Any, instance_id: str, host: str, port: int) -> bool:
+    """The instance passed its probe: it takes traffic. False if it is no longer wanted."""
+    updated = await connection.execute(
+        """
+        UPDATE instances SET state = 'ready', host = $2, port = $3, active = true, verified = true,
+               last_verified_at = now(), updated_at = now()
+        WHERE instance_id = $1 AND state IN ('launching', 'started')
+        """,
+        instance_id,
+        host,
+        port,
+    )
+    return bool(updated != "UPDATE 0")
+
+
+async def forget_instance(connection: Any, instance_id: str) -> None:
+    """A miner reported the instance gone: remove it (and send no stop for it)."""
+    await connection.execute("UPDATE instances SET state = 'gone' WHERE instance_id = $1", instance_id)
+    await connection.execute("DELETE FROM instances WHERE instance_id = $1", instance_id)
+
+
+# ---- demand ------------------------------------------------------------------------------------
+
+
+async def mark_wanted(connection: Any, chute_id: str) -> None:
+    """A warmup or a cold call: the chute should have an instance."""
+    await connection.execute(
+        "INSERT INTO chute_demand (chute_id, wanted_at)"
+        " SELECT chute_id, now() FROM chutes WHERE chute_id = $1"
+        " ON CONFLICT (chute_id) DO UPDATE SET wanted_at = now()",
+        chute_id,
+    )
+
+
+async def mark_invoked(connection: Any, chute_ids: Sequence[str]) -> None:
+    """Calls were answered: the chute is in use (what idle shutdown reads)."""
+    await connection.execute(
+        """
+        INSERT INTO chute_demand (chute_id, last_invoked_at)
+        SELECT c.chute_id, now() FROM chutes c WHERE c.chute_id = ANY($1::text[])
+        ON CONFLICT (chute_id) DO UPDATE SET last_invoked_at = now()
+        """,
+        list(chute_ids),
+    )
+
+
+# ---- what the scheduler reads and writes -------------------------------------------------------
+
+#: Every chute that has demand or instances: what it should run and what it runs.
+_SCALING_VIEW = """
+SELECT c.chute_id, c.version, c.node_selector::text AS node_selector,
+       COALESCE(c.concurrency, 1) AS concurrency, c.max_instances, c.scaling_threshold,
+       c.shutdown_after_seconds, c.disabled,
+       jsonb_array_length(c.cords) > 0 AS has_cords, d.wanted_at, d.last_invoked_at,
+       COALESCE((SELECT json_agg(json_build_object(
+           'instance_id', n.instance_id, 'version', n.version, 'state', n.state, 'node_id', n.node_id,
+           'created_at', n.created_at) ORDER BY n.created_at)
+         FROM instances n WHERE n.chute_id = c.chute_id AND n.node_id IS NOT NULL), '[]')::text AS instances
+FROM chutes c LEFT JOIN chute_demand d ON d.chute_id = c.chute_id
+WHERE d.chute_id IS NOT NULL
+   OR EXISTS (SELECT 1 FROM instances n WHERE n.chute_id = c.chute_id AND n.node_id IS NOT NULL)
+"""
+
+
+async def scaling_view(connection: Any) -> list[Any]:
+    rows: list[Any] = await connection.fetch(_SCALING_VIEW)
+    return rows
+
+
+async def connected_nodes(connection: Any, stale_seconds: float) -> list[Any]:
+    """Nodes whose miner is connected, with the device indexes their instances hold."""
+    rows: list[Any] = await connection.fetch(
+        """
+        SELECT n.node_id, n.gpus::text AS gpus,
+               COALESCE((SELECT json_agg(d) FROM instances i, jsonb_array_elements(i.device_indexes) d
+                         WHERE i.node_id = n.node_id), '[]')::text AS used
+        FROM nodes n WHERE n.connected AND n.last_seen_at > now() - make_interval(secs => $1)
+        ORDER BY n.created_at
+        """,
+        stale_seconds,
+    )
+    return rows
+
+
+async def launch(connection: Any, chute_id: str, version: str, node_id: str, devices: Sequence[int]) -> str:
+    """Place a new instance of the chute's current version on a node, and send the node its work."""
+    instance_id = str(uuid.uuid4())
+    source = await connection.fetchrow(
+        "SELECT code, filename, ref_str FROM chutes WHERE chute_id = $1 AND version = $2", chute_id, version
+    )
+    await connection.execute(
+        """
+        INSERT INTO instances (instance_id, chute_id, version, node_id, device_indexes, miner_hotkey)
+        SELECT $1, $2, $3, n.node_id, $4::jsonb, n.username FROM nodes n WHERE n.node_id = $5
+        """,
+        instance_id,
+        chute_id,
+        version,
+        json.dumps(list(devices)),
+        node_id,
+    )
+    code, filename, ref_str = source["code"], source["filename"], source["ref_str"]
+    await _emit(
+        connection,
+        LAUNCH,
+        {
+            "node_id": node_id,
+            "instance_id": instance_id,
+            "chute_id": chute_id,
+            "version": version,
+            "code": code,
+            "filename": filename,
+            "ref_str": ref_str,
+            "device_indexes": list(devices),
+        },
+    )
+    return instance_id
+
+
+async def stop(connection: Any, instance_id: str, node_id: str) -> None:
+    """Take an instance out of routing at once and tell its node to stop it (after in-flight
+    calls finish)."""
+    await connection.execute(
+        "UPDATE instances SET state = 'stopping', active = false, updated_at = now() WHERE instance_id = $1",
+        instance_id,
+    )
+    await _emit(connection, STOP, {"node_id": node_id, "instance_id": instance_id})
+
+
+async def forget_lost_nodes(connection: Any, grace_seconds: float, stale_seconds: float) -> int:
+    """Remove the instances of nodes whose miner has been gone longer than the grace, or whose
+    stream has not been confirmed for `stale_seconds`."""
+    status: str = await connection.execute(
+        """
+        DELETE FROM instances i USING nodes n
+        WHERE i.node_id = n.node_id
+          AND ((NOT n.connected AND n.last_seen_at < now() - make_interval(secs => $1))
+               OR n.last_seen_at < now() - make_interval(secs => $2))
+        """,
+        grace_seconds,
+        stale_seconds,
+    )
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def rolling_updates(connection: Any) -> list[Any]:
+    rows: list[Any] = await connection.fetch(
+        "SELECT chute_id, old_version, new_version, started_at, permitted::text AS permitted"
+        " FROM rolling_updates"
+    )
+    return rows

@@ -1,0 +1,165 @@
+"""MinerService: how miners register their nodes, receive their work and report their instances.
+
+Work is the registry's outbox (instance_launch / instance_stop events naming the node): a
+WatchWork stream sends what the node has not acknowledged yet, then follows the outbox's NOTIFY,
+so nothing is lost across a restart of either side. An open stream is the node's liveness: when
+it closes the node is marked disconnected, and the scheduler removes its instances after a grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+
+from chutes.gpu import GPUS
+from chutes.registry.v1 import miners_pb2, miners_pb2_grpc
+from services.kit.auth import require_caller
+from services.kit.caller import Caller
+from services.kit.db import Database
+from services.kit.errors import InvalidArgument, NotFound, PermissionDenied
+from services.kit.requests import Context
+from services.kit.roles import Role
+from services.registry import fleet_store
+
+log = logging.getLogger(__name__)
+
+#: Sent on idle work streams, so that proxies (Envoy's stream idle timeout) keep them open.
+KEEP_ALIVE_SECONDS = 5.0
+_EVENTS_CHANNEL = "registry_events"
+
+States = miners_pb2.InstanceState
+
+
+def require_miner() -> Caller:
+    caller = require_caller()
+    if not caller.has_role(Role.MINER):
+        raise PermissionDenied("Only miners may do this (a user with the miner role)")
+    return caller
+
+
+def work_message(row: Any) -> miners_pb2.Work:
+    payload = json.loads(row["payload"])
+    if row["kind"] == fleet_store.LAUNCH:
+        launch = miners_pb2.Launch(
+            instance_id=payload["instance_id"],
+            chute_id=payload["chute_id"],
+            version=payload["version"],
+            code=payload["code"],
+            filename=payload["filename"],
+            ref_str=payload["ref_str"],
+            device_indexes=payload["device_indexes"],
+        )
+        return miners_pb2.Work(event_id=row["event_id"], launch=launch)
+    return miners_pb2.Work(event_id=row["event_id"], stop=miners_pb2.Stop(instance_id=payload["instance_id"]))
+
+
+class MinerServicer(miners_pb2_grpc.MinerServiceServicer):
+    def __init__(self, db: Database, on_change: Callable[[], None]) -> None:
+        self.db = db
+        #: Wakes the scheduler (a node came or went, an instance is ready or gone).
+        self.on_change = on_change
+
+    async def RegisterNode(
+        self, request: miners_pb2.RegisterNodeRequest, context: Context
+    ) -> miners_pb2.Node:
+        caller = require_miner()
+        if not request.name.strip():
+            raise InvalidArgument("A node needs a name")
+        try:
+            ipaddress.ip_address(request.host)
+        except ValueError:
+            raise InvalidArgument(f"A node's host must be an IP address, not {request.host!r}") from None
+        unknown = sorted({g.gpu_identifier for g in request.gpus} - set(GPUS))
+        if unknown:
+            raise InvalidArgument(f"Unknown GPU(s): {', '.join(unknown)}")
+        gpus = [{"gpu_identifier": g.gpu_identifier, "device_index": g.device_index} for g in request.gpus]
+        async with self.db.raw() as connection:
+            row = await fleet_store.register_node(
+                connection,
+                user_id=caller.user_id,
+                username=caller.username,
+                name=request.name,
+                host=request.host,
+                gpus=gpus,
+                simulated=request.simulated,
+            )
+        log.info(
+            "node %s (%s) registered: %s%s",
+            row["name"],
+            row["node_id"],
+            gpus,
+            " (simulated)" * request.simulated,
+        )
+        return miners_pb2.Node(
+            node_id=row["node_id"],
+            name=row["name"],
+            host=row["host"],
+            gpus=request.gpus,
+            simulated=row["simulated"],
+        )
+
+    async def WatchWork(
+        self, request: miners_pb2.WatchWorkRequest, context: Context
+    ) -> AsyncIterator[miners_pb2.Work]:
+        caller = require_miner()
+        async with self.db.raw() as connection:
+            if await fleet_store.node_of_miner(connection, request.node_id, caller.user_id) is None:
+                raise NotFound("No such node of yours")
+        announced = asyncio.Event()
+        listener: asyncpg.Connection = await asyncpg.connect(
+            self.db.url, server_settings={"search_path": self.db.schema}
+        )
+        await listener.add_listener(_EVENTS_CHANNEL, lambda *_: announced.set())
+        cursor = request.after_event_id
+        try:
+            async with self.db.raw() as connection:
+                await fleet_store.set_connected(connection, request.node_id, True)
+            self.on_change()
+            while True:
+                announced.clear()
+                async with self.db.raw() as connection:
+                    rows = await fleet_store.pending_work(connection, request.node_id, cursor)
+                for row in rows:
+                    cursor = row["event_id"]
+                    yield work_message(row)
+                try:
+                    await asyncio.wait_for(announced.wait(), KEEP_ALIVE_SECONDS)
+                except TimeoutError:
+                    yield miners_pb2.Work(event_id=cursor, keep_alive=miners_pb2.KeepAlive())
+                    async with self.db.raw() as connection:  # the node is still here
+                        await fleet_store.set_connected(connection, request.node_id, True)
+        finally:
+            await listener.close()
+            async with self.db.raw() as connection:
+                await fleet_store.set_connected(connection, request.node_id, False)
+            self.on_change()
+
+    async def ReportInstance(
+        self, request: miners_pb2.ReportInstanceRequest, context: Context
+    ) -> miners_pb2.ReportInstanceResponse:
+        caller = require_miner()
+        async with self.db.raw() as connection:
+            instance = await fleet_store.instance_of_miner(connection, request.instance_id, caller.user_id)
+            if instance is None:
+                raise NotFound("No such instance on your nodes")
+            host = request.host or instance["node_host"]
+            wanted = instance["state"] != "stopping"
+            if request.state == States.INSTANCE_STATE_STARTED:
+                await fleet_store.mark_started(connection, request.instance_id, host, request.port)
+            elif request.state == States.INSTANCE_STATE_READY:
+                wanted = await fleet_store.mark_ready(connection, request.instance_id, host, request.port)
+            elif request.state in (States.INSTANCE_STATE_FAILED, States.INSTANCE_STATE_STOPPED):
+                if request.state == States.INSTANCE_STATE_FAILED:
+                    log.warning("instance %s failed: %s", request.instance_id, request.reason[-2000:])
+                await fleet_store.forget_instance(connection, request.instance_id)
+                wanted = False
+            else:
+                raise InvalidArgument("state must be STARTED, READY, FAILED or STOPPED")
+        self.on_change()
+        return miners_pb2.ReportInstanceResponse(wanted=wanted)

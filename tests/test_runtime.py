@@ -1,0 +1,309 @@
+"""Chutes run on `chutes-suite up`'s local miner: from deploy to a hot chute and back to nothing.
+
+A suite of its own (its own database, the local miner on: a simulated inventory of two pro_6000 on
+this GPU-less machine), the echo chute of examples/ deployed over REST. Everything is real: the
+registry decides, the miner launches `chutes run` processes, Envoy routes to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import httpx
+import psutil
+import pytest
+
+from chutes.registry.v1 import miners_pb2, miners_pb2_grpc
+from tests.conftest import RunningSuite, start_suite, suite_env
+from tests.test_identity import Hotkey, User, admin
+from tests.test_registry import SDK_VERSION, deploy_body, key
+
+ROOT = Path(__file__).resolve().parent.parent
+ECHO_CODE = (ROOT / "examples" / "echo_chute.py").read_text()
+ECHO_CORDS = [
+    {"method": "POST", "path": f"/{name}", "public_api_path": f"/{name}", "public_api_method": "POST",
+     "stream": name == "count", "function": name}
+    for name in ("echo", "count")
+]  # fmt: skip
+
+
+async def _create_database(url: str, name: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+def runtime(database_url: str) -> Iterator[RunningSuite]:
+    name = f"runtime_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_create_database(database_url, name))
+    with tempfile.TemporaryDirectory(prefix="chutes-test-runtime-") as tmp:
+        env = suite_env(Path(tmp), database_url.rsplit("/", 1)[0] + "/" + name)
+        env["CHUTES_LOCAL_MINER"] = "true"
+        env["CHUTES_LOCAL_MINER_GPUS"] = "pro_6000:2"
+        running = start_suite(env)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+@pytest.fixture(scope="module")
+def owner(runtime: RunningSuite) -> User:
+    username = "run" + uuid.uuid4().hex[:8]
+    hotkey = Hotkey.new()
+    made = admin(runtime, "create-user", "--username", username, "--hotkey", hotkey.ss58, "--balance", "100")
+    admin(
+        runtime,
+        "add-image",
+        "--username",
+        username,
+        "--name",
+        "base",
+        "--tag",
+        "1.0",
+        "--chutes-version",
+        SDK_VERSION,
+    )
+    return User(str(made["user_id"]), username, str(made["api_key"]), hotkey)
+
+
+def deploy_echo(runtime: RunningSuite, owner: User, name: str, code: str = ECHO_CODE) -> dict[str, Any]:
+    body = deploy_body(
+        name, f"{owner.username}/base:1.0", code=code, filename="echo_chute.py", ref_str="echo_chute:chute",
+        cords=ECHO_CORDS, concurrency=4,
+    )  # fmt: skip
+    response = httpx.post(
+        f"{runtime.gateway}/chutes/?accept_fee=true",
+        json=body,
+        headers={**key(owner), "X-Chutes-Version": SDK_VERSION},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    chute: dict[str, Any] = response.json()
+    return chute
+
+
+def warm(runtime: RunningSuite, owner: User, chute_id: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """The warmup stream's frames, until it ends."""
+    frames = []
+    with httpx.stream(
+        "GET", f"{runtime.gateway}/chutes/warmup/{chute_id}", headers=key(owner), timeout=timeout
+    ) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                frames.append(json.loads(line[5:]))
+    return frames
+
+
+def invoke(runtime: RunningSuite, owner: User, slug: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"{runtime.gateway}{path}", json=body, headers={"Host": f"{slug}.localhost", **key(owner)}, timeout=30
+    )
+
+
+def instance_processes(runtime: RunningSuite) -> list[psutil.Process]:
+    """The `chutes run` processes the local miner started for this suite."""
+    work_dir = str(Path(runtime.env["CHUTES_DATA_DIR"]).resolve() / "miner")
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            cmdline = process.info["cmdline"] or []
+            if "run" in cmdline and (process.info["cwd"] or "").startswith(work_dir):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def wait_for(what: str, check: Any, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not after {timeout}s"
+        time.sleep(0.05)
+
+
+def test_a_deployed_chute_warms_up_answers_rolls_and_goes(runtime: RunningSuite, owner: User) -> None:
+    chute = deploy_echo(runtime, owner, "echo-" + uuid.uuid4().hex[:6])
+    slug, chute_id = chute["slug"], chute["chute_id"]
+
+    started = time.monotonic()
+    frames = warm(runtime, owner, chute_id)
+    warmup_seconds = time.monotonic() - started
+    assert frames[0]["status"] == "cold" and frames[-1] == {
+        "status": "hot",
+        "log": "chute is hot, 1 instances available",
+    }
+    print(f"warmup to hot: {warmup_seconds:.2f} s")
+    got = httpx.get(f"{runtime.gateway}/chutes/{chute_id}", headers=key(owner)).json()
+    assert got["hot"] is True and len(got["instances"]) == 1
+
+    answered = invoke(runtime, owner, slug, "/echo", {"text": "hi"})
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["echo"] == {"text": "hi"} and answered.headers["x-chutes-invocationid"]
+    with httpx.stream(
+        "POST",
+        f"{runtime.gateway}/count",
+        json={"to": 3},
+        headers={"Host": f"{slug}.localhost", **key(owner)},
+    ) as stream:
+        assert stream.status_code == 200
+        assert [line for line in stream.iter_lines() if line.startswith("data:")] == [
+            'data: {"n": 1}',
+            'data: {"n": 2}',
+            'data: {"n": 3}',
+        ]
+
+    # A redeploy rolls over to the new version while calls keep succeeding.
+    failures: list[str] = []
+    versions: set[str] = set()
+    calling = True
+
+    def keep_calling() -> None:
+        while calling:
+            response = invoke(runtime, owner, slug, "/echo", {"text": "roll"})
+            if response.status_code != 200:
+                failures.append(f"{response.status_code} {response.text}")
+            else:
+                versions.add(str(response.json().get("version", "v1")))
+            time.sleep(0.02)
+
+    caller = threading.Thread(target=keep_calling)
+    caller.start()
+    try:
+        v2 = ECHO_CODE.replace('"uptime_seconds":', '"version": "v2", "uptime_seconds":')
+        assert v2 != ECHO_CODE
+        deploy_echo(runtime, owner, chute["name"], code=v2)
+        wait_for("the new version answers", lambda: "v2" in versions, timeout=60)
+        wait_for(
+            "the old instance is gone",
+            lambda: (
+                len(httpx.get(f"{runtime.gateway}/chutes/{chute_id}", headers=key(owner)).json()["instances"])
+                == 1
+            ),
+        )
+    finally:
+        calling = False
+        caller.join()
+    assert failures == []
+    assert wait_for("one instance process", lambda: len(instance_processes(runtime)) == 1)
+
+    # An instance that dies leaves routing and, the chute still wanted, is replaced.
+    [process] = instance_processes(runtime)
+    process.send_signal(signal.SIGKILL)
+    wait_for(
+        "a replacement instance", lambda: [p for p in instance_processes(runtime) if p.pid != process.pid]
+    )
+    wait_for(
+        "calls succeed again",
+        lambda: invoke(runtime, owner, slug, "/echo", {"text": "again"}).status_code == 200,
+    )
+
+    # Deleting the chute stops its instances: no process is left and the host is unknown.
+    assert httpx.delete(f"{runtime.gateway}/chutes/{chute_id}", headers=key(owner)).status_code == 200
+    wait_for("no instance process", lambda: not instance_processes(runtime))
+    gone = wait_for(
+        "the host is unknown",
+        lambda: (r := invoke(runtime, owner, slug, "/echo", {"text": "gone"})).status_code == 404 and r,
+    )
+    assert gone.json() == {"detail": "No matching chute found!"}
+
+
+def test_chutes_warmup_shows_the_chute_going_hot(runtime: RunningSuite, owner: User, tmp_path: Path) -> None:
+    chute = deploy_echo(runtime, owner, "cli-" + uuid.uuid4().hex[:6])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
+    env.update(
+        HOME=str(tmp_path),
+        CHUTES_CONFIG_PATH=str(tmp_path / "config.ini"),
+        CHUTES_API_URL=runtime.gateway,
+        CHUTES_API_KEY=owner.api_key,
+    )
+    (tmp_path / "config.ini").write_text(
+        "[api]\n[auth]\nuser_id =\nusername =\nhotkey_seed =\nhotkey_name =\nhotkey_ss58address =\n"
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "chutes"), "warmup", chute["name"]],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert (
+        lines[0].startswith("cold: waiting for instances")
+        and lines[-1] == "hot: chute is hot, 1 instances available"
+    )
+    assert (
+        httpx.delete(f"{runtime.gateway}/chutes/{chute['chute_id']}", headers=key(owner)).status_code == 200
+    )
+
+
+def test_a_cold_call_answers_503_and_starts_an_instance(runtime: RunningSuite, owner: User) -> None:
+    chute = deploy_echo(runtime, owner, "cold-" + uuid.uuid4().hex[:6])
+    cold = invoke(runtime, owner, chute["slug"], "/echo", {"text": "hi"})
+    assert cold.status_code == 503
+    assert cold.json() == {"detail": f"No instances available (yet) for chute_id={chute['chute_id']}"}
+    wait_for(
+        "the chute becomes hot",
+        lambda: invoke(runtime, owner, chute["slug"], "/echo", {"text": "warm"}).status_code == 200,
+        60,
+    )
+    assert (
+        httpx.delete(f"{runtime.gateway}/chutes/{chute['chute_id']}", headers=key(owner)).status_code == 200
+    )
+
+
+def test_quick_warmup_is_one_json_snapshot(runtime: RunningSuite, owner: User) -> None:
+    chute = deploy_echo(runtime, owner, "quick-" + uuid.uuid4().hex[:6])
+    quick = httpx.get(f"{runtime.gateway}/chutes/warmup/{chute['chute_id']}?quick=true", headers=key(owner))
+    assert quick.status_code == 200 and quick.headers["content-type"].startswith("application/json")
+    assert quick.json()["status"] in ("cold", "hot") and "instance_count" in quick.json()
+    assert (
+        httpx.delete(f"{runtime.gateway}/chutes/{chute['chute_id']}", headers=key(owner)).status_code == 200
+    )
+
+
+def test_only_miners_may_register_nodes(runtime: RunningSuite, owner: User) -> None:
+    target = runtime.gateway.removeprefix("http://")
+    with grpc.insecure_channel(target) as channel:
+        stub = miners_pb2_grpc.MinerServiceStub(channel)
+        request = miners_pb2.RegisterNodeRequest(name="sneaky", host="127.0.0.1")
+        with pytest.raises(grpc.RpcError) as user_key:
+            stub.RegisterNode(request, metadata=(("authorization", owner.api_key),), timeout=10)
+        assert user_key.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as anonymous:
+            stub.RegisterNode(request, timeout=10)
+        assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_local_miner_says_its_gpus_are_simulated(runtime: RunningSuite) -> None:
+    async def nodes() -> list[Any]:
+        url = runtime.env["CHUTES_DATABASE_URL"]
+        connection = await asyncpg.connect(url)
+        try:
+            return await connection.fetch("SELECT simulated, gpus::text AS gpus FROM registry.nodes")
+        finally:
+            await connection.close()
+
+    [node] = wait_for("the local node", lambda: asyncio.run(nodes()))
+    assert node["simulated"] is True
+    assert [g["gpu_identifier"] for g in json.loads(node["gpus"])] == ["pro_6000", "pro_6000"]
