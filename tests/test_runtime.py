@@ -29,6 +29,7 @@ import pytest
 
 from chutes.registry.v1 import miners_pb2, miners_pb2_grpc
 from tests.conftest import RunningSuite, start_suite, suite_env
+from tests.test_chute_run import start_chute
 from tests.test_identity import Hotkey, User, admin
 from tests.test_registry import SDK_VERSION, deploy_body, key
 
@@ -84,10 +85,12 @@ def owner(runtime: RunningSuite) -> User:
     return User(str(made["user_id"]), username, str(made["api_key"]), hotkey)
 
 
-def deploy_echo(runtime: RunningSuite, owner: User, name: str, code: str = ECHO_CODE) -> dict[str, Any]:
+def deploy_echo(
+    runtime: RunningSuite, owner: User, name: str, code: str = ECHO_CODE, **changes: Any
+) -> dict[str, Any]:
     body = deploy_body(
         name, f"{owner.username}/base:1.0", code=code, filename="echo_chute.py", ref_str="echo_chute:chute",
-        cords=ECHO_CORDS, concurrency=4,
+        cords=ECHO_CORDS, concurrency=4, **changes,
     )  # fmt: skip
     response = httpx.post(
         f"{runtime.gateway}/chutes/?accept_fee=true",
@@ -307,3 +310,71 @@ def test_the_local_miner_says_its_gpus_are_simulated(runtime: RunningSuite) -> N
     [node] = wait_for("the local node", lambda: asyncio.run(nodes()))
     assert node["simulated"] is True
     assert [g["gpu_identifier"] for g in json.loads(node["gpus"])] == ["pro_6000", "pro_6000"]
+
+
+def test_a_lost_miner_loses_its_instances_within_10_seconds(
+    runtime: RunningSuite, owner: User, tmp_path: Path
+) -> None:
+    """A second node, played by this test over the real MinerService (a test double of a miner:
+    it runs the instance itself), is the only one with h100s; when its work stream ends (the
+    miner died), its instance is out of routing within 10 s."""
+    made = admin(runtime, "create-user", "--username", "m" + uuid.uuid4().hex[:8], "--role", "miner")
+    metadata = (("authorization", str(made["api_key"])),)
+    chute = deploy_echo(
+        runtime, owner, "h100-" + uuid.uuid4().hex[:6],
+        node_selector={"gpu_count": 1, "include": ["h100"], "exclude": None, "min_vram_gb_per_gpu": 16,
+                       "max_hourly_price_per_gpu": None},
+    )  # fmt: skip
+    instance_env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
+    process = start_chute("examples/echo_chute:chute", instance_env, tmp_path)
+    port = int(process.url.rsplit(":", 1)[1])
+    channel = grpc.insecure_channel(runtime.gateway.removeprefix("http://"))
+    try:
+        stub = miners_pb2_grpc.MinerServiceStub(channel)
+        node = stub.RegisterNode(
+            miners_pb2.RegisterNodeRequest(
+                name="h100-box",
+                host="127.0.0.1",
+                gpus=[miners_pb2.Gpu(gpu_identifier="h100", device_index=0)],
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
+        work = stub.WatchWork(miners_pb2.WatchWorkRequest(node_id=node.node_id), metadata=metadata)
+        assert (
+            httpx.get(
+                f"{runtime.gateway}/chutes/warmup/{chute['chute_id']}?quick=true", headers=key(owner)
+            ).json()["status"]
+            == "cold"
+        )
+        launch = next(w for w in work if w.HasField("launch")).launch
+        assert (launch.chute_id, launch.filename, launch.ref_str) == (
+            chute["chute_id"],
+            "echo_chute.py",
+            "echo_chute:chute",
+        )
+        for state in (miners_pb2.INSTANCE_STATE_STARTED, miners_pb2.INSTANCE_STATE_READY):
+            reported = stub.ReportInstance(
+                miners_pb2.ReportInstanceRequest(instance_id=launch.instance_id, state=state, port=port),
+                metadata=metadata,
+                timeout=10,
+            )
+            assert reported.wanted
+        wait_for(
+            "the h100 node's instance answers",
+            lambda: invoke(runtime, owner, chute["slug"], "/echo", {"text": "h100"}).status_code == 200,
+        )
+        work.cancel()  # the miner is gone
+        lost = time.monotonic()
+        wait_for(
+            "the instance leaves routing",
+            lambda: invoke(runtime, owner, chute["slug"], "/echo", {"text": "h100"}).status_code == 503,
+            timeout=15,
+        )
+        assert time.monotonic() - lost <= 10
+    finally:
+        channel.close()
+        process.stop()
+    assert (
+        httpx.delete(f"{runtime.gateway}/chutes/{chute['chute_id']}", headers=key(owner)).status_code == 200
+    )
