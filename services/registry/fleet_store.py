@@ -166,8 +166,8 @@ SELECT c.chute_id, c.version, c.node_selector::text AS node_selector,
            'created_at', n.created_at) ORDER BY n.created_at)
          FROM instances n WHERE n.chute_id = c.chute_id AND n.node_id IS NOT NULL), '[]')::text AS instances
 FROM chutes c LEFT JOIN chute_demand d ON d.chute_id = c.chute_id
-WHERE d.chute_id IS NOT NULL
-   OR EXISTS (SELECT 1 FROM instances n WHERE n.chute_id = c.chute_id AND n.node_id IS NOT NULL)
+WHERE c.chute_id IN (SELECT chute_id FROM chute_demand
+                     UNION SELECT chute_id FROM instances WHERE node_id IS NOT NULL)
 """
 
 
