@@ -219,6 +219,7 @@ class Launch(_message.Message):
     FILENAME_FIELD_NUMBER: _builtins.int
     REF_STR_FIELD_NUMBER: _builtins.int
     DEVICE_INDEXES_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     chute_id: _builtins.str
     version: _builtins.str
@@ -233,6 +234,14 @@ class Launch(_message.Message):
     def device_indexes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """The GPUs (device indexes) reserved for the instance."""
 
+    @_builtins.property
+    def job(self) -> Global___JobLaunch:
+        """Set when the instance runs a job instead of serving cords: it runs the chute's job method
+        `job.method` once (`chutes run ... --job-method --job-data --job-status-url --job-id`),
+        reports to the job's status URL itself, and exits (0: the job completed). The miner reports
+        STARTED when it runs, then STOPPED on exit 0 or FAILED otherwise; there is no port to probe.
+        """
+
     def __init__(
         self,
         *,
@@ -243,14 +252,53 @@ class Launch(_message.Message):
         filename: _builtins.str = ...,
         ref_str: _builtins.str = ...,
         device_indexes: _abc.Iterable[_builtins.int] | None = ...,
+        job: Global___JobLaunch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chute_id", b"chute_id", "code", b"code", "device_indexes", b"device_indexes", "filename", b"filename", "instance_id", b"instance_id", "ref_str", b"ref_str", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chute_id", b"chute_id", "code", b"code", "device_indexes", b"device_indexes", "filename", b"filename", "instance_id", b"instance_id", "job", b"job", "ref_str", b"ref_str", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Launch: _TypeAlias = Launch  # noqa: Y015
+
+@_typing.final
+class JobLaunch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    DATA_JSON_FIELD_NUMBER: _builtins.int
+    STATUS_URL_FIELD_NUMBER: _builtins.int
+    DISK_GB_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job's UUID."""
+    method: _builtins.str
+    """The chute's job method to run."""
+    data_json: _builtins.str
+    """The job's arguments, a JSON object (its keys become the method's keyword arguments)."""
+    status_url: _builtins.str
+    """Where the instance reports (finish, uploads, completion): the gateway's
+    `/jobs/{job_id}?token={job JWT}`.
+    """
+    disk_gb: _builtins.int
+    """Disk the job may use, GB."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        method: _builtins.str = ...,
+        data_json: _builtins.str = ...,
+        status_url: _builtins.str = ...,
+        disk_gb: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "disk_gb", b"disk_gb", "job_id", b"job_id", "method", b"method", "status_url", b"status_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobLaunch: _TypeAlias = JobLaunch  # noqa: Y015
 
 @_typing.final
 class Stop(_message.Message):
