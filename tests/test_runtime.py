@@ -27,9 +27,9 @@ import httpx
 import psutil
 import pytest
 
-from chutes.registry.v1 import miners_pb2, miners_pb2_grpc
+from chutes.registry.v1 import internal_pb2, internal_pb2_grpc, miners_pb2, miners_pb2_grpc
 from tests.conftest import RunningSuite, start_suite, suite_env
-from tests.test_chute_run import start_chute
+from tests.test_chute_run import Recorded, start_chute, start_http_server
 from tests.test_identity import Hotkey, User, admin
 from tests.test_registry import SDK_VERSION, deploy_body, key
 
@@ -88,10 +88,11 @@ def owner(runtime: RunningSuite) -> User:
 def deploy_echo(
     runtime: RunningSuite, owner: User, name: str, code: str = ECHO_CODE, **changes: Any
 ) -> dict[str, Any]:
-    body = deploy_body(
-        name, f"{owner.username}/base:1.0", code=code, filename="echo_chute.py", ref_str="echo_chute:chute",
-        cords=ECHO_CORDS, concurrency=4, **changes,
-    )  # fmt: skip
+    fields: dict[str, Any] = {
+        "code": code, "filename": "echo_chute.py", "ref_str": "echo_chute:chute", "cords": ECHO_CORDS,
+        "concurrency": 4,
+    } | changes  # fmt: skip
+    body = deploy_body(name, f"{owner.username}/base:1.0", **fields)
     response = httpx.post(
         f"{runtime.gateway}/chutes/?accept_fee=true",
         json=body,
@@ -375,6 +376,108 @@ def test_a_lost_miner_loses_its_instances_within_10_seconds(
     finally:
         channel.close()
         process.stop()
+    assert (
+        httpx.delete(f"{runtime.gateway}/chutes/{chute['chute_id']}", headers=key(owner)).status_code == 200
+    )
+
+
+JOB_CODE = """
+import asyncio
+from pathlib import Path
+from chutes.chute import Chute, NodeSelector
+
+chute = Chute(
+    username="runner", name="job-chute", image="runner/base:1.0", node_selector=NodeSelector(gpu_count=1)
+)
+
+
+@chute.job(timeout=120)
+async def train(self, output_dir: str, epochs: int = 1, sleep: float = 0) -> dict:
+    await asyncio.sleep(sleep)
+    (Path(output_dir) / "weights.bin").write_bytes(bytes(range(256)) * epochs)
+    return {"epochs": epochs}
+"""
+
+
+def job_api(request: Recorded, base: str) -> tuple[int, str, bytes]:
+    """The job API as an instance sees it, recorded (the jobs service's side: tests/test_jobs.py)."""
+    job_path = request.path.split("?", 1)[0]
+    if request.method == "POST":
+        names = json.loads(request.body)["output_filenames"]
+        urls = {name: f"{base}{job_path}/upload?token=file-{i}" for i, name in enumerate(names)}
+        return 200, "application/json", json.dumps({"output_storage_urls": urls}).encode()
+    return 200, "application/json", b"{}"
+
+
+def test_jobs_run_once_on_a_node_and_can_be_cancelled(runtime: RunningSuite, owner: User) -> None:
+    chute = deploy_echo(
+        runtime, owner, "jobs-" + uuid.uuid4().hex[:6], code=JOB_CODE, filename="job_chute.py",
+        ref_str="job_chute:chute", cords=[],
+        jobs=[{"name": "train", "upload": True, "timeout": 120, "ports": [], "disk_gb": 10}],
+    )  # fmt: skip
+    recorder, server = start_http_server(job_api)
+    channel = grpc.insecure_channel(runtime.address_of("registry"))
+    try:
+        stub = internal_pb2_grpc.RegistryInternalServiceStub(channel)
+
+        def placement(job_id: str) -> Any:
+            [found] = stub.GetJobPlacements(
+                internal_pb2.GetJobPlacementsRequest(job_ids=[job_id]), timeout=10
+            ).placements
+            return found
+
+        def schedule(data: dict[str, Any]) -> str:
+            job_id = str(uuid.uuid4())
+            placed = stub.ScheduleJob(
+                internal_pb2.ScheduleJobRequest(
+                    job_id=job_id, chute_id=chute["chute_id"], method="train", data_json=json.dumps(data),
+                    status_url=f"{recorder.url}/jobs/{job_id}?token=t",
+                ),
+                timeout=10,
+            )  # fmt: skip
+            assert placed.state in (
+                internal_pb2.JOB_PLACEMENT_STATE_PENDING,
+                internal_pb2.JOB_PLACEMENT_STATE_PLACED,
+            )
+            return job_id
+
+        done = schedule({"epochs": 2})
+        ended = wait_for(
+            "the job ends",
+            lambda: (p := placement(done)).state == internal_pb2.JOB_PLACEMENT_STATE_ENDED and p,
+            timeout=60,
+        )
+        assert ended.succeeded and ended.reason == ""
+        paths = [(r.method, r.path.split("?")[0]) for r in recorder.requests if done in r.path]
+        assert paths == [("POST", f"/jobs/{done}"), ("PUT", f"/jobs/{done}/upload"), ("PUT", f"/jobs/{done}")]
+        assert json.loads(recorder.requests[0].body)["result"] == {"epochs": 2}
+
+        long = schedule({"sleep": 60})
+        wait_for(
+            "the long job runs", lambda: placement(long).state == internal_pb2.JOB_PLACEMENT_STATE_RUNNING
+        )
+        cancelled_at = time.monotonic()
+        stub.CancelJob(internal_pb2.CancelJobRequest(job_id=long, reason="user initiated"), timeout=10)
+        ended = wait_for(
+            "the cancelled job ends",
+            lambda: (p := placement(long)).state == internal_pb2.JOB_PLACEMENT_STATE_ENDED and p,
+        )
+        assert time.monotonic() - cancelled_at < 5
+        assert not ended.succeeded and ended.reason == "user initiated"
+        assert wait_for("no job process", lambda: not instance_processes(runtime))
+
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.ScheduleJob(
+                internal_pb2.ScheduleJobRequest(
+                    job_id=str(uuid.uuid4()), chute_id=chute["chute_id"], method="nope"
+                ),
+                timeout=10,
+            )
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        channel.close()
+        server.shutdown()
+        server.server_close()
     assert (
         httpx.delete(f"{runtime.gateway}/chutes/{chute['chute_id']}", headers=key(owner)).status_code == 200
     )

@@ -88,7 +88,7 @@ async def instance_of_miner(connection: Any, instance_id: str, user_id: str) -> 
     """An instance on one of the miner's nodes, with its node's host."""
     return await connection.fetchrow(
         """
-        SELECT i.instance_id, i.chute_id, i.state, n.host AS node_host FROM instances i
+        SELECT i.instance_id, i.chute_id, i.state, i.job_id, n.host AS node_host FROM instances i
         JOIN nodes n ON n.node_id = i.node_id
         WHERE i.instance_id = $1 AND n.user_id = $2
         """,
@@ -164,10 +164,11 @@ SELECT c.chute_id, c.version, c.node_selector::text AS node_selector,
        COALESCE((SELECT json_agg(json_build_object(
            'instance_id', n.instance_id, 'version', n.version, 'state', n.state, 'node_id', n.node_id,
            'created_at', n.created_at) ORDER BY n.created_at)
-         FROM instances n WHERE n.chute_id = c.chute_id AND n.node_id IS NOT NULL), '[]')::text AS instances
+         FROM instances n WHERE n.chute_id = c.chute_id AND n.node_id IS NOT NULL AND n.job_id IS NULL),
+         '[]')::text AS instances
 FROM chutes c LEFT JOIN chute_demand d ON d.chute_id = c.chute_id
 WHERE c.chute_id IN (SELECT chute_id FROM chute_demand
-                     UNION SELECT chute_id FROM instances WHERE node_id IS NOT NULL)
+                     UNION SELECT chute_id FROM instances WHERE node_id IS NOT NULL AND job_id IS NULL)
 """
 
 
@@ -258,3 +259,135 @@ async def rolling_updates(connection: Any) -> list[Any]:
         " FROM rolling_updates"
     )
     return rows
+
+
+# ---- jobs ----------------------------------------------------------------------------------------
+
+
+async def schedule_job(
+    connection: Any, job_id: str, chute_id: str, method: str, data_json: str, status_url: str, disk_gb: int
+) -> Any:
+    """Record a job to run (idempotent by job_id); None when the chute has no such job method."""
+    await connection.execute(
+        """
+        INSERT INTO job_launches (job_id, chute_id, method, data, status_url, disk_gb)
+        SELECT $1, c.chute_id, $3, $4::jsonb, $5, $6 FROM chutes c
+        WHERE c.chute_id = $2 AND c.jobs @> jsonb_build_array(jsonb_build_object('name', $3::text))
+        ON CONFLICT (job_id) DO NOTHING
+        """,
+        job_id,
+        chute_id,
+        method,
+        data_json or "{}",
+        status_url,
+        disk_gb,
+    )
+    return await job_launch(connection, job_id)
+
+
+async def job_launch(connection: Any, job_id: str) -> Any:
+    return await connection.fetchrow("SELECT * FROM job_launches WHERE job_id = $1", job_id)
+
+
+async def job_launches_of(connection: Any, job_ids: Sequence[str]) -> list[Any]:
+    rows: list[Any] = await connection.fetch(
+        "SELECT * FROM job_launches WHERE job_id = ANY($1::text[])", list(job_ids)
+    )
+    return rows
+
+
+async def pending_jobs(connection: Any) -> list[Any]:
+    """Jobs waiting for a node, oldest first, with what placing them needs."""
+    rows: list[Any] = await connection.fetch(
+        """
+        SELECT j.job_id, j.chute_id, c.version, c.node_selector::text AS node_selector
+        FROM job_launches j JOIN chutes c ON c.chute_id = j.chute_id
+        WHERE j.state = 'pending' ORDER BY j.created_at
+        """
+    )
+    return rows
+
+
+async def launch_job(connection: Any, job_id: str, node_id: str, devices: Sequence[int]) -> str:
+    """Place a job's instance on a node (the launch carries the job) and mark the job placed."""
+    job = await job_launch(connection, job_id)
+    source = await connection.fetchrow(
+        "SELECT version, code, filename, ref_str FROM chutes WHERE chute_id = $1", job["chute_id"]
+    )
+    instance_id = str(uuid.uuid4())
+    await connection.execute(
+        """
+        INSERT INTO instances (instance_id, chute_id, version, node_id, device_indexes, miner_hotkey, job_id)
+        SELECT $1, $2, $3, n.node_id, $4::jsonb, n.username, $6 FROM nodes n WHERE n.node_id = $5
+        """,
+        instance_id,
+        job["chute_id"],
+        source["version"],
+        json.dumps(list(devices)),
+        node_id,
+        job_id,
+    )
+    await connection.execute(
+        "UPDATE job_launches SET state = 'placed', instance_id = $2 WHERE job_id = $1", job_id, instance_id
+    )
+    await _emit(
+        connection,
+        LAUNCH,
+        {
+            "node_id": node_id,
+            "instance_id": instance_id,
+            "chute_id": job["chute_id"],
+            "version": source["version"],
+            "code": source["code"],
+            "filename": source["filename"],
+            "ref_str": source["ref_str"],
+            "device_indexes": list(devices),
+            "job": {
+                "job_id": job_id,
+                "method": job["method"],
+                # A JSON text (the pool's connections decode jsonb; this one is sent on as it came).
+                "data_json": job["data"] if isinstance(job["data"], str) else json.dumps(job["data"]),
+                "status_url": job["status_url"],
+                "disk_gb": job["disk_gb"],
+            },
+        },
+    )
+    return instance_id
+
+
+async def job_started(connection: Any, job_id: str) -> None:
+    await connection.execute(
+        "UPDATE job_launches SET state = 'running' WHERE job_id = $1 AND state = 'placed'", job_id
+    )
+
+
+async def job_instance_ended(connection: Any, job_id: str, succeeded: bool, reason: str) -> None:
+    """Record how a job's instance ended, before its row goes (which ends the launch)."""
+    await connection.execute(
+        "UPDATE job_launches SET succeeded = $2, reason = CASE WHEN reason = '' THEN $3 ELSE reason END"
+        " WHERE job_id = $1 AND state <> 'ended'",
+        job_id,
+        succeeded,
+        reason,
+    )
+
+
+async def cancel_job(connection: Any, job_id: str, reason: str) -> Any:
+    """Stop a job's instance (or drop it while pending), keeping why."""
+    job = await job_launch(connection, job_id)
+    if job is None or job["state"] == "ended":
+        return job
+    await connection.execute(
+        "UPDATE job_launches SET reason = $2 WHERE job_id = $1 AND reason = ''", job_id, reason or "cancelled"
+    )
+    if job["state"] == "pending":
+        await connection.execute(
+            "UPDATE job_launches SET state = 'ended', ended_at = now() WHERE job_id = $1", job_id
+        )
+    else:
+        instance = await connection.fetchrow(
+            "SELECT instance_id, node_id, state FROM instances WHERE job_id = $1", job_id
+        )
+        if instance is not None and instance["state"] != "stopping":
+            await stop(connection, instance["instance_id"], instance["node_id"])
+    return await job_launch(connection, job_id)

@@ -46,6 +46,7 @@ def require_miner() -> Caller:
 def work_message(row: Any) -> miners_pb2.Work:
     payload = json.loads(row["payload"])
     if row["kind"] == fleet_store.LAUNCH:
+        job = payload.get("job")
         launch = miners_pb2.Launch(
             instance_id=payload["instance_id"],
             chute_id=payload["chute_id"],
@@ -54,6 +55,15 @@ def work_message(row: Any) -> miners_pb2.Work:
             filename=payload["filename"],
             ref_str=payload["ref_str"],
             device_indexes=payload["device_indexes"],
+            job=miners_pb2.JobLaunch(
+                job_id=job["job_id"],
+                method=job["method"],
+                data_json=job["data_json"],
+                status_url=job["status_url"],
+                disk_gb=job["disk_gb"],
+            )
+            if job
+            else None,
         )
         return miners_pb2.Work(event_id=row["event_id"], launch=launch)
     return miners_pb2.Work(event_id=row["event_id"], stop=miners_pb2.Stop(instance_id=payload["instance_id"]))
@@ -150,13 +160,22 @@ class MinerServicer(miners_pb2_grpc.MinerServiceServicer):
                 raise NotFound("No such instance on your nodes")
             host = request.host or instance["node_host"]
             wanted = instance["state"] != "stopping"
+            job_id = instance["job_id"]
             if request.state == States.INSTANCE_STATE_STARTED:
                 await fleet_store.mark_started(connection, request.instance_id, host, request.port)
+                if job_id:
+                    await fleet_store.job_started(connection, job_id)
             elif request.state == States.INSTANCE_STATE_READY:
                 wanted = await fleet_store.mark_ready(connection, request.instance_id, host, request.port)
             elif request.state in (States.INSTANCE_STATE_FAILED, States.INSTANCE_STATE_STOPPED):
-                if request.state == States.INSTANCE_STATE_FAILED:
+                failed = request.state == States.INSTANCE_STATE_FAILED
+                if failed:
                     log.warning("instance %s failed: %s", request.instance_id, request.reason[-2000:])
+                if job_id:
+                    # Exit 0 of a job instance that was not stopped: the job ran to its end.
+                    succeeded = not failed and instance["state"] != "stopping"
+                    reason = f"the job's instance failed: {request.reason[-1000:]}" if failed else ""
+                    await fleet_store.job_instance_ended(connection, job_id, succeeded, reason)
                 await fleet_store.forget_instance(connection, request.instance_id)
                 wanted = False
             else:

@@ -189,6 +189,8 @@ class Instance(RegistryTable, table=True):
     device_indexes: Any = _json(nullable=False, server_default="[]")
     #: launching -> started -> ready; stopping once the registry no longer wants it.
     state: str = _text(default="launching")
+    #: Set when the instance runs a job (jobs service) instead of serving cords.
+    job_id: str | None = Field(default=None, sa_type=TEXT, unique=True)
     last_verified_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
     created_at: datetime | None = CREATED()
     updated_at: datetime | None = UPDATED()
@@ -217,6 +219,31 @@ class Node(RegistryTable, table=True):
     connected: bool = _flag()
     last_seen_at: datetime | None = CREATED()
     created_at: datetime | None = CREATED()
+
+
+class JobLaunch(RegistryTable, table=True):
+    """A job the jobs service asked to run (RegistryInternalService.ScheduleJob): pending until the
+    scheduler places its instance on a node, ended when that instance is gone."""
+
+    __tablename__ = "job_launches"
+    __table_args__ = (
+        sa.Index("job_launches_pending", "created_at", postgresql_where=sa.text("state = 'pending'")),
+    )
+
+    job_id: str = Field(primary_key=True, sa_type=TEXT)
+    chute_id: str = _text(foreign_key="chutes.chute_id", ondelete="CASCADE")
+    method: str = _text()
+    data: Any = _json(nullable=False, server_default="{}")
+    status_url: str = _text()
+    disk_gb: int = Field(default=10, sa_column_kwargs={"server_default": "10"})
+    #: pending -> placed -> running -> ended
+    state: str = _text(default="pending")
+    instance_id: str | None = Field(default=None, sa_type=TEXT)
+    #: Why it ended (empty when its instance exited 0).
+    reason: str = _text(default="")
+    succeeded: bool = _flag()
+    created_at: datetime | None = CREATED()
+    ended_at: datetime | None = Field(default=None, sa_type=TIMESTAMP)
 
 
 class ChuteDemand(RegistryTable, table=True):
@@ -274,4 +301,5 @@ instances = table_of(Instance)
 rolling_updates = table_of(RollingUpdate)
 nodes = table_of(Node)
 chute_demand = table_of(ChuteDemand)
+job_launches = table_of(JobLaunch)
 outbox = table_of(OutboxEvent)

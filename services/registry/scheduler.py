@@ -58,9 +58,17 @@ class Stop:
     node_id: str
 
 
+@dataclass(frozen=True)
+class JobLaunch:
+    job_id: str
+    node_id: str
+    devices: tuple[int, ...]
+
+
 @dataclass
 class Plan:
     launches: list[Launch] = field(default_factory=list)
+    job_launches: list[JobLaunch] = field(default_factory=list)
     stops: list[Stop] = field(default_factory=list)
     #: Chutes that want an instance that no node can take (why they stay cold).
     unplaceable: list[str] = field(default_factory=list)
@@ -118,9 +126,17 @@ def plan(
     node_rows: Sequence[Mapping[str, Any]],
     utilization: Callable[[str], float],
     now: datetime,
+    jobs: Sequence[Mapping[str, Any]] = (),
 ) -> Plan:
     decided = Plan()
     nodes = nodes_of(node_rows)
+    # Jobs first: each is a user's explicit request, and waits (pending) until a node is free.
+    for job in jobs:
+        selector = NodeSelector(**json.loads(job["node_selector"]))
+        placed = _place(nodes, selector)
+        if placed is not None:
+            node, devices = placed
+            decided.job_launches.append(JobLaunch(job["job_id"], node.node_id, devices))
     for chute in chutes:
         instances = [i for i in json.loads(chute["instances"]) if i["state"] != "stopping"]
         current = [i for i in instances if i["version"] == chute["version"]]
@@ -137,23 +153,24 @@ def plan(
         if missing <= 0:
             continue
         selector = NodeSelector(**json.loads(chute["node_selector"]))
-        supported = selector.supported_gpus
         for _ in range(missing):
-            candidates = sorted(nodes, key=lambda n: -n.capacity(supported))
-            placed = next(
-                (
-                    (node, devices)
-                    for node in candidates
-                    if (devices := node.take(supported, selector.gpu_count)) is not None
-                ),
-                None,
-            )
+            placed = _place(nodes, selector)
             if placed is None:
                 decided.unplaceable.append(chute["chute_id"])
                 break
             node, devices = placed
             decided.launches.append(Launch(chute["chute_id"], chute["version"], node.node_id, devices))
     return decided
+
+
+def _place(nodes: Sequence[_Node], selector: NodeSelector) -> tuple[_Node, tuple[int, ...]] | None:
+    """The node with the most free GPUs the selector accepts, and the GPUs taken there."""
+    supported = selector.supported_gpus
+    for node in sorted(nodes, key=lambda n: -n.capacity(supported)):
+        devices = node.take(supported, selector.gpu_count)
+        if devices is not None:
+            return node, devices
+    return None
 
 
 class Scheduler:
@@ -203,7 +220,13 @@ class Scheduler:
                 await fleet_store.connected_nodes(connection, STALE_NODE_SECONDS),
                 self.utilization,
                 now,
+                await fleet_store.pending_jobs(connection),
             )
+            for job in decided.job_launches:
+                instance_id = await fleet_store.launch_job(connection, job.job_id, job.node_id, job.devices)
+                log.info(
+                    "scheduler: job %s runs on instance %s on node %s", job.job_id, instance_id, job.node_id
+                )
             for stop in decided.stops:
                 await fleet_store.stop(connection, stop.instance_id, stop.node_id)
             for launch in decided.launches:

@@ -20,7 +20,14 @@ import sqlalchemy as sa
 from envoy.service.accesslog.v3 import als_pb2_grpc
 from google.api import httpbody_pb2
 
-from chutes.registry.v1 import miners_pb2, miners_pb2_grpc, registry_pb2, registry_pb2_grpc
+from chutes.registry.v1 import (
+    internal_pb2,
+    internal_pb2_grpc,
+    miners_pb2,
+    miners_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 from services.kit.auth import optional_caller, require_caller
 from services.kit.caller import Caller
 from services.kit.channels import channel_at
@@ -41,6 +48,7 @@ from services.kit.settings import Settings
 from services.registry import ads, deploy, fleet_store, invocations, store, views, xds
 from services.registry.activity import Activity
 from services.registry.deploy.request import SCALING_RANGES
+from services.registry.job_placements import JobPlacementServicer
 from services.registry.miners import MinerServicer
 from services.registry.routing import RouteFollower
 from services.registry.scheduler import Scheduler
@@ -67,6 +75,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.activity = Activity(self.db, self._capacity, on_wanted=lambda: self.scheduler.wake())
         self.scheduler = Scheduler(self.db, self.activity.utilization)
         self.miners = MinerServicer(self.db, on_change=self.scheduler.wake)
+        self.job_placements = JobPlacementServicer(self.db, on_change=self.scheduler.wake)
 
     def _capacity(self, chute_id: str) -> int:
         """How many calls the chute's routable instances hold at once."""
@@ -412,6 +421,10 @@ SPEC = ServiceSpec(
         GrpcService.of(registry_pb2, registry_pb2_grpc, "RegistryService"),
         # Envoy's discovery service: internal (the gateway routes only chutes.* packages).
         GrpcService.of(miners_pb2, miners_pb2_grpc, "MinerService").serving(lambda s: s.miners),
+        # For the suite's services only (the gateway never routes *InternalService).
+        GrpcService.of(internal_pb2, internal_pb2_grpc, "RegistryInternalService").serving(
+            lambda s: s.job_placements
+        ),
         # Envoy's discovery and access-log services: internal (the gateway routes only chutes.*).
         GrpcService(xds.ADS_SERVICE, lambda servicer, server: ads.add_to_server(servicer.ads, server)),
         GrpcService(

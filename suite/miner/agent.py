@@ -351,6 +351,8 @@ class Miner:
                 log.info("instance %s: stopping (%s)", instance.instance_id, instance.stop_reason)
                 returncode = await instances.terminate(instance, self.settings.stop_timeout)
                 log.info("instance %s: %s", instance.instance_id, instances.exit_status(returncode))
+            elif instance.job and failure is None and await instance.exited() == 0:
+                log.info("instance %s: its job ended (exit status 0)", instance.instance_id)
             else:
                 if failure is None:
                     failure = instances.exit_status(await instance.exited())
@@ -370,6 +372,8 @@ class Miner:
         if not await self.report(instance.instance_id, STARTED, port=instance.port):
             instance.request_stop("the registry no longer wants it")
             return None
+        if instance.job:
+            return None  # a job serves nothing: it runs until it exits
         outcome = await instances.wait_ready(instance, deadline)
         if outcome == "exited":
             return instances.exit_status(await instance.exited()) + " before it was ready"

@@ -85,6 +85,8 @@ class Instance:
     host: str
     port: int
     process: asyncio.subprocess.Process
+    #: Runs a job once instead of serving cords (no port; exit status 0 means it completed).
+    job: bool = False
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     #: Why a stop was asked for (logged); set with stop_requested.
     stop_reason: str = ""
@@ -136,12 +138,18 @@ async def spawn(launch: miners_pb2.Launch, instances_dir: Path, host: str) -> In
     try:
         directory.mkdir(parents=True)
         (directory / launch.filename).write_text(launch.code, encoding="utf-8")
-        port = free_port(host)
+        port = 0 if launch.HasField("job") else free_port(host)
     except OSError as error:
         shutil.rmtree(directory, ignore_errors=True)
         raise LaunchError(f"cannot prepare the instance: {error}") from error
     argv = [sys.executable, "-m", "chutes.cli", "run", f"{ref['module']}:{ref['variable']}"]
-    argv += ["--host", host, "--port", str(port)]
+    if launch.HasField("job"):
+        # A job instance runs the method once, reports to the job's status URL itself, and exits.
+        job = launch.job
+        argv += ["--job-method", job.method, "--job-data", job.data_json or "{}"]
+        argv += ["--job-status-url", job.status_url, "--job-id", job.job_id]
+    else:
+        argv += ["--host", host, "--port", str(port)]
     wrapper = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid())]
     with (directory / "instance.log").open("ab") as log_file:
         try:
@@ -159,7 +167,7 @@ async def spawn(launch: miners_pb2.Launch, instances_dir: Path, host: str) -> In
             shutil.rmtree(directory, ignore_errors=True)
             raise LaunchError(f"cannot start chutes run: {error}") from error
     (directory / "pid").write_text(str(process.pid))
-    return Instance(launch.instance_id, directory, host, port, process)
+    return Instance(launch.instance_id, directory, host, port, process, job=launch.HasField("job"))
 
 
 async def accepts_connections(host: str, port: int) -> bool:

@@ -1,0 +1,75 @@
+"""RegistryInternalService: where jobs run, for the jobs service.
+
+The jobs service owns jobs (rows, tokens, files); the registry places each job's instance on
+exactly one node: ScheduleJob records the launch, the scheduler places it in the transaction
+that writes the instance row and the node's work, so no two miners ever run the same job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from chutes.registry.v1 import internal_pb2, internal_pb2_grpc
+from services.kit.db import Database
+from services.kit.errors import NotFound
+from services.kit.requests import Context
+from services.registry import fleet_store
+
+_STATES = {
+    "pending": internal_pb2.JOB_PLACEMENT_STATE_PENDING,
+    "placed": internal_pb2.JOB_PLACEMENT_STATE_PLACED,
+    "running": internal_pb2.JOB_PLACEMENT_STATE_RUNNING,
+    "ended": internal_pb2.JOB_PLACEMENT_STATE_ENDED,
+}
+
+
+def placement_message(row: Any) -> internal_pb2.JobPlacement:
+    return internal_pb2.JobPlacement(
+        job_id=row["job_id"],
+        state=_STATES[row["state"]],
+        instance_id=row["instance_id"] or "",
+        reason=row["reason"],
+        succeeded=row["succeeded"],
+    )
+
+
+class JobPlacementServicer(internal_pb2_grpc.RegistryInternalServiceServicer):
+    def __init__(self, db: Database, on_change: Callable[[], None]) -> None:
+        self.db = db
+        #: Wakes the scheduler (a job waits for a node).
+        self.on_change = on_change
+
+    async def ScheduleJob(
+        self, request: internal_pb2.ScheduleJobRequest, context: Context
+    ) -> internal_pb2.JobPlacement:
+        async with self.db.raw() as connection, connection.transaction():
+            row = await fleet_store.schedule_job(
+                connection,
+                request.job_id,
+                request.chute_id,
+                request.method,
+                request.data_json,
+                request.status_url,
+                request.disk_gb or 10,
+            )
+        if row is None:
+            raise NotFound(f"Chute {request.chute_id} has no job {request.method!r}")
+        self.on_change()
+        return placement_message(row)
+
+    async def CancelJob(
+        self, request: internal_pb2.CancelJobRequest, context: Context
+    ) -> internal_pb2.JobPlacement:
+        async with self.db.raw() as connection, connection.transaction():
+            row = await fleet_store.cancel_job(connection, request.job_id, request.reason)
+        if row is None:
+            raise NotFound(f"Job {request.job_id} was never scheduled")
+        return placement_message(row)
+
+    async def GetJobPlacements(
+        self, request: internal_pb2.GetJobPlacementsRequest, context: Context
+    ) -> internal_pb2.GetJobPlacementsResponse:
+        async with self.db.raw() as connection:
+            rows = await fleet_store.job_launches_of(connection, list(request.job_ids))
+        return internal_pb2.GetJobPlacementsResponse(placements=[placement_message(r) for r in rows])
