@@ -278,9 +278,15 @@ def test_a_cold_call_answers_503_and_starts_an_instance(runtime: RunningSuite, o
 
 def test_quick_warmup_is_one_json_snapshot(runtime: RunningSuite, owner: User) -> None:
     chute = deploy_echo(runtime, owner, "quick-" + uuid.uuid4().hex[:6])
-    quick = httpx.get(f"{runtime.gateway}/chutes/warmup/{chute['chute_id']}?quick=true", headers=key(owner))
+    url = f"{runtime.gateway}/chutes/warmup/{chute['chute_id']}?quick=true"
+    quick = httpx.get(url, headers=key(owner))
     assert quick.status_code == 200 and quick.headers["content-type"].startswith("application/json")
-    assert quick.json()["status"] in ("cold", "hot") and "instance_count" in quick.json()
+    assert quick.json()["status"] == "cold" and quick.json()["bounty"] is None
+    # Each quick warmup wants the chute too: polled, it turns hot, with what the dashboard shows.
+    hot = wait_for("hot", lambda: (q := httpx.get(url, headers=key(owner)).json())["status"] == "hot" and q)
+    assert hot["instance_count"] == 1
+    [instance] = hot["instances"]
+    assert (instance["active"], instance["gpu_count"], instance["gpu_model_name"]) == (True, 1, "pro_6000")
     assert (
         httpx.delete(f"{runtime.gateway}/chutes/{chute['chute_id']}", headers=key(owner)).status_code == 200
     )

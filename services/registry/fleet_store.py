@@ -153,6 +153,24 @@ async def mark_invoked(connection: Any, chute_ids: Sequence[str]) -> None:
     )
 
 
+async def warmup_instances(connection: Any, chute_id: str) -> list[Any]:
+    """A chute's serving instances as the warmup dashboard shows them: routable or not, and on
+    which GPUs."""
+    rows: list[Any] = await connection.fetch(
+        """
+        SELECT i.instance_id, (i.active AND i.verified) AS active,
+               jsonb_array_length(i.device_indexes) AS gpu_count,
+               COALESCE((SELECT g ->> 'gpu_identifier' FROM nodes n, jsonb_array_elements(n.gpus) g
+                         WHERE n.node_id = i.node_id AND g -> 'device_index' = i.device_indexes -> 0), '')
+                 AS gpu_model_name
+        FROM instances i WHERE i.chute_id = $1 AND i.job_id IS NULL AND i.state <> 'stopping'
+        ORDER BY i.created_at
+        """,
+        chute_id,
+    )
+    return rows
+
+
 # ---- what the scheduler reads and writes -------------------------------------------------------
 
 #: Every chute that has demand or instances: what it should run and what it runs.

@@ -208,15 +208,26 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             await fleet_store.mark_wanted(connection, chute_id)
         self.scheduler.wake()
         if request.quick:
-            yield _json_body(self._warmup_status(chute_id))
+            async with self.db.raw() as connection:
+                instances = await fleet_store.warmup_instances(connection, chute_id)
+            hot = any(i["active"] for i in instances)
+            # What the published CLI's dashboard reads (its GPU tracking needs the GPU fields).
+            yield _json_body(
+                {
+                    "status": "hot" if hot else "cold",
+                    "instance_count": sum(1 for i in instances if i["active"]),
+                    "bounty": None,
+                    "instances": [dict(i) for i in instances],
+                }
+            )
             return
         deadline = time.monotonic() + WARMUP_SECONDS
         last_frame = 0.0
         while time.monotonic() < deadline:
-            status = self._warmup_status(chute_id)
-            if status["status"] == "hot":
+            route = self.routing.get(chute_id)
+            if route is not None and route.instances:
                 await self._routed()
-                count = status["instance_count"]
+                count = len(route.instances)
                 yield _sse({"status": "hot", "log": f"chute is hot, {count} instances available"})
                 return
             if time.monotonic() - last_frame >= WARMUP_FRAME_SECONDS:
@@ -226,16 +237,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 async with self.db.raw() as connection:
                     await fleet_store.mark_wanted(connection, chute_id)
             await asyncio.sleep(WARMUP_POLL_SECONDS)
-
-    def _warmup_status(self, chute_id: str) -> dict[str, Any]:
-        route = self.routing.get(chute_id)
-        instances = route.instances if route else ()
-        return {
-            "status": "hot" if instances else "cold",
-            "instance_count": len(instances),
-            "bounty": None,
-            "instances": [{"instance_id": i.instance_id, "active": True} for i in instances],
-        }
 
     async def _routed(self) -> None:
         """Wait (briefly) until the gateway has applied the routes, so "hot" is callable."""
