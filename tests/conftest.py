@@ -61,6 +61,7 @@ def suite_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
     env["CHUTES_SHUTDOWN_GRACE_SECONDS"] = "2"
     # Suites run no local miner unless a test asks for one (tests/test_runtime.py): chutes stay cold.
     env["CHUTES_LOCAL_MINER"] = "false"
+    env["CHUTES_JOB_TOKEN_SECRET"] = "suite-job-token-secret-32-bytes!"  # tests/test_jobs.py mints tokens
     for name in SERVICE_NAMES:
         env[f"CHUTES_{name.upper()}_ADDRESS"] = f"127.0.0.1:{free_port()}"
     env["CHUTES_IDENTITY_AUTHZ_ADDRESS"] = f"127.0.0.1:{free_port()}"

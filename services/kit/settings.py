@@ -58,6 +58,24 @@ class Settings(BaseSettings):
     #: USD per TAO, for prices in TAO next to USD; unset (no price feed here): USD only.
     tao_usd_rate: float | None = None
 
+    #: Where clients reach the gateway from outside (job status and upload URLs handed to job
+    #: instances); unset: http://{gateway_host or 127.0.0.1}:{gateway_port}.
+    public_url: str | None = None
+    #: Jobs a day per user and chute, and in total, when no job_quotas row says otherwise (the
+    #: real API's default is 0, no jobs; a new suite runs jobs at once).
+    default_job_quota: int = 100
+    #: HS256 secret of job tokens; unset: a random secret kept in {data_dir}/job-token-secret.
+    job_token_secret: str | None = None
+    #: Where job output files go: unset = {data_dir}/job-files; `s3://bucket[/prefix]` = an
+    #: S3-compatible store at job_storage_endpoint (AWS when unset) with these credentials.
+    job_storage_url: str | None = None
+    job_storage_endpoint: str | None = None
+    job_storage_access_key_id: str | None = None
+    job_storage_secret_access_key: str | None = None
+    job_storage_region: str = "us-east-1"
+    #: A job no node has taken after this many seconds ends in error.
+    job_pending_timeout_seconds: float = 3600.0
+
     #: Seconds a stopping service waits for in-flight calls before cancelling them.
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
