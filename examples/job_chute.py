@@ -20,6 +20,7 @@ deploy a chute"), then start a job:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -41,10 +42,12 @@ chute = Chute(
 
 
 @chute.job(timeout=300, upload=True)
-async def train(self, output_dir: str, steps: int = 3, seed: int = 0) -> dict[str, Any]:
+async def train(self, output_dir: str, steps: int = 3, seed: int = 0, sleep: float = 0) -> dict[str, Any]:
     """Every file left under `output_dir` is uploaded when the job completes, by its path
-    relative to `output_dir` (here `model.bin` and `logs/train.jsonl`)."""
+    relative to `output_dir` (here `model.bin` and `logs/train.jsonl`). `sleep` makes it take
+    that many seconds, like a real training run."""
     steps = int(steps)
+    await asyncio.sleep(float(sleep))
     out = Path(output_dir)
     (out / "logs").mkdir(exist_ok=True)
     loss = 1.0

@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 import httpx
 import jwt
+import psutil
 import pytest
 
 from chutes.registry.v1 import internal_pb2
@@ -375,19 +376,16 @@ def test_an_upload_cut_off_halfway_leaves_no_file(
 # ---- end to end: the CLI and the example chute ---------------------------------------------------
 
 
-def test_the_example_job_runs_through_the_cli_and_chutes_run(
-    suite: RunningSuite, owner: User, tmp_path: Path
-) -> None:
-    """`chutes deploy` the example, `chutes jobs create`, the job run by `chutes run --job-*` (as
-    an instance runs it) reporting through the gateway, then `chutes jobs get|download|delete`."""
+def cli(suite: RunningSuite, user: User, home: Path) -> Any:
+    """`chutes ...` as `user` on `suite` (API key, no config file); returns stdout, asserts exit 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
     env.update(
-        HOME=str(tmp_path),
-        CHUTES_CONFIG_PATH=str(tmp_path / "none.ini"),
+        HOME=str(home),
+        CHUTES_CONFIG_PATH=str(home / "none.ini"),
         CHUTES_API_URL=suite.gateway,
-        CHUTES_API_KEY=owner.api_key,
-        CHUTES_USERNAME=owner.username,
-        CHUTES_IMAGE=f"{owner.username}/jobs-base:1.0",
+        CHUTES_API_KEY=user.api_key,
+        CHUTES_USERNAME=user.username,
+        CHUTES_IMAGE=f"{user.username}/jobs-base:1.0",
     )
 
     def chutes(*args: str) -> str:
@@ -403,6 +401,20 @@ def test_the_example_job_runs_through_the_cli_and_chutes_run(
         assert result.returncode == 0, f"chutes {' '.join(args)}: {result.stdout}\n{result.stderr}"
         return result.stdout
 
+    return chutes
+
+
+def example_model(steps: int, seed: int) -> bytes:
+    """What examples/job_chute.py writes to model.bin."""
+    return bytes((seed + step * 31 + i) % 256 for step in range(steps) for i in range(256))
+
+
+def test_the_example_job_runs_through_the_cli_and_chutes_run(
+    suite: RunningSuite, owner: User, tmp_path: Path
+) -> None:
+    """`chutes deploy` the example, `chutes jobs create`, the job run by `chutes run --job-*` (as
+    an instance runs it) reporting through the gateway, then `chutes jobs get|download|delete`."""
+    chutes = cli(suite, owner, tmp_path)
     chutes("deploy", "examples/job_chute:chute", "--accept-fee")
     chute_id = str(uuid.uuid5(uuid.NAMESPACE_OID, f"{owner.username}::chute::job-example"))
     job = json.loads(chutes("jobs", "create", chute_id, "train", "--data", '{"steps": 3, "seed": 7}'))
@@ -584,3 +596,87 @@ def test_upload_and_download_on_the_s3_backend(s3_endpoint: str, database_url: s
                 assert http.get(path, headers=key(user)).status_code == 404
         finally:
             s3_suite.stop()
+
+
+# ---- through up's local miner ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mined(database_url: str) -> Iterator[RunningSuite]:
+    """A suite of its own (own database) whose local miner runs job instances on this machine."""
+    name = f"jobs_{uuid.uuid4().hex[:10]}"
+
+    async def create_database() -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create_database())
+    with tempfile.TemporaryDirectory(prefix="chutes-test-jobs-miner-") as tmp:
+        env = suite_env(Path(tmp), database_url.rsplit("/", 1)[0] + "/" + name)
+        env["CHUTES_LOCAL_MINER"] = "true"
+        env["CHUTES_LOCAL_MINER_GPUS"] = "pro_6000:2"
+        running = start_suite(env)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+def job_processes(suite: RunningSuite, job_id: str) -> list[psutil.Process]:
+    """The `chutes run --job-*` processes running this job."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "--job-method" in cmdline and job_id in cmdline:
+            found.append(process)
+    return found
+
+
+def wait_for(what: str, check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not after {timeout}s"
+        time.sleep(0.1)
+
+
+def test_jobs_run_on_the_local_miner(mined: RunningSuite, tmp_path: Path) -> None:
+    """The example job runs on an instance the local miner starts, reports, uploads and completes;
+    a deleted job's instance stops within 5 s; a job whose instance dies ends in error."""
+    user = deployer(mined)
+    cli(mined, user, tmp_path)("deploy", "examples/job_chute:chute", "--accept-fee")
+    chute_id = str(uuid.uuid5(uuid.NAMESPACE_OID, f"{user.username}::chute::job-example"))
+    with httpx.Client(base_url=mined.gateway, timeout=30) as http:
+
+        def job(job_id: str) -> dict[str, Any]:
+            answer: dict[str, Any] = http.get(f"/jobs/{job_id}", headers=key(user)).json()
+            return answer
+
+        done = created(http, user, chute_id, {"steps": 2, "seed": 5})["job_id"]
+        finished = wait_for("the job completes", lambda: job(done).get("finished_at") and job(done), 90)
+        assert finished["status"] == "complete", finished
+        assert finished["result"] == {"steps": 2, "loss": 0.25, "model_bytes": 512}
+        for name, expected in (("model.bin", example_model(2, 5)), ("logs/train.jsonl", None)):
+            download = http.get(f"/jobs/{done}/download/{file_id(done, name)}", headers=key(user))
+            assert download.status_code == 200
+            assert download.content == expected if expected else download.content.count(b"\n") == 2
+        assert wait_for("the instance exits", lambda: not job_processes(mined, done), 30)
+
+        deleted = created(http, user, chute_id, {"sleep": 300})["job_id"]
+        wait_for("the long job runs", lambda: job_processes(mined, deleted), 60)
+        assert http.delete(f"/jobs/{deleted}", headers=key(user)).json() == {
+            "deleted": True,
+            "job_id": deleted,
+        }
+        assert wait_for("the deleted job's instance stops", lambda: not job_processes(mined, deleted), 5)
+
+        killed = created(http, user, chute_id, {"sleep": 300})["job_id"]
+        for process in wait_for("the job runs", lambda: job_processes(mined, killed), 60):
+            process.kill()
+        ended = wait_for("the job ends", lambda: job(killed).get("finished_at") and job(killed), 30)
+        assert ended["status"] == "error" and ended["error_detail"].startswith("Instance was terminated: ")
