@@ -13,6 +13,8 @@ prints the same table.
 Scenarios that read chutes first seed the suite's database with --seed-chutes public chutes (once
 per harness run). Baseline scenarios load bench/baselines/fastapi_chutes.py (FastAPI + SQLAlchemy ORM
 + asyncpg), which the harness starts on a free port against the same database, after seeding.
+Invocation scenarios call examples/echo_chute.py on `up`'s local miner (on only when such a scenario
+runs), deployed and warmed up once per harness run (invocation.py).
 
 Exit codes: 0 ok, 1 the suite (or the baseline server) failed to start, 2 a load generator or the
 baseline's packages are missing, or the arguments are wrong.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fnmatch
 import os
 import shlex
 import signal
@@ -34,9 +37,20 @@ from typing import NoReturn
 
 from . import REPO
 from .baseline import BaselineFailed, BaselineMissing, require_baseline, running_baseline
+from .invocation import WARMS_UP, prepare
 from .load import Load, ToolMissing, require_tools, run_load
 from .probe import check_same_json, probe
-from .report import HEADER, README, Result, describe, existing_block, merge_rows, table_row, write_readme
+from .report import (
+    HEADER,
+    README,
+    Result,
+    describe,
+    describe_cpu,
+    existing_block,
+    merge_rows,
+    table_row,
+    write_readme,
+)
 from .scenarios import SCENARIOS, Scenario
 from .seed import DEFAULT_SEED_CHUTES, seed
 from .suite import Suite, SuiteFailed, running_suite
@@ -58,11 +72,16 @@ def bench_scenario(suite: Suite, scenario: Scenario, load: Load, repeat: int, wo
     if scenario.pair is not None:
         check_same_json(suite, scenario)
     # Warm-up, not recorded: first calls pay for connection setup, lazy imports and Envoy's upstream pool.
-    run_load(suite, scenario, Load(1, load.connections, load.threads), workdir)
+    # (The cold-start measurements have had theirs: the echo chute's own deploy and warmup.)
+    if scenario.tool != "client" or scenario.client in WARMS_UP:
+        run_load(suite, scenario, Load(1, load.connections, load.threads), workdir, warm_up=True)
+    repeat = scenario.repeat or repeat
     runs = []
     for index in range(1, repeat + 1):
         runs.append(run_load(suite, scenario, load, workdir))
         print(describe(runs[-1], index, repeat), flush=True)
+    if repeat > 1:
+        print(describe_cpu(runs), flush=True)
     return Result(scenario, runs, answer)
 
 
@@ -73,8 +92,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="load generator threads (default 1)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario; the median is reported")
     parser.add_argument(
-        "--only", action="append", metavar="NAME", choices=[s.name for s in SCENARIOS],
-        help="run only this scenario (repeatable)",
+        "--only", action="append", metavar="NAME",
+        help="run only this scenario (repeatable; shell-style patterns such as 'invoke-*' too)",
     )  # fmt: skip
     parser.add_argument(
         "--seed-chutes", type=int, default=DEFAULT_SEED_CHUTES, metavar="N",
@@ -82,6 +101,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print, leave bench/README.md alone")
     args = parser.parse_args(argv)
+    for pattern in args.only or ():
+        if not any(fnmatch.fnmatchcase(s.name, pattern) for s in SCENARIOS):
+            parser.error(f"--only {pattern}: no such scenario ({', '.join(s.name for s in SCENARIOS)})")
     if min(args.duration, args.repeat, args.threads, args.seed_chutes) < 1 or args.connections < args.threads:
         parser.error("duration, repeat, threads and seed-chutes must be >= 1, and connections >= threads")
     return args
@@ -94,7 +116,9 @@ def _stop_on_sigterm(signum: int, _frame: object) -> NoReturn:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only]
+    scenarios = [
+        s for s in SCENARIOS if not args.only or any(fnmatch.fnmatchcase(s.name, p) for p in args.only)
+    ]
     command = shlex.join([".venv/bin/python", "bench/run.py", *argv])
     load = Load(args.duration, args.connections, args.threads)
     try:
@@ -108,10 +132,12 @@ def main(argv: Sequence[str]) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="chutes-bench-load-") as loads:
         try:
-            with running_suite() as suite, ExitStack() as baseline:
+            with running_suite(miner=any(s.invocation for s in scenarios)) as suite, ExitStack() as baseline:
                 for scenario in scenarios:
                     if scenario.seeded and suite.seeded is None:
                         suite.seeded = seed(suite, args.seed_chutes)
+                    if scenario.invocation and suite.chute is None:
+                        suite.chute = prepare(suite, args.connections)
                     if scenario.target == "baseline" and suite.baseline is None:
                         suite.baseline = baseline.enter_context(running_baseline(suite))
                     results.append(bench_scenario(suite, scenario, load, args.repeat, Path(loads)))

@@ -1,4 +1,4 @@
-"""The harness's own user of the suite: an admin API key and a hotkey that signs requests."""
+"""The harness's own user of the suite: an admin API key, a hotkey that signs requests, a balance."""
 
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ class Credentials:
             "bench" + os.urandom(4).hex(),
             "--hotkey",
             hotkey,
+            # Enough to cover the deployment fees of the invocation scenarios' echo chutes.
+            "--balance",
+            "1000",
         ]
         made = json.loads(subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout)
         return cls(made["api_key"], public, private, hotkey, made["user_id"], made["username"])

@@ -1,4 +1,5 @@
-"""The load generators: wrk (HTTP/1.1 REST) and h2load (HTTP/2 gRPC), their output, CPU per request."""
+"""The load generators: wrk (HTTP/1.1 REST) and h2load (HTTP/2 gRPC), their output, CPU per request;
+and the harness's own client measurements (invocation.py) put in the same shape."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import invocation
 from .credentials import SIGNATURES_PER_SECOND, SIGNED_WRK_SCRIPT
 from .processes import CLOCK_TICKS
 from .scenarios import Scenario
@@ -25,7 +27,8 @@ class Run:
     """One load-generator run."""
 
     requests: int
-    rps: float
+    #: None where a rate means nothing (cold starts).
+    rps: float | None
     p50_ms: float
     p99_ms: float
     non_2xx: int
@@ -40,7 +43,7 @@ class ToolMissing(Exception):
 
 
 def require_tools(scenarios: Sequence[Scenario]) -> None:
-    missing = sorted({s.tool for s in scenarios if shutil.which(s.tool) is None})
+    missing = sorted({s.tool for s in scenarios if s.tool != "client" and shutil.which(s.tool) is None})
     if missing:
         which = ", ".join(f"{tool} (apt package {TOOL_PACKAGES[tool]})" for tool in missing)
         raise ToolMissing(f"missing load generator(s): {which}\ninstall them with: {INSTALL_HINT}")
@@ -126,6 +129,26 @@ def wrk_command(url: str, load: Load, extra: Sequence[str] = ()) -> list[str]:
     ]
 
 
+#: A wrk script that sends every request with the scenario's method and JSON body.
+BODY_WRK_SCRIPT = """
+wrk.method = "%(method)s"
+wrk.body = [==[%(body)s]==]
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def wrk_request(suite: Suite, scenario: Scenario, workdir: Path) -> list[str]:
+    """wrk options for the method, body and Host header (invocations name the chute by host)."""
+    options = []
+    for name, value in invocation.host_header(suite, scenario).items():
+        options += ["-H", f"{name}: {value}"]
+    if scenario.method != "GET" or scenario.body is not None:
+        script = workdir / f"{scenario.name}.request.lua"
+        script.write_text(BODY_WRK_SCRIPT % {"method": scenario.method, "body": scenario.body or ""})
+        options += ["-s", str(script)]
+    return options
+
+
 def wrk_auth(suite: Suite, scenario: Scenario, load: Load, workdir: Path) -> list[str]:
     """wrk options that authenticate every request as the scenario says."""
     if scenario.auth == "api_key":
@@ -154,33 +177,69 @@ def grpc_frame(message: bytes) -> bytes:
     return b"\0" + len(message).to_bytes(4, "big") + message
 
 
-def _children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+def _loadgen_cpu_seconds(scenario: Scenario) -> float:
+    # wrk and h2load are our children; a client measurement runs in this process.
+    who = resource.RUSAGE_SELF if scenario.tool == "client" else resource.RUSAGE_CHILDREN
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 
-def run_load(suite: Suite, scenario: Scenario, load: Load, workdir: Path) -> Run:
+def effective_load(scenario: Scenario, load: Load) -> Load:
+    """The scenario's own concurrency where it fixes one (the 1-connection rows)."""
+    if scenario.connections is None:
+        return load
+    return Load(load.duration, scenario.connections, min(load.threads, scenario.connections))
+
+
+def client_run(suite: Suite, scenario: Scenario, warm_up: bool) -> Run:
+    """A client measurement (invocation.py) as a Run: latency percentiles over its requests."""
+    measured = invocation.measure(suite, scenario, warm_up)
+    latencies = sorted(measured.latencies_ms)
+    requests = len(latencies)
+    return Run(
+        requests=requests,
+        rps=requests / measured.elapsed if measured.rate and measured.elapsed else None,
+        p50_ms=_percentile(latencies, 0.50) if latencies else 0.0,
+        p99_ms=_percentile(latencies, 0.99) if latencies else 0.0,
+        non_2xx=measured.non_2xx,
+        errors=measured.errors,
+    )
+
+
+def run_load(suite: Suite, scenario: Scenario, load: Load, workdir: Path, warm_up: bool = False) -> Run:
     """One measured run; CPU per request comes from /proc deltas around the load generator."""
+    load = effective_load(scenario, load)
+    if scenario.tool == "client":
+        before, loadgen_before = suite.snapshot(), _loadgen_cpu_seconds(scenario)
+        run = client_run(suite, scenario, warm_up)
+        after, loadgen_after = suite.snapshot(), _loadgen_cpu_seconds(scenario)
+        _cpu_per_request(run, before, after, loadgen_after - loadgen_before)
+        return run
     url = suite.scenario_url(scenario)
     log = workdir / f"{scenario.name}.log"
     if scenario.tool == "wrk":
-        command = wrk_command(url, load, wrk_auth(suite, scenario, load, workdir))
+        extra = [*wrk_request(suite, scenario, workdir), *wrk_auth(suite, scenario, load, workdir)]
+        command = wrk_command(url, load, extra)
     else:
         assert scenario.grpc_request is not None
         data = workdir / f"{scenario.name}.grpc"
         data.write_bytes(grpc_frame(scenario.grpc_request()))
         command = h2load_command(url, load, data, log)
-    before, loadgen_before = suite.snapshot(), _children_cpu_seconds()
+    before, loadgen_before = suite.snapshot(), _loadgen_cpu_seconds(scenario)
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
-    after, loadgen_after = suite.snapshot(), _children_cpu_seconds()
+    after, loadgen_after = suite.snapshot(), _loadgen_cpu_seconds(scenario)
     if completed.returncode != 0:
         raise RuntimeError(f"{shlex.join(command)} failed ({completed.returncode}):\n{completed.stderr}")
     if scenario.tool == "wrk":
         run = parse_wrk(completed.stdout)
     else:
         run = parse_h2load(completed.stdout, log.read_text())
+    _cpu_per_request(run, before, after, loadgen_after - loadgen_before)
+    return run
+
+
+def _cpu_per_request(run: Run, before: dict[str, int], after: dict[str, int], loadgen_seconds: float) -> None:
     if run.requests:
         per_request = 1e6 / run.requests
         run.cpu_us = {name: (after[name] - before[name]) / CLOCK_TICKS * per_request for name in before}
-        run.cpu_us["loadgen"] = (loadgen_after - loadgen_before) * per_request
-    return run
+        run.cpu_us["loadgen"] = loadgen_seconds * per_request

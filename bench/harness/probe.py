@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from .invocation import host_header
 from .scenarios import SCENARIOS, Scenario
 from .suite import Suite
 
@@ -55,18 +56,26 @@ def check_same_json(suite: Suite, baseline: Scenario) -> None:
         print(f"  same JSON as {gateway.name}")
 
 
-def probe(suite: Suite, scenario: Scenario) -> str:
-    """Send one request and describe the answer (gRPC errors ride in trailers; h2load counts them as 2xx)."""
+def probe(suite: Suite, scenario: Scenario) -> str | None:
+    """Send one request and describe the answer (gRPC errors ride in trailers; h2load counts them as 2xx).
+    None for the cold-start measurements, which count their own failures."""
+    if scenario.client in ("warmup", "routable"):
+        return None
     url = suite.scenario_url(scenario)
     if scenario.grpc_request is None:
-        headers = {}
+        headers = host_header(suite, scenario)
+        data = None if scenario.body is None else scenario.body.encode()
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         if scenario.auth == "api_key":
             headers["Authorization"] = suite.credentials().api_key
         elif scenario.auth == "hotkey":
             hotkey, nonce, signature = suite.credentials().signed("chutes", 1)[0]
             headers = {"X-Chutes-Hotkey": hotkey, "X-Chutes-Nonce": nonce, "X-Chutes-Signature": signature}
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as reply:
+            request = urllib.request.Request(url, data, headers, method=scenario.method)
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                reply.read()
                 return f"HTTP {reply.status}"
         except urllib.error.HTTPError as error:
             return f"HTTP {error.code}"

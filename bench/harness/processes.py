@@ -73,7 +73,8 @@ def children_of(parent: int) -> list[int]:
 
 
 def process_name(pid: int) -> str | None:
-    """Envoy is "envoy", a service its name, the embedded database "postgres", or None."""
+    """Envoy is "envoy", a service its name, the local miner "miner", the embedded database
+    "postgres", or None."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -85,4 +86,6 @@ def process_name(pid: int) -> str | None:
         module = args[args.index("-m") + 1]
         if module.startswith("services."):
             return module.removeprefix("services.")
+        if module == "suite.miner":
+            return "miner"
     return None

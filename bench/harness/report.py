@@ -20,7 +20,8 @@ class Result:
     scenario: Scenario
     runs: list[Run]
     #: What one request answers (e.g. "HTTP 501", "grpc UNIMPLEMENTED"): non-2xx alone hides gRPC errors.
-    probe: str
+    #: None where no single request was sent (the cold-start measurements).
+    probe: str | None
 
 
 HEADER = (
@@ -36,27 +37,42 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
+def _rate(rates: Sequence[float]) -> str:
+    """Median req/s; one decimal below 100 (the sequential streaming rows), "-" without a rate."""
+    if not rates:
+        return "-"
+    median = _median(rates)
+    return f"{median:,.1f}" if median < 100 else f"{median:,.0f}"
+
+
 def table_row(result: Result, command: str, date: str) -> str:
     runs, serving = result.runs, result.scenario.serving
 
     def cpu(name: str | None) -> str:
-        return "-" if name is None else f"{_median([r.cpu_us.get(name, 0.0) for r in runs]):.0f}"
+        if name is None or not result.scenario.cpu:
+            return "-"
+        return f"{_median([r.cpu_us.get(name, 0.0) for r in runs]):.0f}"
 
     non_2xx = f"{_median([r.non_2xx for r in runs]):,.0f}"
-    if result.probe not in ("HTTP 200", "grpc OK"):
+    if result.probe not in (None, "HTTP 200", "grpc OK"):
         non_2xx += f" (each: {result.probe})"
+    errors = _median([r.errors for r in runs])
+    if errors:
+        non_2xx += f" ({errors:,.0f} failed)"
+    rates = [r.rps for r in runs if r.rps is not None]
+    whole = _median([sum(v for k, v in r.cpu_us.items() if k != "loadgen") for r in runs])
     cells = [
         result.scenario.name,
-        f"{_median([r.rps for r in runs]):,.0f}",
+        _rate(rates),
         f"{_median([r.p50_ms for r in runs]):.2f}",
         f"{_median([r.p99_ms for r in runs]):.2f}",
         non_2xx,
         cpu("envoy"),
-        cpu(serving) if serving is None else f"{cpu(serving)} ({serving})",
+        cpu(serving) if serving is None or not result.scenario.cpu else f"{cpu(serving)} ({serving})",
         cpu("postgres"),
-        # Envoy, every service, the database and the baseline server: what the request cost,
-        # wherever the work happened.
-        f"{_median([sum(v for k, v in r.cpu_us.items() if k != 'loadgen') for r in runs]):.0f}",
+        # Envoy, every service, the database, the baseline server and the chute's instance: what the
+        # request cost, wherever the work happened.
+        f"{whole:.0f}" if result.scenario.cpu else "-",
         date,
         f"`{command}`",
     ]
@@ -99,9 +115,17 @@ def existing_block() -> str:
     return README.read_text().partition(RESULTS_START)[2].partition(RESULTS_END)[0]
 
 
+def describe_cpu(runs: Sequence[Run]) -> str:
+    """The median CPU µs/req of every process over the runs (the table shows only some)."""
+    names = sorted({name for run in runs for name in run.cpu_us})
+    medians = {name: _median([run.cpu_us.get(name, 0.0) for run in runs]) for name in names}
+    return "  median CPU µs/req: " + " ".join(f"{n} {us:.0f}" for n, us in medians.items() if us >= 0.5)
+
+
 def describe(run: Run, index: int, repeat: int) -> str:
     cpu = " ".join(f"{name} {us:.0f}" for name, us in sorted(run.cpu_us.items()) if us >= 0.5)
+    rate = "-" if run.rps is None else f"{run.rps:,.0f}"
     return (
-        f"  run {index}/{repeat}: {run.rps:,.0f} req/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
+        f"  run {index}/{repeat}: {rate} req/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
         f"{run.requests:,} requests, non-2xx {run.non_2xx:,}, errors {run.errors:,} | CPU µs/req: {cpu}"
     )

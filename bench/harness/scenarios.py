@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 GET_CHUTE = "/chutes.registry.v1.RegistryService/GetChute"
+#: What the invocation scenarios send to the echo chute's cords (examples/echo_chute.py).
+ECHO_BODY = '{"text": "hi"}'
+COUNT_BODY = '{"to": 3}'
 
 
 def _get_chute_request() -> bytes:
@@ -20,9 +23,12 @@ def _get_chute_request() -> bytes:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    tool: Literal["wrk", "h2load"]
-    #: Where the load goes: "gateway", a service name (its own port, bypassing Envoy), or "baseline"
-    #: (the FastAPI server of bench/baselines/, started against the suite's database).
+    #: "client": not a load generator but a measurement of the harness's own (invocation.py), named
+    #: by `client`.
+    tool: Literal["wrk", "h2load", "client"]
+    #: Where the load goes: "gateway", a service name (its own port, bypassing Envoy), "baseline"
+    #: (the FastAPI server of bench/baselines/, started against the suite's database), or
+    #: "instance" (the echo chute's instance, straight to the port its miner gave it).
     target: str
     #: Request path; "{chute_id}" is replaced by the seeded chute that GET scenarios read.
     path: str
@@ -40,6 +46,20 @@ class Scenario:
     #: The gateway scenario this baseline scenario is compared with: the probe checks that both
     #: answer the same JSON (a warning lists the differences).
     pair: str | None = None
+    #: HTTP method and JSON body (wrk sends them from a small Lua script).
+    method: Literal["GET", "POST"] = "GET"
+    body: str | None = None
+    #: Calls the echo chute (deployed and warmed up once per harness run, before the first such
+    #: scenario; the local miner runs it). On the gateway the request carries `Host: {slug}.localhost`.
+    invocation: bool = False
+    #: Fixed concurrency, whatever --connections says (the 1-connection latency rows).
+    connections: int | None = None
+    #: Fixed number of measured runs, whatever --repeat says (the cold-start scenarios).
+    repeat: int | None = None
+    #: tool "client": which measurement (invocation.CLIENTS).
+    client: Literal["sse", "warmup", "routable"] | None = None
+    #: False: the CPU columns are not per request and show "-" (the per-run lines still print them).
+    cpu: bool = True
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -88,5 +108,58 @@ SCENARIOS: tuple[Scenario, ...] = (
         "baseline-listchutes", "wrk", "baseline", "/chutes/?limit=25", "baseline",
         "the same list served by FastAPI + SQLAlchemy ORM + asyncpg (bench/baselines)", seeded=True,
         pair="rest-listchutes",
+    ),
+    # Chute invocation (issue 9): the echo chute on the local miner, straight to its instance vs
+    # through the gateway (Envoy, the registry's invocation check with an API key).
+    Scenario(
+        "invoke-direct", "wrk", "instance", "/echo", "instance",
+        "POST /echo straight to the echo chute's instance (uvicorn, no Envoy, no check)",
+        method="POST", body=ECHO_BODY, invocation=True,
+    ),
+    Scenario(
+        "invoke-gateway-api-key", "wrk", "gateway", "/echo", "instance",
+        "the same POST through the gateway (Host: {slug}.localhost) with an API key",
+        method="POST", body=ECHO_BODY, invocation=True, auth="api_key",
+    ),
+    Scenario(
+        "invoke-check-direct", "wrk", "registry_authz", "/echo", "registry",
+        "the registry's invocation check alone: what Envoy's ext_authz sends it (POST /echo, no body,"
+        " Host, API key), straight to its port", method="POST", invocation=True, auth="api_key",
+    ),
+    Scenario(
+        "invoke-direct-c1", "wrk", "instance", "/echo", "instance",
+        "invoke-direct at one connection: latency without queueing", method="POST", body=ECHO_BODY,
+        invocation=True, connections=1,
+    ),
+    Scenario(
+        "invoke-gateway-api-key-c1", "wrk", "gateway", "/echo", "instance",
+        "invoke-gateway-api-key at one connection: latency without queueing", method="POST",
+        body=ECHO_BODY, invocation=True, auth="api_key", connections=1,
+    ),
+    Scenario(
+        "invoke-check-direct-c1", "wrk", "registry_authz", "/echo", "registry",
+        "invoke-check-direct at one connection: the check's round trip", method="POST", invocation=True,
+        auth="api_key", connections=1,
+    ),
+    Scenario(
+        "invoke-sse-first-event-direct", "client", "instance", "/count", "instance",
+        "time to the first SSE event of POST /count, sequential, straight to the instance",
+        method="POST", body=COUNT_BODY, invocation=True, client="sse", cpu=False,
+    ),
+    Scenario(
+        "invoke-sse-first-event-gateway", "client", "gateway", "/count", "instance",
+        "the same through the gateway with an API key", method="POST", body=COUNT_BODY,
+        invocation=True, auth="api_key", client="sse", cpu=False,
+    ),
+    Scenario(
+        "warmup-to-hot", "client", "gateway", "/chutes/warmup/{chute_id}", None,
+        "a fresh copy of the echo chute: GET /chutes/warmup until the `hot` frame", invocation=True,
+        auth="api_key", client="warmup", repeat=1, cpu=False,
+    ),
+    Scenario(
+        "routable-after-probe", "client", "gateway", "/echo", None,
+        "a fresh copy: the registry records READY (probe passed) -> first 200 through the gateway",
+        method="POST", body=ECHO_BODY, invocation=True, auth="api_key", client="routable", repeat=1,
+        cpu=False,
     ),
 )  # fmt: skip

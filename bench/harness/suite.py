@@ -22,6 +22,7 @@ from .scenarios import Scenario
 
 if TYPE_CHECKING:
     from .baseline import BaselineServer
+    from .invocation import EchoChute
     from .seed import Seeded
 
 #: Same list as services.kit.settings.SERVICE_NAMES; copied so the harness imports nothing of the suite
@@ -31,6 +32,9 @@ SERVICES = ("identity", "registry", "jobs", "attestation", "metrics")
 STARTUP_TIMEOUT_SECONDS = 120.0
 #: `up` waits up to shutdown grace (10 s) + 5 s per child; this covers it with margin.
 SHUTDOWN_TIMEOUT_SECONDS = 60.0
+#: The local miner's simulated inventory when invocation scenarios run: the echo chute asks for one
+#: GPU, and the cold-start scenarios start fresh copies next to the one that is measured hot.
+LOCAL_MINER_GPUS = "pro_6000:4"
 
 
 class SuiteFailed(Exception):
@@ -46,6 +50,8 @@ class Suite:
     workdir: Path
     gateway_port: int
     addresses: dict[str, str]
+    #: Run `up`'s local miner (only for invocation scenarios: the read paths are measured without it).
+    miner: bool = False
     process: subprocess.Popen[bytes] | None = None
     #: name -> (pid, start time): the start time guards against killing a reused pid.
     pids: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -56,6 +62,10 @@ class Suite:
     baseline: BaselineServer | None = None
     #: The seeded chutes, once a read scenario asked for them.
     seeded: Seeded | None = None
+    #: The hot echo chute and its instance, once an invocation scenario asked for it, and the image
+    #: (of the harness's user) its fresh copies are deployed with.
+    chute: EchoChute | None = None
+    image: str | None = None
     _credentials: Credentials | None = None
 
     @property
@@ -74,7 +84,8 @@ class Suite:
             CHUTES_GATEWAY_PORT=str(self.gateway_port),
             CHUTES_GATEWAY_BENCH_ROUTE="1",
             # The read-path scenarios need no instances; a miner would only add noise.
-            CHUTES_LOCAL_MINER="false",
+            CHUTES_LOCAL_MINER="true" if self.miner else "false",
+            CHUTES_LOCAL_MINER_GPUS=LOCAL_MINER_GPUS,
         )
         for name, address in self.addresses.items():
             env[f"CHUTES_{name.upper()}_ADDRESS"] = address
@@ -98,7 +109,7 @@ class Suite:
                 self.postgres_pid = pid
             elif name and started:
                 self.pids[name] = (pid, started)
-        missing = {"envoy", *SERVICES} - set(self.pids)
+        missing = {"envoy", *SERVICES, *(["miner"] if self.miner else [])} - set(self.pids)
         if missing:
             raise SuiteFailed(f"suite is up but these processes were not found: {sorted(missing)}")
 
@@ -155,6 +166,9 @@ class Suite:
         elif target == "baseline":
             assert self.baseline is not None, "the baseline server is not running"
             host_port = self.baseline.address
+        elif target == "instance":
+            assert self.chute is not None, "the echo chute is not deployed"
+            host_port = self.chute.address
         else:
             host_port = self.addresses[target]
         return f"http://{host_port}{path}"
@@ -174,18 +188,20 @@ class Suite:
             ticks["postgres"] = tree_cpu_ticks(self.postgres_pid)
         if self.baseline is not None:
             ticks["baseline"] = cpu_ticks(self.baseline.process.pid)
+        if self.chute is not None:
+            ticks["instance"] = cpu_ticks(self.chute.pid)
         return ticks
 
 
 @contextmanager
-def running_suite() -> Iterator[Suite]:
+def running_suite(miner: bool = False) -> Iterator[Suite]:
     workdir = Path(tempfile.mkdtemp(prefix="chutes-bench-"))
     ports = free_ports(3 + len(SERVICES))
     # The two ext_authz endpoints (identity's signature check, the registry's invocation check)
     # have addresses too.
     names = (*SERVICES, "identity_authz", "registry_authz")
     addresses = {name: f"127.0.0.1:{port}" for name, port in zip(names, ports[1:], strict=True)}
-    suite = Suite(workdir, ports[0], addresses)
+    suite = Suite(workdir, ports[0], addresses, miner)
     try:
         print(f"starting chutes-suite up (gateway port {suite.gateway_port}, data {workdir})", flush=True)
         suite.start()
