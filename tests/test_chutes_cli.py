@@ -248,12 +248,12 @@ def test_refusals_are_reported_with_the_api_detail(cli: Cli, suite: RunningSuite
 
 
 def test_warmup_and_jobs_print_what_the_server_answers(cli: Cli, owner: Account) -> None:
-    # The server's detail is shown: a chute the caller has not got (warmup itself: test_runtime.py),
-    # and the job routes, not built yet.
+    # The server's detail is shown: a chute and a job the caller has not got (the happy paths:
+    # test_runtime.py for warmup, test_jobs.py for jobs).
     warmup = cli.fails("warmup", "no-such-chute", api_key=owner.api_key)
     assert "404" in warmup and "Chute not found" in warmup
     job = cli.fails("jobs", "get", str(uuid.uuid4()), api_key=owner.api_key)
-    assert "501" in job and "not implemented" in job
+    assert "404" in job and "Job not found" in job
     signed = cli.fails("jobs", "get", str(uuid.uuid4()))
     assert "need an API key" in signed
 
