@@ -487,3 +487,68 @@ def test_jobs_run_once_on_a_node_and_can_be_cancelled(runtime: RunningSuite, own
     assert (
         httpx.delete(f"{runtime.gateway}/chutes/{chute['chute_id']}", headers=key(owner)).status_code == 200
     )
+
+
+def test_a_job_whose_miner_is_lost_ends_in_error(runtime: RunningSuite, owner: User) -> None:
+    """The job's node, played by this test over the real MinerService, is the only one with h100s;
+    its work stream ends mid-job (the miner died): the job ends in error with the reason."""
+    made = admin(runtime, "create-user", "--username", "j" + uuid.uuid4().hex[:8], "--role", "miner")
+    metadata = (("authorization", str(made["api_key"])),)
+    chute = deploy_echo(
+        runtime, owner, "h100-jobs-" + uuid.uuid4().hex[:6], code=JOB_CODE, filename="job_chute.py",
+        ref_str="job_chute:chute", cords=[],
+        jobs=[{"name": "train", "upload": True, "timeout": 120, "ports": [], "disk_gb": 10}],
+        node_selector={"gpu_count": 1, "include": ["h100"], "exclude": None, "min_vram_gb_per_gpu": 16,
+                       "max_hourly_price_per_gpu": None},
+    )  # fmt: skip
+    channel = grpc.insecure_channel(runtime.gateway.removeprefix("http://"))
+    try:
+        stub = miners_pb2_grpc.MinerServiceStub(channel)
+        node = stub.RegisterNode(
+            miners_pb2.RegisterNodeRequest(
+                name="h100-jobs",
+                host="127.0.0.1",
+                gpus=[miners_pb2.Gpu(gpu_identifier="h100", device_index=0)],
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
+        work = stub.WatchWork(miners_pb2.WatchWorkRequest(node_id=node.node_id), metadata=metadata)
+        created = httpx.post(
+            f"{runtime.gateway}/jobs/{chute['chute_id']}/train",
+            json={"sleep": 300},
+            headers=key(owner),
+            timeout=30,
+        )
+        assert created.status_code == 200, created.text
+        job_id = created.json()["job_id"]
+        launch = next(w for w in work if w.HasField("launch")).launch
+        assert (launch.job.job_id, launch.job.method, json.loads(launch.job.data_json)) == (
+            job_id, "train", {"sleep": 300},
+        )  # fmt: skip
+        assert f"/jobs/{job_id}?token=" in launch.job.status_url
+        stub.ReportInstance(
+            miners_pb2.ReportInstanceRequest(
+                instance_id=launch.instance_id, state=miners_pb2.INSTANCE_STATE_STARTED
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
+        work.cancel()  # the miner is gone, mid-job
+        ended = wait_for(
+            "the job ends",
+            lambda: (
+                (j := httpx.get(f"{runtime.gateway}/jobs/{job_id}", headers=key(owner)).json()).get(
+                    "finished_at"
+                )
+                and j
+            ),
+            timeout=30,
+        )
+        assert ended["status"] == "error"
+        assert "its node was lost" in ended["error_detail"]
+    finally:
+        channel.close()
+    assert (
+        httpx.delete(f"{runtime.gateway}/chutes/{chute['chute_id']}", headers=key(owner)).status_code == 200
+    )
