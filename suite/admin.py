@@ -1,4 +1,4 @@
-"""Operator commands: `chutes-suite admin create-user|create-key|add-image|create-token`.
+"""Operator commands: `chutes-suite admin create-user|create-key|add-image|create-token|set-job-quota`.
 
 They write straight into the schemas of the suite's database: CHUTES_DATABASE_URL, or
 the embedded database of a running `chutes-suite up` (its URL is in `<data dir>/database_url`).
@@ -172,6 +172,38 @@ def create_token(args: argparse.Namespace) -> dict[str, Any]:
     return asyncio.run(_in_schema("identity", work))
 
 
+#: `--chute-id` values that are not a chute: any chute without its own row, and the day's total.
+ANY_CHUTE, ALL_JOBS = "*", "global"
+
+
+def set_job_quota(args: argparse.Namespace) -> dict[str, Any]:
+    """A user's daily job quota, for one chute, any chute ("*") or in total ("global")."""
+    from services.jobs.store import set_quota
+
+    if args.quota < 0:
+        raise AdminError("--quota must be 0 (no jobs) or more")
+    chute_id = args.chute_id
+    if chute_id not in (ANY_CHUTE, ALL_JOBS):
+        try:
+            chute_id = str(uuid.UUID(chute_id))
+        except ValueError:
+            raise AdminError(f"--chute-id {chute_id!r} is not a chute UUID, '*' or 'global'") from None
+
+    async def owner(connection: Any) -> dict[str, Any]:
+        user: Any = await store.find_user(connection, args.username)
+        if user is None:
+            raise AdminError(f"no user named {args.username!r}")
+        return {"user_id": user.user_id, "username": user.username}
+
+    found = asyncio.run(_in_schema("identity", owner))
+
+    async def work(connection: Any) -> dict[str, Any]:
+        await set_quota(connection, found["user_id"], chute_id, args.quota)
+        return found | {"chute_id": chute_id, "quota": args.quota}
+
+    return asyncio.run(_in_schema("jobs", work))
+
+
 def add_commands(commands: Any) -> None:
     admin = commands.add_parser("admin", help="operator commands on the suite's database")
     actions = admin.add_subparsers(dest="action", required=True)
@@ -212,6 +244,17 @@ def add_commands(commands: Any) -> None:
 
     token = actions.add_parser("create-token", help="create a registration token")
     token.set_defaults(admin_command=create_token)
+
+    quota = actions.add_parser("set-job-quota", help="set a user's daily job quota (jobs a day)")
+    quota.add_argument("--username", required=True)
+    quota.add_argument(
+        "--chute-id",
+        default=ANY_CHUTE,
+        help="a chute's UUID; '*' (default): every chute without its own quota, and the total "
+        "unless 'global' is set; 'global': the user's total a day",
+    )
+    quota.add_argument("--quota", required=True, type=int, help="jobs a day; 0 allows none")
+    quota.set_defaults(admin_command=set_job_quota)
     admin.set_defaults(run=run)
 
 

@@ -5,10 +5,11 @@ Jobs: one-shot runs of a chute's job methods and their output files, as the real
 serves them at /jobs. User routes need normal auth: an API key, or hotkey headers on POST
 only (GET and DELETE have no hotkey purpose, so they take only Authorization); without it
 they return UNAUTHENTICATED (REST 401). The miner-side routes that take `token` accept only
-the job JWT and return UNAUTHENTICATED (REST 401) for anything else.
+the job JWT and return UNAUTHENTICATED (REST 401 "Missing or invalid JWT") for anything else.
 
-Not built yet: every RPC of this file answers UNIMPLEMENTED (REST 501) today; the comments
-give the behaviour to build, which is the real API's.
+The registry places each job on a node (chutes.registry.v1.RegistryInternalService), whose
+miner runs it on an instance of its own; output files are kept on local disk or in an
+S3-compatible bucket (CHUTES_JOB_STORAGE_URL).
 """
 
 from collections import abc as _abc

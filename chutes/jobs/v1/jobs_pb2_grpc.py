@@ -104,26 +104,35 @@ class JobsServiceServicer:
     """
 
     def CreateJob(self, request, context):
-        """Creates a job for a job method of a chute and notifies miners; the new job is "pending".
-        Auth: required (hotkey headers signed over the body, or an API key).
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Creates a job for a job method of a chute and asks the registry to place it on a node; the
+        new job is "pending". While the registry cannot take it the job stays pending and is
+        offered again; a job no node took within CHUTES_JOB_PENDING_TIMEOUT_SECONDS (3600 s) or
+        running longer than its definition's timeout is cancelled and ends in "error"; so does one
+        whose instance ends without completing it. Auth: required (hotkey headers signed over the
+        body, or an API key).
         - Returns NOT_FOUND (REST 404 "Chute {chute_id} not found") if the chute does not exist,
-        has no job method with that name, or is not public, owned by or shared with the caller.
-        - Returns RESOURCE_EXHAUSTED (REST 429 "Daily job quota exceeded: ...") if the caller's
-        daily quota for this chute or in total is used up (no quota configured = no jobs).
+        has no job method with that name, or the caller may not see it (as for GetChute).
+        - Returns RESOURCE_EXHAUSTED (REST 429 "Daily job quota exceeded: ...") if the caller's jobs
+        created today reach a daily quota: for this chute, the caller's job_quotas row for the
+        chute, else for "*", else CHUTES_DEFAULT_JOB_QUOTA (100); in total, the row "global",
+        else "*", else CHUTES_DEFAULT_JOB_QUOTA. A quota of 0 allows no jobs (the real API's
+        default; operators set rows with `chutes-suite admin set-job-quota`).
         - Returns INVALID_ARGUMENT (REST 400 "Invalid disk size specified") if `_disk_gb` in the
         body is not a number with 10 < x < 1000.
+        - Returns UNAVAILABLE (REST 503 "The registry is unavailable, try again shortly") if the
+        registry cannot be asked about the chute.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteJob(self, request, context):
-        """Deletes a job and its stored output files, and stops the instance running it. Auth:
-        required (API key only), owner only.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Deletes a job and its stored output files; an unfinished job's instance is stopped first
+        (the registry cancels its placement). Auth: required (API key only), owner only.
         - Returns NOT_FOUND (REST 404 "Job {job_id} not found or does not belong to you") if no
         job has that id or it belongs to another user.
+        - Returns UNAVAILABLE (REST 503 "Could not stop the job's instance, try again shortly") if
+        the registry cannot be asked to stop it; nothing is deleted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -131,11 +140,15 @@ class JobsServiceServicer:
 
     def FinishJob(self, request, context):
         """Miner reports the job's outcome and gets one upload URL per output file (in
-        Job.output_storage_urls); replaces any earlier list of output files. Auth: the job JWT in
-        `token`.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
-        - Returns UNAUTHENTICATED (REST 401) if `token` is missing, invalid or for another job.
-        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if CompleteJob already ran.
+        Job.output_storage_urls); replaces any earlier list of output files (stored files no longer
+        listed are deleted). Auth: the job JWT in `token`.
+        - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+        invalid, for another job or a per-file token, and (REST 401 "job_id={job_id} not found!")
+        if the job does not exist.
+        - Returns INVALID_ARGUMENT (REST 400 "Invalid output filename: '...'") if an output filename
+        is not a relative path (empty, "." or ".." segment, leading "/", NUL).
+        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if CompleteJob already ran or
+        the job ended in error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,34 +156,43 @@ class JobsServiceServicer:
 
     def UploadJobFile(self, request_iterator, context):
         """Miner uploads one output file, streamed: over REST the multipart body passes through as
-        HttpBody chunks. Marks the file uploaded. Auth: the per-file job JWT in `token`.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
-        - Returns UNAUTHENTICATED (REST 401) if `token` is invalid, for another job, or its
-        `filename` claim differs from the form field `path`.
-        - Returns INVALID_ARGUMENT (REST 400) if the job is already finished.
+        HttpBody chunks, and the file's bytes go to storage as they arrive, kept only once the whole
+        body parsed (a cut-off upload stores nothing; a repeated one replaces the file). Marks the
+        file uploaded. Auth: the per-file job JWT in `token`.
+        - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+        invalid, for another job, not a per-file token, or its `filename` claim differs from the
+        form field `path`, and (REST 401 "job_id={job_id} not found!") if the job does not exist.
+        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if the job is finished, also
+        when it finishes while the bytes stream (the file is then discarded).
         - Returns NOT_FOUND (REST 404 "File {path} not found in job output files") if FinishJob
         did not list that filename.
+        - Returns INVALID_ARGUMENT (REST 422) if the body is not multipart/form-data or lacks the
+        field `file` or `path`; (REST 400 "Invalid multipart body: ..." or "Incomplete multipart
+        body") if it does not parse or is cut off; (REST 400 "The path field is too long") if
+        `path` exceeds 4096 bytes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CompleteJob(self, request, context):
-        """Miner's final call: sets finished_at and the final status from the uploads, and releases
-        the instance. All files uploaded (or none expected) and status "complete..." -> "complete";
+        """Miner's final call: sets finished_at and the final status from the uploads (the instance
+        then exits). All files uploaded (or none expected) and status "complete..." -> "complete";
         some missing -> "partial_failure" with error_detail "Failed to upload files: a, b" (for
         any other status that line is appended to error_detail). Auth: the job JWT in `token`.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
-        - Returns UNAUTHENTICATED (REST 401) if `token` is missing, invalid or for another job.
-        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if it already ran.
+        - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+        invalid, for another job or a per-file token, and (REST 401 "job_id={job_id} not found!")
+        if the job does not exist.
+        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if it already ran or the job
+        ended in error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """One of the caller's jobs. Auth: required (API key only), owner only.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """One of the caller's jobs; instance_id and active follow the registry's placement (checked
+        every 2 s). Auth: required (API key only), owner only.
         - Returns NOT_FOUND (REST 404 "Job not found, or does not belong to you") if no job has
         that id or it belongs to another user.
         """
@@ -179,13 +201,13 @@ class JobsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DownloadJobFile(self, request, context):
-        """Streams an output file's bytes; the first message carries content_type
-        application/octet-stream. The real API also sends `Content-Disposition: attachment;
-        filename="<filename>"`. Auth: required (API key only), owner only.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Streams an output file's bytes from storage; the first message carries content_type
+        application/octet-stream, and the response header (initial metadata) `Content-Disposition:
+        attachment; filename="<filename>"` as the real API sends it (non-ASCII names also as
+        `filename*=UTF-8''...`). Auth: required (API key only), owner only.
         - Returns NOT_FOUND (REST 404) if the job does not exist or belongs to another user
-        ("Job not found, or does not belong to you"), or `file_id` is not one of its output
-        files ("Job output file not found ...").
+        ("Job not found, or does not belong to you"), or `file_id` is not one of its uploaded
+        output files ("Job output file not found: {file_id}").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -5,10 +5,11 @@ Jobs: one-shot runs of a chute's job methods and their output files, as the real
 serves them at /jobs. User routes need normal auth: an API key, or hotkey headers on POST
 only (GET and DELETE have no hotkey purpose, so they take only Authorization); without it
 they return UNAUTHENTICATED (REST 401). The miner-side routes that take `token` accept only
-the job JWT and return UNAUTHENTICATED (REST 401) for anything else.
+the job JWT and return UNAUTHENTICATED (REST 401 "Missing or invalid JWT") for anything else.
 
-Not built yet: every RPC of this file answers UNIMPLEMENTED (REST 501) today; the comments
-give the behaviour to build, which is the real API's.
+The registry places each job on a node (chutes.registry.v1.RegistryInternalService), whose
+miner runs it on an instance of its own; output files are kept on local disk or in an
+S3-compatible bucket (CHUTES_JOB_STORAGE_URL).
 """
 
 from chutes.jobs.v1 import jobs_pb2 as _jobs_pb2
@@ -57,64 +58,86 @@ class JobsServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> JobsServiceAsyncStub: ...
     CreateJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CreateJobRequest, _jobs_pb2.Job]
-    """Creates a job for a job method of a chute and notifies miners; the new job is "pending".
-    Auth: required (hotkey headers signed over the body, or an API key).
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Creates a job for a job method of a chute and asks the registry to place it on a node; the
+    new job is "pending". While the registry cannot take it the job stays pending and is
+    offered again; a job no node took within CHUTES_JOB_PENDING_TIMEOUT_SECONDS (3600 s) or
+    running longer than its definition's timeout is cancelled and ends in "error"; so does one
+    whose instance ends without completing it. Auth: required (hotkey headers signed over the
+    body, or an API key).
     - Returns NOT_FOUND (REST 404 "Chute {chute_id} not found") if the chute does not exist,
-      has no job method with that name, or is not public, owned by or shared with the caller.
-    - Returns RESOURCE_EXHAUSTED (REST 429 "Daily job quota exceeded: ...") if the caller's
-      daily quota for this chute or in total is used up (no quota configured = no jobs).
+      has no job method with that name, or the caller may not see it (as for GetChute).
+    - Returns RESOURCE_EXHAUSTED (REST 429 "Daily job quota exceeded: ...") if the caller's jobs
+      created today reach a daily quota: for this chute, the caller's job_quotas row for the
+      chute, else for "*", else CHUTES_DEFAULT_JOB_QUOTA (100); in total, the row "global",
+      else "*", else CHUTES_DEFAULT_JOB_QUOTA. A quota of 0 allows no jobs (the real API's
+      default; operators set rows with `chutes-suite admin set-job-quota`).
     - Returns INVALID_ARGUMENT (REST 400 "Invalid disk size specified") if `_disk_gb` in the
       body is not a number with 10 < x < 1000.
+    - Returns UNAVAILABLE (REST 503 "The registry is unavailable, try again shortly") if the
+      registry cannot be asked about the chute.
     """
     DeleteJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.DeleteJobRequest, _jobs_pb2.DeleteJobResponse]
-    """Deletes a job and its stored output files, and stops the instance running it. Auth:
-    required (API key only), owner only.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Deletes a job and its stored output files; an unfinished job's instance is stopped first
+    (the registry cancels its placement). Auth: required (API key only), owner only.
     - Returns NOT_FOUND (REST 404 "Job {job_id} not found or does not belong to you") if no
       job has that id or it belongs to another user.
+    - Returns UNAVAILABLE (REST 503 "Could not stop the job's instance, try again shortly") if
+      the registry cannot be asked to stop it; nothing is deleted.
     """
     FinishJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.FinishJobRequest, _jobs_pb2.Job]
     """Miner reports the job's outcome and gets one upload URL per output file (in
-    Job.output_storage_urls); replaces any earlier list of output files. Auth: the job JWT in
-    `token`.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
-    - Returns UNAUTHENTICATED (REST 401) if `token` is missing, invalid or for another job.
-    - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if CompleteJob already ran.
+    Job.output_storage_urls); replaces any earlier list of output files (stored files no longer
+    listed are deleted). Auth: the job JWT in `token`.
+    - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+      invalid, for another job or a per-file token, and (REST 401 "job_id={job_id} not found!")
+      if the job does not exist.
+    - Returns INVALID_ARGUMENT (REST 400 "Invalid output filename: '...'") if an output filename
+      is not a relative path (empty, "." or ".." segment, leading "/", NUL).
+    - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if CompleteJob already ran or
+      the job ended in error.
     """
     UploadJobFile: _grpc.StreamUnaryMultiCallable[_jobs_pb2.UploadJobFileRequest, _jobs_pb2.UploadJobFileResponse]
     """Miner uploads one output file, streamed: over REST the multipart body passes through as
-    HttpBody chunks. Marks the file uploaded. Auth: the per-file job JWT in `token`.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
-    - Returns UNAUTHENTICATED (REST 401) if `token` is invalid, for another job, or its
-      `filename` claim differs from the form field `path`.
-    - Returns INVALID_ARGUMENT (REST 400) if the job is already finished.
+    HttpBody chunks, and the file's bytes go to storage as they arrive, kept only once the whole
+    body parsed (a cut-off upload stores nothing; a repeated one replaces the file). Marks the
+    file uploaded. Auth: the per-file job JWT in `token`.
+    - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+      invalid, for another job, not a per-file token, or its `filename` claim differs from the
+      form field `path`, and (REST 401 "job_id={job_id} not found!") if the job does not exist.
+    - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if the job is finished, also
+      when it finishes while the bytes stream (the file is then discarded).
     - Returns NOT_FOUND (REST 404 "File {path} not found in job output files") if FinishJob
       did not list that filename.
+    - Returns INVALID_ARGUMENT (REST 422) if the body is not multipart/form-data or lacks the
+      field `file` or `path`; (REST 400 "Invalid multipart body: ..." or "Incomplete multipart
+      body") if it does not parse or is cut off; (REST 400 "The path field is too long") if
+      `path` exceeds 4096 bytes.
     """
     CompleteJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CompleteJobRequest, _jobs_pb2.Job]
-    """Miner's final call: sets finished_at and the final status from the uploads, and releases
-    the instance. All files uploaded (or none expected) and status "complete..." -> "complete";
+    """Miner's final call: sets finished_at and the final status from the uploads (the instance
+    then exits). All files uploaded (or none expected) and status "complete..." -> "complete";
     some missing -> "partial_failure" with error_detail "Failed to upload files: a, b" (for
     any other status that line is appended to error_detail). Auth: the job JWT in `token`.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
-    - Returns UNAUTHENTICATED (REST 401) if `token` is missing, invalid or for another job.
-    - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if it already ran.
+    - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+      invalid, for another job or a per-file token, and (REST 401 "job_id={job_id} not found!")
+      if the job does not exist.
+    - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if it already ran or the job
+      ended in error.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.Job]
-    """One of the caller's jobs. Auth: required (API key only), owner only.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """One of the caller's jobs; instance_id and active follow the registry's placement (checked
+    every 2 s). Auth: required (API key only), owner only.
     - Returns NOT_FOUND (REST 404 "Job not found, or does not belong to you") if no job has
       that id or it belongs to another user.
     """
     DownloadJobFile: _grpc.UnaryStreamMultiCallable[_jobs_pb2.DownloadJobFileRequest, _httpbody_pb2.HttpBody]
-    """Streams an output file's bytes; the first message carries content_type
-    application/octet-stream. The real API also sends `Content-Disposition: attachment;
-    filename="<filename>"`. Auth: required (API key only), owner only.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Streams an output file's bytes from storage; the first message carries content_type
+    application/octet-stream, and the response header (initial metadata) `Content-Disposition:
+    attachment; filename="<filename>"` as the real API sends it (non-ASCII names also as
+    `filename*=UTF-8''...`). Auth: required (API key only), owner only.
     - Returns NOT_FOUND (REST 404) if the job does not exist or belongs to another user
-      ("Job not found, or does not belong to you"), or `file_id` is not one of its output
-      files ("Job output file not found ...").
+      ("Job not found, or does not belong to you"), or `file_id` is not one of its uploaded
+      output files ("Job output file not found: {file_id}").
     """
 
 @_typing.type_check_only
@@ -137,64 +160,86 @@ class JobsServiceAsyncStub(JobsServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CreateJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
-    """Creates a job for a job method of a chute and notifies miners; the new job is "pending".
-    Auth: required (hotkey headers signed over the body, or an API key).
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Creates a job for a job method of a chute and asks the registry to place it on a node; the
+    new job is "pending". While the registry cannot take it the job stays pending and is
+    offered again; a job no node took within CHUTES_JOB_PENDING_TIMEOUT_SECONDS (3600 s) or
+    running longer than its definition's timeout is cancelled and ends in "error"; so does one
+    whose instance ends without completing it. Auth: required (hotkey headers signed over the
+    body, or an API key).
     - Returns NOT_FOUND (REST 404 "Chute {chute_id} not found") if the chute does not exist,
-      has no job method with that name, or is not public, owned by or shared with the caller.
-    - Returns RESOURCE_EXHAUSTED (REST 429 "Daily job quota exceeded: ...") if the caller's
-      daily quota for this chute or in total is used up (no quota configured = no jobs).
+      has no job method with that name, or the caller may not see it (as for GetChute).
+    - Returns RESOURCE_EXHAUSTED (REST 429 "Daily job quota exceeded: ...") if the caller's jobs
+      created today reach a daily quota: for this chute, the caller's job_quotas row for the
+      chute, else for "*", else CHUTES_DEFAULT_JOB_QUOTA (100); in total, the row "global",
+      else "*", else CHUTES_DEFAULT_JOB_QUOTA. A quota of 0 allows no jobs (the real API's
+      default; operators set rows with `chutes-suite admin set-job-quota`).
     - Returns INVALID_ARGUMENT (REST 400 "Invalid disk size specified") if `_disk_gb` in the
       body is not a number with 10 < x < 1000.
+    - Returns UNAVAILABLE (REST 503 "The registry is unavailable, try again shortly") if the
+      registry cannot be asked about the chute.
     """
     DeleteJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.DeleteJobRequest, _jobs_pb2.DeleteJobResponse]  # type: ignore[assignment]
-    """Deletes a job and its stored output files, and stops the instance running it. Auth:
-    required (API key only), owner only.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Deletes a job and its stored output files; an unfinished job's instance is stopped first
+    (the registry cancels its placement). Auth: required (API key only), owner only.
     - Returns NOT_FOUND (REST 404 "Job {job_id} not found or does not belong to you") if no
       job has that id or it belongs to another user.
+    - Returns UNAVAILABLE (REST 503 "Could not stop the job's instance, try again shortly") if
+      the registry cannot be asked to stop it; nothing is deleted.
     """
     FinishJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.FinishJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
     """Miner reports the job's outcome and gets one upload URL per output file (in
-    Job.output_storage_urls); replaces any earlier list of output files. Auth: the job JWT in
-    `token`.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
-    - Returns UNAUTHENTICATED (REST 401) if `token` is missing, invalid or for another job.
-    - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if CompleteJob already ran.
+    Job.output_storage_urls); replaces any earlier list of output files (stored files no longer
+    listed are deleted). Auth: the job JWT in `token`.
+    - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+      invalid, for another job or a per-file token, and (REST 401 "job_id={job_id} not found!")
+      if the job does not exist.
+    - Returns INVALID_ARGUMENT (REST 400 "Invalid output filename: '...'") if an output filename
+      is not a relative path (empty, "." or ".." segment, leading "/", NUL).
+    - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if CompleteJob already ran or
+      the job ended in error.
     """
     UploadJobFile: _aio.StreamUnaryMultiCallable[_jobs_pb2.UploadJobFileRequest, _jobs_pb2.UploadJobFileResponse]  # type: ignore[assignment]
     """Miner uploads one output file, streamed: over REST the multipart body passes through as
-    HttpBody chunks. Marks the file uploaded. Auth: the per-file job JWT in `token`.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
-    - Returns UNAUTHENTICATED (REST 401) if `token` is invalid, for another job, or its
-      `filename` claim differs from the form field `path`.
-    - Returns INVALID_ARGUMENT (REST 400) if the job is already finished.
+    HttpBody chunks, and the file's bytes go to storage as they arrive, kept only once the whole
+    body parsed (a cut-off upload stores nothing; a repeated one replaces the file). Marks the
+    file uploaded. Auth: the per-file job JWT in `token`.
+    - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+      invalid, for another job, not a per-file token, or its `filename` claim differs from the
+      form field `path`, and (REST 401 "job_id={job_id} not found!") if the job does not exist.
+    - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if the job is finished, also
+      when it finishes while the bytes stream (the file is then discarded).
     - Returns NOT_FOUND (REST 404 "File {path} not found in job output files") if FinishJob
       did not list that filename.
+    - Returns INVALID_ARGUMENT (REST 422) if the body is not multipart/form-data or lacks the
+      field `file` or `path`; (REST 400 "Invalid multipart body: ..." or "Incomplete multipart
+      body") if it does not parse or is cut off; (REST 400 "The path field is too long") if
+      `path` exceeds 4096 bytes.
     """
     CompleteJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CompleteJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
-    """Miner's final call: sets finished_at and the final status from the uploads, and releases
-    the instance. All files uploaded (or none expected) and status "complete..." -> "complete";
+    """Miner's final call: sets finished_at and the final status from the uploads (the instance
+    then exits). All files uploaded (or none expected) and status "complete..." -> "complete";
     some missing -> "partial_failure" with error_detail "Failed to upload files: a, b" (for
     any other status that line is appended to error_detail). Auth: the job JWT in `token`.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
-    - Returns UNAUTHENTICATED (REST 401) if `token` is missing, invalid or for another job.
-    - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if it already ran.
+    - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+      invalid, for another job or a per-file token, and (REST 401 "job_id={job_id} not found!")
+      if the job does not exist.
+    - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if it already ran or the job
+      ended in error.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
-    """One of the caller's jobs. Auth: required (API key only), owner only.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """One of the caller's jobs; instance_id and active follow the registry's placement (checked
+    every 2 s). Auth: required (API key only), owner only.
     - Returns NOT_FOUND (REST 404 "Job not found, or does not belong to you") if no job has
       that id or it belongs to another user.
     """
     DownloadJobFile: _aio.UnaryStreamMultiCallable[_jobs_pb2.DownloadJobFileRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """Streams an output file's bytes; the first message carries content_type
-    application/octet-stream. The real API also sends `Content-Disposition: attachment;
-    filename="<filename>"`. Auth: required (API key only), owner only.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Streams an output file's bytes from storage; the first message carries content_type
+    application/octet-stream, and the response header (initial metadata) `Content-Disposition:
+    attachment; filename="<filename>"` as the real API sends it (non-ASCII names also as
+    `filename*=UTF-8''...`). Auth: required (API key only), owner only.
     - Returns NOT_FOUND (REST 404) if the job does not exist or belongs to another user
-      ("Job not found, or does not belong to you"), or `file_id` is not one of its output
-      files ("Job output file not found ...").
+      ("Job not found, or does not belong to you"), or `file_id` is not one of its uploaded
+      output files ("Job output file not found: {file_id}").
     """
 
 class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -220,15 +265,23 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.CreateJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
-        """Creates a job for a job method of a chute and notifies miners; the new job is "pending".
-        Auth: required (hotkey headers signed over the body, or an API key).
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Creates a job for a job method of a chute and asks the registry to place it on a node; the
+        new job is "pending". While the registry cannot take it the job stays pending and is
+        offered again; a job no node took within CHUTES_JOB_PENDING_TIMEOUT_SECONDS (3600 s) or
+        running longer than its definition's timeout is cancelled and ends in "error"; so does one
+        whose instance ends without completing it. Auth: required (hotkey headers signed over the
+        body, or an API key).
         - Returns NOT_FOUND (REST 404 "Chute {chute_id} not found") if the chute does not exist,
-          has no job method with that name, or is not public, owned by or shared with the caller.
-        - Returns RESOURCE_EXHAUSTED (REST 429 "Daily job quota exceeded: ...") if the caller's
-          daily quota for this chute or in total is used up (no quota configured = no jobs).
+          has no job method with that name, or the caller may not see it (as for GetChute).
+        - Returns RESOURCE_EXHAUSTED (REST 429 "Daily job quota exceeded: ...") if the caller's jobs
+          created today reach a daily quota: for this chute, the caller's job_quotas row for the
+          chute, else for "*", else CHUTES_DEFAULT_JOB_QUOTA (100); in total, the row "global",
+          else "*", else CHUTES_DEFAULT_JOB_QUOTA. A quota of 0 allows no jobs (the real API's
+          default; operators set rows with `chutes-suite admin set-job-quota`).
         - Returns INVALID_ARGUMENT (REST 400 "Invalid disk size specified") if `_disk_gb` in the
           body is not a number with 10 < x < 1000.
+        - Returns UNAVAILABLE (REST 503 "The registry is unavailable, try again shortly") if the
+          registry cannot be asked about the chute.
         """
 
     @_abc_1.abstractmethod
@@ -237,11 +290,12 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.DeleteJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.DeleteJobResponse, _abc.Awaitable[_jobs_pb2.DeleteJobResponse]]:
-        """Deletes a job and its stored output files, and stops the instance running it. Auth:
-        required (API key only), owner only.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Deletes a job and its stored output files; an unfinished job's instance is stopped first
+        (the registry cancels its placement). Auth: required (API key only), owner only.
         - Returns NOT_FOUND (REST 404 "Job {job_id} not found or does not belong to you") if no
           job has that id or it belongs to another user.
+        - Returns UNAVAILABLE (REST 503 "Could not stop the job's instance, try again shortly") if
+          the registry cannot be asked to stop it; nothing is deleted.
         """
 
     @_abc_1.abstractmethod
@@ -251,11 +305,15 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
         """Miner reports the job's outcome and gets one upload URL per output file (in
-        Job.output_storage_urls); replaces any earlier list of output files. Auth: the job JWT in
-        `token`.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
-        - Returns UNAUTHENTICATED (REST 401) if `token` is missing, invalid or for another job.
-        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if CompleteJob already ran.
+        Job.output_storage_urls); replaces any earlier list of output files (stored files no longer
+        listed are deleted). Auth: the job JWT in `token`.
+        - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+          invalid, for another job or a per-file token, and (REST 401 "job_id={job_id} not found!")
+          if the job does not exist.
+        - Returns INVALID_ARGUMENT (REST 400 "Invalid output filename: '...'") if an output filename
+          is not a relative path (empty, "." or ".." segment, leading "/", NUL).
+        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if CompleteJob already ran or
+          the job ended in error.
         """
 
     @_abc_1.abstractmethod
@@ -265,13 +323,20 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.UploadJobFileResponse, _abc.Awaitable[_jobs_pb2.UploadJobFileResponse]]:
         """Miner uploads one output file, streamed: over REST the multipart body passes through as
-        HttpBody chunks. Marks the file uploaded. Auth: the per-file job JWT in `token`.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
-        - Returns UNAUTHENTICATED (REST 401) if `token` is invalid, for another job, or its
-          `filename` claim differs from the form field `path`.
-        - Returns INVALID_ARGUMENT (REST 400) if the job is already finished.
+        HttpBody chunks, and the file's bytes go to storage as they arrive, kept only once the whole
+        body parsed (a cut-off upload stores nothing; a repeated one replaces the file). Marks the
+        file uploaded. Auth: the per-file job JWT in `token`.
+        - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+          invalid, for another job, not a per-file token, or its `filename` claim differs from the
+          form field `path`, and (REST 401 "job_id={job_id} not found!") if the job does not exist.
+        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if the job is finished, also
+          when it finishes while the bytes stream (the file is then discarded).
         - Returns NOT_FOUND (REST 404 "File {path} not found in job output files") if FinishJob
           did not list that filename.
+        - Returns INVALID_ARGUMENT (REST 422) if the body is not multipart/form-data or lacks the
+          field `file` or `path`; (REST 400 "Invalid multipart body: ..." or "Incomplete multipart
+          body") if it does not parse or is cut off; (REST 400 "The path field is too long") if
+          `path` exceeds 4096 bytes.
         """
 
     @_abc_1.abstractmethod
@@ -280,13 +345,15 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.CompleteJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
-        """Miner's final call: sets finished_at and the final status from the uploads, and releases
-        the instance. All files uploaded (or none expected) and status "complete..." -> "complete";
+        """Miner's final call: sets finished_at and the final status from the uploads (the instance
+        then exits). All files uploaded (or none expected) and status "complete..." -> "complete";
         some missing -> "partial_failure" with error_detail "Failed to upload files: a, b" (for
         any other status that line is appended to error_detail). Auth: the job JWT in `token`.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
-        - Returns UNAUTHENTICATED (REST 401) if `token` is missing, invalid or for another job.
-        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if it already ran.
+        - Returns UNAUTHENTICATED (REST 401 "Missing or invalid JWT") if `token` is missing,
+          invalid, for another job or a per-file token, and (REST 401 "job_id={job_id} not found!")
+          if the job does not exist.
+        - Returns INVALID_ARGUMENT (REST 400 "Job already finished") if it already ran or the job
+          ended in error.
         """
 
     @_abc_1.abstractmethod
@@ -295,8 +362,8 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.GetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
-        """One of the caller's jobs. Auth: required (API key only), owner only.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """One of the caller's jobs; instance_id and active follow the registry's placement (checked
+        every 2 s). Auth: required (API key only), owner only.
         - Returns NOT_FOUND (REST 404 "Job not found, or does not belong to you") if no job has
           that id or it belongs to another user.
         """
@@ -307,13 +374,13 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.DownloadJobFileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
-        """Streams an output file's bytes; the first message carries content_type
-        application/octet-stream. The real API also sends `Content-Disposition: attachment;
-        filename="<filename>"`. Auth: required (API key only), owner only.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Streams an output file's bytes from storage; the first message carries content_type
+        application/octet-stream, and the response header (initial metadata) `Content-Disposition:
+        attachment; filename="<filename>"` as the real API sends it (non-ASCII names also as
+        `filename*=UTF-8''...`). Auth: required (API key only), owner only.
         - Returns NOT_FOUND (REST 404) if the job does not exist or belongs to another user
-          ("Job not found, or does not belong to you"), or `file_id` is not one of its output
-          files ("Job output file not found ...").
+          ("Job not found, or does not belong to you"), or `file_id` is not one of its uploaded
+          output files ("Job output file not found: {file_id}").
         """
 
 def add_JobsServiceServicer_to_server(servicer: JobsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -110,8 +110,9 @@ class RegistryServiceStub:
       these.") if page and offset are both non-zero.
     """
     ListRollingUpdates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListRollingUpdatesRequest, _registry_pb2.ListRollingUpdatesResponse]
-    """All rolling updates in progress. REST: bare JSON array. Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """All rolling updates in progress: one per chute redeployed while it had instances, until no
+    instance of the old version is left (the scheduler then drops it). REST: bare JSON array.
+    Auth: none. Never fails.
     """
     GetChuteCode: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetChuteCodeRequest, _httpbody_pb2.HttpBody]
     """A chute's Python source as deployed, content_type text/plain. Auth: optional (hotkey
@@ -131,18 +132,19 @@ class RegistryServiceStub:
       a literal model_name.
     """
     WarmupChute: _grpc.UnaryStreamMultiCallable[_registry_pb2.WarmupChuteRequest, _httpbody_pb2.HttpBody]
-    """Waits, at most 600 s, until the chute has instances. Each streamed HttpBody is one
-    complete Server-Sent Events frame, content_type text/event-stream (set on the first
-    message): `data: {"status": "cold", "log": "waiting for instances ..."}\\n\\n` about every
-    5 s, then `data: {"status": "hot", "log": "chute is hot, N instances available"}\\n\\n` and
-    the stream ends. With quick=true a single application/json message {status,
-    instance_count, bounty, instances} is sent instead. Auth: required (hotkey purpose
-    "chutes").
-    Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
-    - Returns NOT_FOUND (REST 404) if no visible chute has that id or name.
-    - Returns UNAVAILABLE (REST 503 "This chute is currently disabled.") if it is disabled.
-    - Returns FAILED_PRECONDITION (REST 402, naming the payment address) if the caller's
-      balance is <= 0.
+    """Marks the chute wanted, so the registry's scheduler starts an instance on a node that can
+    run it (none for a disabled chute or one with only job methods), then waits, at most 600 s,
+    until the gateway routes to an instance. Each streamed HttpBody is one complete Server-Sent
+    Events frame, content_type text/event-stream (set on the first message): `data: {"status":
+    "cold", "log": "waiting for instances ..."}\\n\\n` about every 5 s (the log ends in " (no
+    connected node can run it yet)" while no node fits), then `data: {"status": "hot", "log":
+    "chute is hot, N instances available"}\\n\\n` and the stream ends; after 600 s it ends cold.
+    With quick=true a single application/json message {status ("hot" once an instance is
+    active and verified, else "cold"), instance_count, bounty (null), instances: [{instance_id,
+    active, gpu_count, gpu_model_name}]} is sent at once instead. Auth: required (hotkey
+    purpose "chutes"). Unlike the real API, neither `disabled` nor the balance is checked.
+    - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
+      has that id or name, or the caller may not see it (as for GetChute).
     """
     GetChute: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetChuteRequest, _registry_pb2.Chute]
     """One chute by UUID or exact name, with its full cords, instances, price estimate,
@@ -322,8 +324,9 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
       these.") if page and offset are both non-zero.
     """
     ListRollingUpdates: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListRollingUpdatesRequest, _registry_pb2.ListRollingUpdatesResponse]  # type: ignore[assignment]
-    """All rolling updates in progress. REST: bare JSON array. Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """All rolling updates in progress: one per chute redeployed while it had instances, until no
+    instance of the old version is left (the scheduler then drops it). REST: bare JSON array.
+    Auth: none. Never fails.
     """
     GetChuteCode: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetChuteCodeRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """A chute's Python source as deployed, content_type text/plain. Auth: optional (hotkey
@@ -343,18 +346,19 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
       a literal model_name.
     """
     WarmupChute: _aio.UnaryStreamMultiCallable[_registry_pb2.WarmupChuteRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """Waits, at most 600 s, until the chute has instances. Each streamed HttpBody is one
-    complete Server-Sent Events frame, content_type text/event-stream (set on the first
-    message): `data: {"status": "cold", "log": "waiting for instances ..."}\\n\\n` about every
-    5 s, then `data: {"status": "hot", "log": "chute is hot, N instances available"}\\n\\n` and
-    the stream ends. With quick=true a single application/json message {status,
-    instance_count, bounty, instances} is sent instead. Auth: required (hotkey purpose
-    "chutes").
-    Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
-    - Returns NOT_FOUND (REST 404) if no visible chute has that id or name.
-    - Returns UNAVAILABLE (REST 503 "This chute is currently disabled.") if it is disabled.
-    - Returns FAILED_PRECONDITION (REST 402, naming the payment address) if the caller's
-      balance is <= 0.
+    """Marks the chute wanted, so the registry's scheduler starts an instance on a node that can
+    run it (none for a disabled chute or one with only job methods), then waits, at most 600 s,
+    until the gateway routes to an instance. Each streamed HttpBody is one complete Server-Sent
+    Events frame, content_type text/event-stream (set on the first message): `data: {"status":
+    "cold", "log": "waiting for instances ..."}\\n\\n` about every 5 s (the log ends in " (no
+    connected node can run it yet)" while no node fits), then `data: {"status": "hot", "log":
+    "chute is hot, N instances available"}\\n\\n` and the stream ends; after 600 s it ends cold.
+    With quick=true a single application/json message {status ("hot" once an instance is
+    active and verified, else "cold"), instance_count, bounty (null), instances: [{instance_id,
+    active, gpu_count, gpu_model_name}]} is sent at once instead. Auth: required (hotkey
+    purpose "chutes"). Unlike the real API, neither `disabled` nor the balance is checked.
+    - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
+      has that id or name, or the caller may not see it (as for GetChute).
     """
     GetChute: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetChuteRequest, _registry_pb2.Chute]  # type: ignore[assignment]
     """One chute by UUID or exact name, with its full cords, instances, price estimate,
@@ -573,8 +577,9 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListRollingUpdatesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListRollingUpdatesResponse, _abc.Awaitable[_registry_pb2.ListRollingUpdatesResponse]]:
-        """All rolling updates in progress. REST: bare JSON array. Auth: none.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """All rolling updates in progress: one per chute redeployed while it had instances, until no
+        instance of the old version is left (the scheduler then drops it). REST: bare JSON array.
+        Auth: none. Never fails.
         """
 
     @_abc_1.abstractmethod
@@ -612,18 +617,19 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.WarmupChuteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
-        """Waits, at most 600 s, until the chute has instances. Each streamed HttpBody is one
-        complete Server-Sent Events frame, content_type text/event-stream (set on the first
-        message): `data: {"status": "cold", "log": "waiting for instances ..."}\\n\\n` about every
-        5 s, then `data: {"status": "hot", "log": "chute is hot, N instances available"}\\n\\n` and
-        the stream ends. With quick=true a single application/json message {status,
-        instance_count, bounty, instances} is sent instead. Auth: required (hotkey purpose
-        "chutes").
-        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
-        - Returns NOT_FOUND (REST 404) if no visible chute has that id or name.
-        - Returns UNAVAILABLE (REST 503 "This chute is currently disabled.") if it is disabled.
-        - Returns FAILED_PRECONDITION (REST 402, naming the payment address) if the caller's
-          balance is <= 0.
+        """Marks the chute wanted, so the registry's scheduler starts an instance on a node that can
+        run it (none for a disabled chute or one with only job methods), then waits, at most 600 s,
+        until the gateway routes to an instance. Each streamed HttpBody is one complete Server-Sent
+        Events frame, content_type text/event-stream (set on the first message): `data: {"status":
+        "cold", "log": "waiting for instances ..."}\\n\\n` about every 5 s (the log ends in " (no
+        connected node can run it yet)" while no node fits), then `data: {"status": "hot", "log":
+        "chute is hot, N instances available"}\\n\\n` and the stream ends; after 600 s it ends cold.
+        With quick=true a single application/json message {status ("hot" once an instance is
+        active and verified, else "cold"), instance_count, bounty (null), instances: [{instance_id,
+        active, gpu_count, gpu_model_name}]} is sent at once instead. Auth: required (hotkey
+        purpose "chutes"). Unlike the real API, neither `disabled` nor the balance is checked.
+        - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
+          has that id or name, or the caller may not see it (as for GetChute).
         """
 
     @_abc_1.abstractmethod
