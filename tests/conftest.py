@@ -19,9 +19,12 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -29,6 +32,7 @@ from gateway.render import write_config
 from services.kit.settings import SERVICE_NAMES
 from suite import postgres
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 CHUTES_SUITE = str(Path(sys.executable).parent / "chutes-suite")
 
@@ -131,6 +135,44 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@contextmanager
+def suite_with_miner(database_url: str, purpose: str) -> Iterator[RunningSuite]:
+    """`chutes-suite up` on a database of its own (on `database_url`'s server) with its local miner
+    on: a simulated node of two pro_6000 that runs instances on this machine."""
+    name = f"{purpose}_{uuid.uuid4().hex[:10]}"
+
+    async def create_database() -> None:
+        import asyncpg
+
+        connection = await asyncpg.connect(database_url)
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create_database())
+    with tempfile.TemporaryDirectory(prefix=f"chutes-test-{purpose}-") as tmp:
+        env = suite_env(Path(tmp), database_url.rsplit("/", 1)[0] + "/" + name)
+        env["CHUTES_LOCAL_MINER"] = "true"
+        env["CHUTES_LOCAL_MINER_GPUS"] = "pro_6000:2"
+        running = start_suite(env)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 30, interval: float = 0.05) -> T:
+    """The first truthy value of `check()`, polled until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not after {timeout}s"
+        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ import pytest
 from chutes.registry.v1 import internal_pb2
 from services.jobs import dispatch
 from services.jobs.storage import LocalStorage, ObjectStorage, StorageNotFound, s3_store
-from tests.conftest import RunningSuite, free_port, start_suite, suite_env
+from tests.conftest import RunningSuite, free_port, start_suite, suite_env, suite_with_miner, wait_for
 from tests.test_identity import Hotkey, User, admin, new_user
 from tests.test_registry import SDK_VERSION, deploy_body, deployed, detail, key
 
@@ -604,25 +604,8 @@ def test_upload_and_download_on_the_s3_backend(s3_endpoint: str, database_url: s
 @pytest.fixture(scope="module")
 def mined(database_url: str) -> Iterator[RunningSuite]:
     """A suite of its own (own database) whose local miner runs job instances on this machine."""
-    name = f"jobs_{uuid.uuid4().hex[:10]}"
-
-    async def create_database() -> None:
-        connection = await asyncpg.connect(database_url)
-        try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await connection.close()
-
-    asyncio.run(create_database())
-    with tempfile.TemporaryDirectory(prefix="chutes-test-jobs-miner-") as tmp:
-        env = suite_env(Path(tmp), database_url.rsplit("/", 1)[0] + "/" + name)
-        env["CHUTES_LOCAL_MINER"] = "true"
-        env["CHUTES_LOCAL_MINER_GPUS"] = "pro_6000:2"
-        running = start_suite(env)
-        try:
-            yield running
-        finally:
-            running.stop()
+    with suite_with_miner(database_url, "jobs") as running:
+        yield running
 
 
 def job_processes(suite: RunningSuite, job_id: str) -> list[psutil.Process]:
@@ -633,16 +616,6 @@ def job_processes(suite: RunningSuite, job_id: str) -> list[psutil.Process]:
         if "--job-method" in cmdline and job_id in cmdline:
             found.append(process)
     return found
-
-
-def wait_for(what: str, check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not after {timeout}s"
-        time.sleep(0.1)
 
 
 def test_jobs_run_on_the_local_miner(mined: RunningSuite, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ import psutil
 import pytest
 
 from chutes.registry.v1 import internal_pb2, internal_pb2_grpc, miners_pb2, miners_pb2_grpc
-from tests.conftest import RunningSuite, start_suite, suite_env
+from tests.conftest import RunningSuite, suite_with_miner, wait_for
 from tests.test_chute_run import Recorded, start_chute, start_http_server
 from tests.test_identity import Hotkey, User, admin
 from tests.test_registry import SDK_VERSION, deploy_body, key
@@ -42,27 +41,10 @@ ECHO_CORDS = [
 ]  # fmt: skip
 
 
-async def _create_database(url: str, name: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(scope="module")
 def runtime(database_url: str) -> Iterator[RunningSuite]:
-    name = f"runtime_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_create_database(database_url, name))
-    with tempfile.TemporaryDirectory(prefix="chutes-test-runtime-") as tmp:
-        env = suite_env(Path(tmp), database_url.rsplit("/", 1)[0] + "/" + name)
-        env["CHUTES_LOCAL_MINER"] = "true"
-        env["CHUTES_LOCAL_MINER_GPUS"] = "pro_6000:2"
-        running = start_suite(env)
-        try:
-            yield running
-        finally:
-            running.stop()
+    with suite_with_miner(database_url, "runtime") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -136,16 +118,6 @@ def instance_processes(runtime: RunningSuite) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
-
-
-def wait_for(what: str, check: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not after {timeout}s"
-        time.sleep(0.05)
 
 
 def test_a_deployed_chute_warms_up_answers_rolls_and_goes(runtime: RunningSuite, owner: User) -> None:
