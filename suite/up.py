@@ -1,8 +1,10 @@
 """`chutes-suite up`: the whole suite on one machine, supervised.
 
 Starts (unless CHUTES_DATABASE_URL is set) an embedded PostgreSQL, migrates every service's
-schema, starts the five services and Envoy, waits until all are healthy and prints one line,
-`gateway: http://HOST:PORT`. On Ctrl-C or SIGTERM it stops the gateway, then the services
+schema, starts the five services and Envoy, waits until all are healthy and prints two lines,
+`gateway: http://HOST:PORT` and where Prometheus scrapes (`metrics: identity=http://.../metrics
+... envoy=http://ADMIN/stats/prometheus`; a service without CHUTES_<SERVICE>_PROMETHEUS_ADDRESS
+gets a free loopback port). On Ctrl-C or SIGTERM it stops the gateway, then the services
 (gracefully), then the database. If any child dies on its own, that is reported and everything
 else is stopped: the suite never runs on with a piece missing. Children also get SIGTERM should
 this process itself be killed, so nothing is left behind.
@@ -99,8 +101,9 @@ class Supervisor:
         (self.data_dir / DATABASE_URL_FILE).write_text(postgres.url(port))
         return postgres.url(port)
 
-    def start_services(self, database_url: str) -> None:
+    def start_services(self, database_url: str, prometheus: dict[str, str]) -> None:
         env = {**os.environ, "CHUTES_DATABASE_URL": database_url}
+        env |= {f"CHUTES_{name.upper()}_PROMETHEUS_ADDRESS": address for name, address in prometheus.items()}
         for name in SERVICE_NAMES:
             self.spawn(name, [sys.executable, "-m", f"services.{name}"], env=env)
 
@@ -182,6 +185,22 @@ def write_gateway_config(path: Path, settings: Settings) -> Path:
     )
 
 
+def prometheus_addresses(settings: Settings) -> dict[str, str]:
+    """Where each service serves `/metrics`: its setting, else a free loopback port (fixed
+    defaults would collide between suites running side by side, as tests and benches run them)."""
+    return {
+        name: settings.prometheus_address_of(name) or f"127.0.0.1:{postgres.free_port()}"
+        for name in SERVICE_NAMES
+    }
+
+
+def metrics_line(prometheus: dict[str, str], admin_file: Path) -> str:
+    """`metrics: identity=http://.../metrics ... envoy=http://ADMIN/stats/prometheus`."""
+    targets = [f"{name}=http://{address}/metrics" for name, address in prometheus.items()]
+    targets.append(f"envoy=http://{admin_file.read_text().strip()}/stats/prometheus")
+    return "metrics: " + " ".join(targets)
+
+
 def _accepts_connections(host: str, port: int) -> bool:
     import socket
 
@@ -233,12 +252,15 @@ def up(settings: Settings | None = None) -> int:
         database_url = supervisor.start_database(deadline)
         for name in SERVICE_NAMES:
             upgrade(name, database_url)
-        supervisor.start_services(database_url)
+        prometheus = prometheus_addresses(settings)
+        supervisor.start_services(database_url, prometheus)
         admin_file = supervisor.start_gateway()
         supervisor.wait_healthy(admin_file, deadline)
         if settings.local_miner:
             supervisor.start_local_miner()
-        print(f"gateway: http://{settings.gateway_host}:{settings.gateway_port}", flush=True)
+        # The gateway line stays first: tests and benches wait for it.
+        gateway = f"gateway: http://{settings.gateway_host}:{settings.gateway_port}"
+        print(gateway, metrics_line(prometheus, admin_file), sep="\n", flush=True)
         while not stopping:
             supervisor.check_children()
             time.sleep(0.2)

@@ -4,13 +4,16 @@ For each call it binds the request id for logging and the caller (services/kit/a
 turns whatever the handler raises into a gRPC status: domain errors keep their code and message
 and gain `google.rpc` details (`ErrorInfo`, and `BadRequest` field violations for validation
 errors); the generated base servicer's `NotImplementedError` becomes UNIMPLEMENTED naming the
-method; anything else is logged with its traceback and answered INTERNAL without one.
+method; anything else is logged with its traceback and answered INTERNAL without one. It also
+records each call's status and latency (services/kit/prometheus.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
@@ -23,6 +26,7 @@ from grpc_status import rpc_status
 from services.kit.auth import Authenticator
 from services.kit.errors import ERROR_DOMAIN, DomainError, Unimplemented, ValidationFailed
 from services.kit.logs import request_id
+from services.kit.prometheus import MethodMetrics
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,13 @@ def _status_of(error: DomainError, method: str) -> status_pb2.Status:
     return status_pb2.Status(code=error.code.value[0], message=error.detail, details=details)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception) -> None:
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    method: str,
+    exc: Exception,
+    metrics: MethodMetrics,
+    started: float,
+) -> None:
     if isinstance(exc, NotImplementedError):
         exc = Unimplemented(f"{method} is not implemented yet")
     if not isinstance(exc, DomainError):
@@ -60,6 +70,8 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: 
         exc = DomainError("Internal server error")
         exc.code = grpc.StatusCode.INTERNAL
     status = rpc_status.to_status(_status_of(exc, method))
+    # Recorded before the status goes out: a client that has its answer finds it counted.
+    metrics.record(status.code, started)
     await context.abort(
         status.code, status.details, trailing_metadata=(*status.trailing_metadata, *exc.trailing_metadata())
     )
@@ -77,20 +89,33 @@ async def _bind_call(
 
 
 def _wrap_unary_response(method: str, behavior: Behavior, authenticator: Authenticator | None) -> Behavior:
+    metrics = MethodMetrics(method)
+
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
         try:
             await _bind_call(context, authenticator)
-            return await behavior(request, context)
-        except grpc.aio.AbortError:
+            reply = await behavior(request, context)
+            # OK (None) unless the handler set a code; recorded before the reply goes out.
+            metrics.record(context.code(), started)
+            return reply
+        except grpc.aio.AbortError:  # the handler aborted (its status is already sent)
+            metrics.record(context.code(), started)
+            raise
+        except asyncio.CancelledError:
+            metrics.record(grpc.StatusCode.CANCELLED, started)
             raise
         except Exception as exc:
-            await _abort(context, method, exc)
+            await _abort(context, method, exc, metrics, started)
 
     return handle
 
 
 def _wrap_stream_response(method: str, behavior: Behavior, authenticator: Authenticator | None) -> Behavior:
+    metrics = MethodMetrics(method)
+
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        started = time.perf_counter()
         try:
             await _bind_call(context, authenticator)
             result = behavior(request, context)
@@ -99,10 +124,15 @@ def _wrap_stream_response(method: str, behavior: Behavior, authenticator: Authen
                     yield message
             else:  # a coroutine that writes with context.write()
                 await result
+            metrics.record(context.code(), started)  # latency to the end of the stream
         except grpc.aio.AbortError:
+            metrics.record(context.code(), started)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away mid-stream
+            metrics.record(grpc.StatusCode.CANCELLED, started)
             raise
         except Exception as exc:
-            await _abort(context, method, exc)
+            await _abort(context, method, exc, metrics, started)
 
     return handle
 

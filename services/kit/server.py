@@ -1,4 +1,5 @@
-"""The grpc.aio server every service runs: one servicer, health, reflection, graceful stop.
+"""The grpc.aio server every service runs: one servicer, health, reflection, graceful stop, and
+(when its `CHUTES_<SERVICE>_PROMETHEUS_ADDRESS` is set) `GET /metrics` (services/kit/prometheus.py).
 
 A service describes itself with a `ServiceSpec`; `run(spec)` is its whole `__main__`. On SIGTERM
 (or SIGINT) health turns NOT_SERVING first, so load balancers stop sending new calls, then the
@@ -28,6 +29,7 @@ from services.kit.db import Database
 from services.kit.identity_client import IdentityClient
 from services.kit.interceptors import RequestInterceptor
 from services.kit.logs import configure_logging
+from services.kit.prometheus import serve_metrics
 from services.kit.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,8 @@ class RunningService:
     context: ServiceContext
     servicer: object
     side_servers: list[Closable]
+    #: Where `GET /metrics` answers; None when the service serves none.
+    metrics_port: int | None = None
 
     async def stop(self, grace: float) -> None:
         """Health NOT_SERVING, then stop accepting calls and let in-flight ones finish."""
@@ -140,9 +144,15 @@ async def start_service(spec: ServiceSpec, settings: Settings, listen: str) -> R
         raise OSError(f"{spec.name}: cannot listen on {listen}")
     await server.start()
     side_servers = await spec.start_side_servers(servicer, settings) if spec.start_side_servers else []
+    metrics_port = None
+    if metrics_address := settings.prometheus_address_of(spec.name):
+        host, _, metrics_listen = metrics_address.rpartition(":")
+        metrics = await serve_metrics(settings.bind_host or host, int(metrics_listen))
+        metrics_port = int(metrics.sockets[0].getsockname()[1])
+        side_servers.append(metrics)
     for name in ("", *names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningService(server, health, port, context, servicer, side_servers)
+    return RunningService(server, health, port, context, servicer, side_servers, metrics_port)
 
 
 async def serve(spec: ServiceSpec, settings: Settings) -> None:

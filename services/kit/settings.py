@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     identity_authz_address: str = "127.0.0.1:50160"
     #: Where the registry answers the gateway's checks of chute invocations (plain HTTP; internal).
     registry_authz_address: str = "127.0.0.1:50161"
+    #: Where each service serves Prometheus' `GET /metrics` (plain HTTP; internal only). Unset: none
+    #: (`chutes-suite up` sets each one to a free loopback port and prints where).
+    identity_prometheus_address: str | None = None
+    registry_prometheus_address: str | None = None
+    jobs_prometheus_address: str | None = None
+    attestation_prometheus_address: str | None = None
+    metrics_prometheus_address: str | None = None
     #: Host a service binds to; unset means the host of its own address (set 0.0.0.0 in containers).
     bind_host: str | None = None
 
@@ -91,6 +98,13 @@ class Settings(BaseSettings):
         """The `host:port` a service binds (its address, with `bind_host` if set)."""
         host, _, port = self.address_of(service).rpartition(":")
         return f"{self.bind_host or host}:{port}"
+
+    def prometheus_address_of(self, service: str) -> str | None:
+        """The `host:port` where `service` serves `GET /metrics`, if it serves it."""
+        if service not in SERVICE_NAMES:
+            raise KeyError(f"unknown service {service!r}")
+        address: str | None = getattr(self, f"{service}_prometheus_address")
+        return address
 
 
 @lru_cache(maxsize=1)
