@@ -14,7 +14,8 @@ Scenarios that read chutes first seed the suite's database with --seed-chutes pu
 per harness run). Baseline scenarios load bench/baselines/fastapi_chutes.py (FastAPI + SQLAlchemy ORM
 + asyncpg), which the harness starts on a free port against the same database, after seeding.
 Invocation scenarios call examples/echo_chute.py on `up`'s local miner (on only when such a scenario
-runs), deployed and warmed up once per harness run (invocation.py).
+runs), deployed and warmed up once per harness run (invocation.py). The job transfer scenarios
+move a 1 GiB file up and down through the gateway (transfer.py) and have a table of their own.
 
 Exit codes: 0 ok, 1 the suite (or the baseline server) failed to start, 2 a load generator or the
 baseline's packages are missing, or the arguments are wrong.
@@ -35,7 +36,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import NoReturn
 
-from . import REPO
+from . import REPO, transfer
 from .baseline import BaselineFailed, BaselineMissing, require_baseline, running_baseline
 from .invocation import WARMS_UP, prepare
 from .load import Load, ToolMissing, require_tools, run_load
@@ -43,6 +44,8 @@ from .probe import check_same_json, probe
 from .report import (
     HEADER,
     README,
+    TRANSFERS_END,
+    TRANSFERS_START,
     Result,
     describe,
     describe_cpu,
@@ -129,7 +132,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     warn_if_busy()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    results = []
+    results, transfers = [], []
     with tempfile.TemporaryDirectory(prefix="chutes-bench-load-") as loads:
         try:
             with running_suite(miner=any(s.invocation for s in scenarios)) as suite, ExitStack() as baseline:
@@ -140,6 +143,11 @@ def main(argv: Sequence[str]) -> int:
                         suite.chute = prepare(suite, args.connections)
                     if scenario.target == "baseline" and suite.baseline is None:
                         suite.baseline = baseline.enter_context(running_baseline(suite))
+                    if scenario.client in ("upload", "download"):
+                        if suite.job_chute is None:
+                            suite.job_chute = transfer.prepare(suite)
+                        transfers.append(transfer.bench(suite, scenario, args.repeat))
+                        continue
                     results.append(bench_scenario(suite, scenario, load, args.repeat, Path(loads)))
         except SuiteFailed as failure:
             tail = f"--- chutes-suite up stderr (tail) ---\n{failure.stderr_tail}"
@@ -150,8 +158,16 @@ def main(argv: Sequence[str]) -> int:
             return 1
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     rows = {r.scenario.name: table_row(r, command, date) for r in results}
-    print("\n" + "\n".join([*HEADER, *rows.values()]))
+    moved = {r.scenario.name: transfer.table_row(r, command, date) for r in transfers}
+    if rows:
+        print("\n" + "\n".join([*HEADER, *rows.values()]))
+    if moved:
+        print("\n" + "\n".join([*transfer.HEADER, *moved.values()]))
     if not args.no_write:
-        write_readme(merge_rows(existing_block(), rows))
+        if rows:
+            write_readme(merge_rows(existing_block(), rows))
+        if moved:
+            markers = (TRANSFERS_START, TRANSFERS_END)
+            write_readme(merge_rows(existing_block(markers), moved), transfer.HEADER, markers)
         print(f"\nupdated {README.relative_to(REPO)}")
     return 0

@@ -36,6 +36,12 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12]) if fields else 0
 
 
+def faults_and_system_ticks(pid: int) -> tuple[int, int] | None:
+    """Minor page faults and system CPU (clock ticks) of the process, or None once it is gone."""
+    fields = _stat_fields(pid)
+    return (int(fields[7]), int(fields[12])) if fields else None
+
+
 def tree_cpu_ticks(root: int) -> int:
     """CPU of a process and all its descendants, living or reaped, in clock ticks: PostgreSQL's
     backends are children of the postmaster, and an exited backend's time moves into the

@@ -13,6 +13,9 @@ from .scenarios import SCENARIOS, Scenario
 README = REPO / "bench" / "README.md"
 RESULTS_START = "<!-- results:start -->"
 RESULTS_END = "<!-- results:end -->"
+#: The job file transfers' table (transfer.py): other columns, same merging.
+TRANSFERS_START = "<!-- transfers:start -->"
+TRANSFERS_END = "<!-- transfers:end -->"
 
 
 @dataclass
@@ -99,20 +102,25 @@ def _order_of(row: str, order: list[str]) -> int:
     return order.index(name) if name in order else len(order)
 
 
-def write_readme(rows: list[str]) -> None:
-    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{RESULTS_START}\n{RESULTS_END}\n"
-    head, start, rest = text.partition(RESULTS_START)
-    _, end, tail = rest.partition(RESULTS_END)
+def write_readme(
+    rows: list[str],
+    header: Sequence[str] = HEADER,
+    markers: tuple[str, str] = (RESULTS_START, RESULTS_END),
+) -> None:
+    first, last = markers
+    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{first}\n{last}\n"
+    head, start, rest = text.partition(first)
+    _, end, tail = rest.partition(last)
     if not start or not end:
-        raise SystemExit(f"{README}: markers {RESULTS_START} / {RESULTS_END} not found; not touching it")
-    block = "\n".join([*HEADER, *rows])
-    README.write_text(f"{head}{RESULTS_START}\n{block}\n{RESULTS_END}{tail}")
+        raise SystemExit(f"{README}: markers {first} / {last} not found; not touching it")
+    block = "\n".join([*header, *rows])
+    README.write_text(f"{head}{first}\n{block}\n{last}{tail}")
 
 
-def existing_block() -> str:
+def existing_block(markers: tuple[str, str] = (RESULTS_START, RESULTS_END)) -> str:
     if not README.exists():
         return ""
-    return README.read_text().partition(RESULTS_START)[2].partition(RESULTS_END)[0]
+    return README.read_text().partition(markers[0])[2].partition(markers[1])[0]
 
 
 def describe_cpu(runs: Sequence[Run]) -> str:

@@ -56,8 +56,9 @@ class Scenario:
     connections: int | None = None
     #: Fixed number of measured runs, whatever --repeat says (the cold-start scenarios).
     repeat: int | None = None
-    #: tool "client": which measurement (invocation.CLIENTS).
-    client: Literal["sse", "warmup", "routable"] | None = None
+    #: tool "client": which measurement (invocation.measure; "upload" and "download" are the job
+    #: file transfers of transfer.py, with a table of their own).
+    client: Literal["sse", "warmup", "routable", "upload", "download"] | None = None
     #: False: the CPU columns are not per request and show "-" (the per-run lines still print them).
     cpu: bool = True
 
@@ -161,5 +162,17 @@ SCENARIOS: tuple[Scenario, ...] = (
         "a fresh copy: the registry records READY (probe passed) -> first 200 through the gateway",
         method="POST", body=ECHO_BODY, invocation=True, auth="api_key", client="routable", repeat=1,
         cpu=False,
+    ),
+    # Job output files (issue 10): 1 GiB through the gateway each way, the harness playing the
+    # job's instance (upload, job token) and its owner (download, API key).
+    Scenario(
+        "job-upload-1gib", "client", "gateway", "/jobs/{job_id}/upload", "jobs",
+        "a 1 GiB output file PUT as multipart through the gateway with its job token (streamed)",
+        client="upload", cpu=False,
+    ),
+    Scenario(
+        "job-download-1gib", "client", "gateway", "/jobs/{job_id}/download/{file_id}", "jobs",
+        "the same 1 GiB file downloaded through the gateway by its owner (API key, streamed)",
+        auth="api_key", client="download", cpu=False,
     ),
 )  # fmt: skip

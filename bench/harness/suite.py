@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .baseline import BaselineServer
     from .invocation import EchoChute
     from .seed import Seeded
+    from .transfer import JobChute, Payload, StoredFile
 
 #: Same list as services.kit.settings.SERVICE_NAMES; copied so the harness imports nothing of the suite
 #: except the generated protobuf messages.
@@ -66,6 +68,12 @@ class Suite:
     #: (of the harness's user) its fresh copies are deployed with.
     chute: EchoChute | None = None
     image: str | None = None
+    #: CHUTES_JOB_TOKEN_SECRET of this suite: the transfer scenarios mint job tokens with it.
+    job_token_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    #: The transfer scenarios' job chute, the file the downloads read, and the generated payload.
+    job_chute: JobChute | None = None
+    job_file: StoredFile | None = None
+    payload: Payload | None = None
     _credentials: Credentials | None = None
 
     @property
@@ -86,6 +94,7 @@ class Suite:
             # The read-path scenarios need no instances; a miner would only add noise.
             CHUTES_LOCAL_MINER="true" if self.miner else "false",
             CHUTES_LOCAL_MINER_GPUS=LOCAL_MINER_GPUS,
+            CHUTES_JOB_TOKEN_SECRET=self.job_token_secret,
         )
         for name, address in self.addresses.items():
             env[f"CHUTES_{name.upper()}_ADDRESS"] = address
