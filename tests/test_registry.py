@@ -608,3 +608,17 @@ def test_integrated_subnet_chutes(
     )
     gone = http.delete(f"/chutes/{chute['chute_id']}", headers={"Authorization": str(other_admin["api_key"])})
     assert gone.json() == {"chute_id": chute["chute_id"], "deleted": True}
+
+
+def test_gpu_count_history_keeps_deleted_chutes(http: httpx.Client, owner: User, image: str) -> None:
+    name = "gpus-" + uuid.uuid4().hex[:6]
+    first = deployed(http, owner, deploy_body(name, image))
+    body = deploy_body(name, image, code=CODE + "# two GPUs\n")
+    body["node_selector"]["gpu_count"] = 2
+    second = deployed(http, owner, body)
+    assert second["chute_id"] == first["chute_id"]
+    assert http.delete(f"/chutes/{first['chute_id']}", headers=key(owner)).status_code == 200
+    history = http.get("/chutes/gpu_count_history")
+    assert history.status_code == 200 and isinstance(history.json(), list)
+    mine = [row for row in history.json() if row["chute_id"] == first["chute_id"]]
+    assert mine == [{"chute_id": first["chute_id"], "gpu_count": 2}]

@@ -6,13 +6,40 @@ RPCs it does not implement yet fall through to the generated base class and answ
 
 from __future__ import annotations
 
+import grpc
+
 from chutes.metrics.v1 import metrics_pb2, metrics_pb2_grpc
+from chutes.registry.v1 import internal_pb2, internal_pb2_grpc
+from services.kit.channels import channel_at
+from services.kit.errors import Unavailable
+from services.kit.requests import Context
 from services.kit.server import GrpcService, ServiceContext, ServiceSpec
+
+#: How long the registry may take to answer before the caller gets 503.
+REGISTRY_SECONDS = 5.0
 
 
 class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
     def __init__(self, context: ServiceContext) -> None:
         self.context = context
+        self.registry = internal_pb2_grpc.RegistryInternalServiceStub(
+            channel_at(context.settings.address_of("registry"))
+        )
+
+    async def GetGpuCountHistory(
+        self, request: metrics_pb2.GetGpuCountHistoryRequest, context: Context
+    ) -> metrics_pb2.GetGpuCountHistoryResponse:
+        """The registry keeps the chute history; this is its public face (the real API's route
+        belongs with the metrics)."""
+        try:
+            counts = await self.registry.ListGpuCounts(
+                internal_pb2.ListGpuCountsRequest(), timeout=REGISTRY_SECONDS
+            )
+        except grpc.aio.AioRpcError:
+            raise Unavailable("The registry cannot be asked right now; try again shortly") from None
+        return metrics_pb2.GetGpuCountHistoryResponse(
+            items=[metrics_pb2.GpuCount(chute_id=c.chute_id, gpu_count=c.gpu_count) for c in counts.items]
+        )
 
 
 SPEC = ServiceSpec(

@@ -1,4 +1,5 @@
-"""RegistryInternalService: where jobs run, for the jobs service.
+"""RegistryInternalService: where jobs run, for the jobs service; the chute history's GPU counts,
+for the metrics service.
 
 The jobs service owns jobs (rows, tokens, files); the registry places each job's instance on
 exactly one node: ScheduleJob records the launch, the scheduler places it in the transaction
@@ -14,7 +15,7 @@ from chutes.registry.v1 import internal_pb2, internal_pb2_grpc
 from services.kit.db import Database
 from services.kit.errors import NotFound
 from services.kit.requests import Context
-from services.registry import fleet_store
+from services.registry import fleet_store, store
 
 _STATES = {
     "pending": internal_pb2.JOB_PLACEMENT_STATE_PENDING,
@@ -73,3 +74,12 @@ class JobPlacementServicer(internal_pb2_grpc.RegistryInternalServiceServicer):
         async with self.db.raw() as connection:
             rows = await fleet_store.job_launches_of(connection, list(request.job_ids))
         return internal_pb2.GetJobPlacementsResponse(placements=[placement_message(r) for r in rows])
+
+    async def ListGpuCounts(
+        self, request: internal_pb2.ListGpuCountsRequest, context: Context
+    ) -> internal_pb2.ListGpuCountsResponse:
+        async with self.db.raw() as connection:
+            rows = await store.gpu_counts(connection)
+        return internal_pb2.ListGpuCountsResponse(
+            items=[internal_pb2.ChuteGpuCount(chute_id=r["chute_id"], gpu_count=r["gpu_count"]) for r in rows]
+        )

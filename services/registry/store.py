@@ -479,3 +479,16 @@ async def invocable_chute(connection: Any, slug: str, viewer: Viewer) -> str | N
     such chute or it is hidden from them (the same 404 to the caller)."""
     chute_id: str | None = await connection.fetchval(_INVOCABLE, slug, viewer.user_id, viewer.subnet_patterns)
     return chute_id
+
+
+async def gpu_counts(connection: Any) -> list[Any]:
+    """Every chute ever deployed with the GPU count of its latest history row where it is a number
+    (the real API's GET /chutes/gpu_count_history)."""
+    rows: list[Any] = await connection.fetch(
+        """
+        SELECT DISTINCT ON (chute_id) chute_id, (node_selector ->> 'gpu_count')::numeric::int AS gpu_count
+        FROM chute_history WHERE jsonb_typeof(node_selector -> 'gpu_count') = 'number'
+        ORDER BY chute_id, created_at DESC, updated_at DESC
+        """
+    )
+    return rows

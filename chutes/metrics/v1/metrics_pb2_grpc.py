@@ -88,8 +88,9 @@ class MetricsServiceServicer:
 
     def GetGpuCountHistory(self, request, context):
         """The latest numeric node_selector.gpu_count of every chute ever deployed, from the chute
-        history (deleted chutes included). REST: bare JSON array. Auth: none.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        history (deleted chutes included), as the registry keeps it. REST: bare JSON array. Auth:
+        none.
+        - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

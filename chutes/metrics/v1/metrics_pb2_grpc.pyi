@@ -57,8 +57,9 @@ class MetricsServiceStub:
     """
     GetGpuCountHistory: _grpc.UnaryUnaryMultiCallable[_metrics_pb2.GetGpuCountHistoryRequest, _metrics_pb2.GetGpuCountHistoryResponse]
     """The latest numeric node_selector.gpu_count of every chute ever deployed, from the chute
-    history (deleted chutes included). REST: bare JSON array. Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    history (deleted chutes included), as the registry keeps it. REST: bare JSON array. Auth:
+    none.
+    - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
     """
     GetMinerMeanIndex: _grpc.UnaryUnaryMultiCallable[_metrics_pb2.GetMinerMeanIndexRequest, _httpbody_pb2.HttpBody]
     """HTML page (content_type text/html) listing the vllm-template chutes by invocation_count
@@ -97,8 +98,9 @@ class MetricsServiceAsyncStub(MetricsServiceStub):
     """
     GetGpuCountHistory: _aio.UnaryUnaryMultiCallable[_metrics_pb2.GetGpuCountHistoryRequest, _metrics_pb2.GetGpuCountHistoryResponse]  # type: ignore[assignment]
     """The latest numeric node_selector.gpu_count of every chute ever deployed, from the chute
-    history (deleted chutes included). REST: bare JSON array. Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    history (deleted chutes included), as the registry keeps it. REST: bare JSON array. Auth:
+    none.
+    - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
     """
     GetMinerMeanIndex: _aio.UnaryUnaryMultiCallable[_metrics_pb2.GetMinerMeanIndexRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """HTML page (content_type text/html) listing the vllm-template chutes by invocation_count
@@ -146,8 +148,9 @@ class MetricsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_metrics_pb2.GetGpuCountHistoryResponse, _abc.Awaitable[_metrics_pb2.GetGpuCountHistoryResponse]]:
         """The latest numeric node_selector.gpu_count of every chute ever deployed, from the chute
-        history (deleted chutes included). REST: bare JSON array. Auth: none.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        history (deleted chutes included), as the registry keeps it. REST: bare JSON array. Auth:
+        none.
+        - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
         """
 
     @_abc_1.abstractmethod

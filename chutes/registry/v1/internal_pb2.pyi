@@ -49,6 +49,65 @@ JOB_PLACEMENT_STATE_ENDED: JobPlacementState.ValueType  # 4
 Global___JobPlacementState: _TypeAlias = JobPlacementState  # noqa: Y015
 
 @_typing.final
+class ListGpuCountsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGpuCountsRequest: _TypeAlias = ListGpuCountsRequest  # noqa: Y015
+
+@_typing.final
+class ListGpuCountsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChuteGpuCount]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ChuteGpuCount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGpuCountsResponse: _TypeAlias = ListGpuCountsResponse  # noqa: Y015
+
+@_typing.final
+class ChuteGpuCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUTE_ID_FIELD_NUMBER: _builtins.int
+    GPU_COUNT_FIELD_NUMBER: _builtins.int
+    chute_id: _builtins.str
+    """The chute's UUID (it may since have been deleted)."""
+    gpu_count: _builtins.int
+    """node_selector.gpu_count of the chute's most recent history row where it is a number."""
+    def __init__(
+        self,
+        *,
+        chute_id: _builtins.str = ...,
+        gpu_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chute_id", b"chute_id", "gpu_count", b"gpu_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChuteGpuCount: _TypeAlias = ChuteGpuCount  # noqa: Y015
+
+@_typing.final
 class ScheduleJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -52,6 +52,11 @@ class RegistryInternalServiceStub:
                 request_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.GetJobPlacementsRequest.SerializeToString,
                 response_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.GetJobPlacementsResponse.FromString,
                 _registered_method=True)
+        self.ListGpuCounts = channel.unary_unary(
+                '/chutes.registry.v1.RegistryInternalService/ListGpuCounts',
+                request_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsRequest.SerializeToString,
+                response_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryInternalServiceServicer:
@@ -84,6 +89,14 @@ class RegistryInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGpuCounts(self, request, context):
+        """Every chute ever deployed (deleted ones included) with its latest numeric GPU count, from
+        the chute history: what the metrics service answers GET /chutes/gpu_count_history with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +114,11 @@ def add_RegistryInternalServiceServicer_to_server(servicer, server):
                     servicer.GetJobPlacements,
                     request_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.GetJobPlacementsRequest.FromString,
                     response_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.GetJobPlacementsResponse.SerializeToString,
+            ),
+            'ListGpuCounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGpuCounts,
+                    request_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsRequest.FromString,
+                    response_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -187,6 +205,33 @@ class RegistryInternalService:
             '/chutes.registry.v1.RegistryInternalService/GetJobPlacements',
             chutes_dot_registry_dot_v1_dot_internal__pb2.GetJobPlacementsRequest.SerializeToString,
             chutes_dot_registry_dot_v1_dot_internal__pb2.GetJobPlacementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGpuCounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chutes.registry.v1.RegistryInternalService/ListGpuCounts',
+            chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsRequest.SerializeToString,
+            chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsResponse.FromString,
             options,
             channel_credentials,
             insecure,

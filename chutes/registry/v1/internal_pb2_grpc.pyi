@@ -47,6 +47,10 @@ class RegistryInternalServiceStub:
     """
     GetJobPlacements: _grpc.UnaryUnaryMultiCallable[_internal_pb2.GetJobPlacementsRequest, _internal_pb2.GetJobPlacementsResponse]
     """Where the given jobs stand; jobs never scheduled are absent."""
+    ListGpuCounts: _grpc.UnaryUnaryMultiCallable[_internal_pb2.ListGpuCountsRequest, _internal_pb2.ListGpuCountsResponse]
+    """Every chute ever deployed (deleted ones included) with its latest numeric GPU count, from
+    the chute history: what the metrics service answers GET /chutes/gpu_count_history with.
+    """
 
 @_typing.type_check_only
 class RegistryInternalServiceAsyncStub(RegistryInternalServiceStub):
@@ -67,6 +71,10 @@ class RegistryInternalServiceAsyncStub(RegistryInternalServiceStub):
     """
     GetJobPlacements: _aio.UnaryUnaryMultiCallable[_internal_pb2.GetJobPlacementsRequest, _internal_pb2.GetJobPlacementsResponse]  # type: ignore[assignment]
     """Where the given jobs stand; jobs never scheduled are absent."""
+    ListGpuCounts: _aio.UnaryUnaryMultiCallable[_internal_pb2.ListGpuCountsRequest, _internal_pb2.ListGpuCountsResponse]  # type: ignore[assignment]
+    """Every chute ever deployed (deleted ones included) with its latest numeric GPU count, from
+    the chute history: what the metrics service answers GET /chutes/gpu_count_history with.
+    """
 
 class RegistryInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     """Jobs on instances. The jobs service owns jobs (their rows, tokens, files); the registry owns
@@ -102,5 +110,15 @@ class RegistryInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_internal_pb2.GetJobPlacementsResponse, _abc.Awaitable[_internal_pb2.GetJobPlacementsResponse]]:
         """Where the given jobs stand; jobs never scheduled are absent."""
+
+    @_abc_1.abstractmethod
+    def ListGpuCounts(
+        self,
+        request: _internal_pb2.ListGpuCountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.ListGpuCountsResponse, _abc.Awaitable[_internal_pb2.ListGpuCountsResponse]]:
+        """Every chute ever deployed (deleted ones included) with its latest numeric GPU count, from
+        the chute history: what the metrics service answers GET /chutes/gpu_count_history with.
+        """
 
 def add_RegistryInternalServiceServicer_to_server(servicer: RegistryInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
