@@ -130,7 +130,13 @@ async def start_service(spec: ServiceSpec, settings: Settings, listen: str) -> R
     server = grpc.aio.server(
         interceptors=[RequestInterceptor(Authenticator(lookup))],
         # so_reuseport=0: a second process on the same port fails instead of silently sharing it.
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_REQUEST_MESSAGE_BYTES)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", MAX_REQUEST_MESSAGE_BYTES),
+            # No HTTP/2 window growth: a client stream (a job file upload) is held in the
+            # service's memory only as far as the default window lets Envoy run ahead.
+            ("grpc.http2.bdp_probe", 0),
+        ],
     )
     for service in spec.grpc_services:
         service.add_to_server(servicer, server)
