@@ -685,7 +685,10 @@ def _invocation_access_log(domain: str, cluster: str) -> dict[str, Any]:
                 "transport_api_version": "V3",
                 "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
                 "buffer_flush_interval": "0.5s",
-                "buffer_size_bytes": 16384,
+                # Fewer, larger messages under load (each costs the registry's gRPC stream a
+                # message's overhead): ~5 µs less registry CPU per call than 16 KiB. The interval
+                # still bounds how late an entry (a cold chute's 503) arrives.
+                "buffer_size_bytes": 65536,
                 "custom_tags": [
                     tag("chute_id", "cluster", "chute_id"),
                     tag("instance_id", "host", "instance_id"),

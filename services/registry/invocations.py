@@ -17,7 +17,9 @@ Identity or the database unreachable: 503 (the gateway never lets a call through
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
 import time
 
 from services.kit import authz_http
@@ -56,6 +58,14 @@ class _Callers(Authenticator):
             return await self._cached("k", authorization)
         return None
 
+    def expires(self, user_id: str | None, authorization: str | None) -> float | None:
+        """When the cached answer about this caller's credential runs out (monotonic), None when
+        none is cached. Mirrors Authenticator._cached's key: should it change, this finds
+        nothing and verdicts are simply not reused."""
+        kind, credential = ("u", user_id) if user_id else ("k", authorization or "")
+        hit = self._cache.get(kind + hashlib.sha256(credential.encode()).hexdigest())
+        return None if hit is None else hit[0]
+
 
 def _may_invoke(caller: Caller, chute_id: str) -> bool:
     if caller.admin:  # hotkey callers and unscoped keys
@@ -71,8 +81,11 @@ class InvocationAuthorizer:
         self.callers = _Callers(lookup)
         self.suffix = "." + chute_domain.strip(".").lower()
         self._decisions: dict[tuple[str, tuple[str, ...], str], tuple[float, str | None]] = {}
+        #: Verdicts by (verified user id, Authorization, host), each kept only as long as both the
+        #: caller's and the decision's cached answers it was made of: `known` answers from it.
+        self._verdicts: dict[tuple[str, str, str], tuple[float, Verdict]] = {}
         #: Concurrent misses of one decision share one query.
-        self._pending: dict[tuple[str, tuple[str, ...], str], asyncio.Future[str | None]] = {}
+        self._pending: dict[tuple[str, tuple[str, ...], str], asyncio.Future[tuple[str | None, float]]] = {}
 
     def slug_of(self, host: str) -> str | None:
         host = host.strip().lower()
@@ -84,41 +97,70 @@ class InvocationAuthorizer:
         slug = host[: -len(self.suffix)]
         return slug or None
 
+    def known(self, request: AuthzRequest) -> Verdict | None:
+        """The verdict `verdict` would give now, when every answer it needs is cached (most
+        calls): served without a task (services/kit/authz_http.py)."""
+        headers = request.headers
+        key = (headers.get(USER_ID_HEADER, ""), headers.get("authorization", ""), headers.get("host", ""))
+        hit = self._verdicts.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
     async def verdict(self, request: AuthzRequest) -> Verdict:
         headers = request.headers
+        user_id, authorization = headers.get(USER_ID_HEADER), headers.get("authorization")
+        verdict, reusable_until = await self._verdict(user_id, authorization, headers.get("host", ""))
+        if reusable_until is not None:
+            # Never longer than the caller's cached answer it came from (the revocation bound).
+            caller_expires = self.callers.expires(user_id, authorization)
+            if caller_expires is not None:
+                if len(self._verdicts) >= _MAX_DECISIONS:
+                    self._verdicts.clear()
+                key = (user_id or "", authorization or "", headers.get("host", ""))
+                self._verdicts[key] = (min(caller_expires, reusable_until), verdict)
+        return verdict
+
+    async def _verdict(
+        self, user_id: str | None, authorization: str | None, host: str
+    ) -> tuple[Verdict, float | None]:
+        """The verdict, and until when it may be reused as far as the chute's decision goes
+        (None: not at all, e.g. a failure)."""
         try:
-            caller = await self.callers.caller(headers.get(USER_ID_HEADER), headers.get("authorization"))
+            caller = await self.callers.caller(user_id, authorization)
         except DomainError:  # identity could not be asked
-            return Verdict(denied=UNAVAILABLE, status=503)
+            return Verdict(denied=UNAVAILABLE, status=503), None
         if caller is None:
-            return Verdict(denied=NO_CREDENTIALS)
+            return Verdict(denied=NO_CREDENTIALS), None
         if isinstance(caller, DomainError):
-            return Verdict(denied=caller.detail)
-        slug = self.slug_of(headers.get("host", ""))
+            return Verdict(denied=caller.detail), math.inf
+        slug = self.slug_of(host)
         if slug is None:
-            return Verdict(denied=NO_CHUTE, status=404)
+            return Verdict(denied=NO_CHUTE, status=404), math.inf
         try:
-            chute_id = await self._decision(caller, slug)
+            chute_id, expires = await self._decision(caller, slug)
         except Exception:
             log.exception("invocation check of %s failed", slug)
-            return Verdict(denied=UNAVAILABLE, status=503)
+            return Verdict(denied=UNAVAILABLE, status=503), None
         if chute_id is None:
-            return Verdict(denied=NO_CHUTE, status=404)
+            return Verdict(denied=NO_CHUTE, status=404), expires
         if not _may_invoke(caller, chute_id):
-            return Verdict(denied=BAD_CREDENTIALS)
-        return Verdict(upstream_headers={USER_ID_HEADER: caller.user_id})
+            return Verdict(denied=BAD_CREDENTIALS), expires
+        return Verdict(upstream_headers={USER_ID_HEADER: caller.user_id}), expires
 
-    async def _decision(self, caller: Caller, slug: str) -> str | None:
+    async def _decision(self, caller: Caller, slug: str) -> tuple[str | None, float]:
+        """The chute `caller` may invoke at `slug` (None: hidden or unknown), and until when that
+        answer is reused."""
         patterns = tuple(f"%{s}%" for s in substrings_managed_by(caller, admin_only=False))
         key = (caller.user_id, patterns, slug)
         now = time.monotonic()
         hit = self._decisions.get(key)
         if hit is not None and hit[0] > now:
-            return hit[1]
+            return hit[1], hit[0]
         pending = self._pending.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[str | None, float]] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
             async with self.db.raw() as connection:
@@ -132,11 +174,12 @@ class InvocationAuthorizer:
             raise
         finally:
             del self._pending[key]
-        future.set_result(chute_id)
+        expires = now + DECISION_SECONDS
+        future.set_result((chute_id, expires))
         if len(self._decisions) >= _MAX_DECISIONS:
             self._decisions.clear()
-        self._decisions[key] = (now + DECISION_SECONDS, chute_id)
-        return chute_id
+        self._decisions[key] = (expires, chute_id)
+        return chute_id, expires
 
 
 async def serve_invocation_checks(servicer: object, settings: Settings) -> list[Closable]:
@@ -146,4 +189,6 @@ async def serve_invocation_checks(servicer: object, settings: Settings) -> list[
     assert isinstance(servicer, RegistryServicer)
     authorizer = InvocationAuthorizer(servicer.db, servicer.identity, settings.chute_domain)
     host, _, port = settings.registry_authz_address.rpartition(":")
-    return [await authz_http.serve(authorizer.verdict, settings.bind_host or host, int(port))]
+    return [
+        await authz_http.serve(authorizer.verdict, settings.bind_host or host, int(port), authorizer.known)
+    ]
