@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from typing import Any
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from services.kit.headers import CALLER_HEADERS
+from services.kit.headers import CALLER_HEADERS, USER_ID_HEADER
 from services.kit.server import MAX_REQUEST_MESSAGE_BYTES
 
 GATEWAY_DIR = Path(__file__).resolve().parent
@@ -376,6 +376,7 @@ def render(
     xds_address: str | None = None,
     chute_domain: str = "localhost",
     als_address: str | None = None,
+    als_addresses: Sequence[str] = (),
     invocation_authz_address: str | None = None,
 ) -> dict[str, Any]:
     """The Envoy bootstrap, as a dict ready for JSON. `addresses` maps service name to host:port;
@@ -383,7 +384,8 @@ def render(
 
     With `xds_address` (the registry's gRPC address: its cluster is reused), chutes are routed by
     host `{slug}.{chute_domain}` to the clusters the control plane pushes; with `als_address`
-    too, each invocation's access-log entry streams there over gRPC; with
+    and/or `als_addresses` too, each invocation's access-log entry streams to every one of them
+    over gRPC (one access logger per sink: the registry's scaling, the metrics' records); with
     `invocation_authz_address` (the registry's invocation check), calling a chute needs a caller
     who may see it."""
     contract = read_contract(load_descriptor(descriptor_path))
@@ -463,9 +465,11 @@ def render(
     }
     if xds_address is not None:
         xds_cluster = _grpc_cluster(XDS_CLUSTER, xds_address, addresses, clusters)
-        als_cluster = (
-            _grpc_cluster(ALS_CLUSTER, als_address, addresses, clusters) if als_address is not None else None
-        )
+        sinks = [*([als_address] if als_address is not None else []), *als_addresses]
+        als_clusters = [
+            _grpc_cluster(f"{ALS_CLUSTER}-{i}" if i else ALS_CLUSTER, address, addresses, clusters)
+            for i, address in enumerate(dict.fromkeys(sinks))
+        ]
         domain = chute_domain.strip(".").lower()
         checked = invocation_authz_address is not None
         if invocation_authz_address is not None:
@@ -475,8 +479,8 @@ def render(
         virtual_hosts.insert(0, _invocation_vhost(domain, checked=checked))
         connection_manager["strip_any_host_port"] = True  # `slug.localhost:8000` is `slug.localhost`
         connection_manager["local_reply_config"] = _invocation_local_replies(domain, checked=checked)
-        if als_cluster is not None:
-            connection_manager["access_log"] = [_invocation_access_log(domain, als_cluster)]
+        if als_clusters:
+            connection_manager["access_log"] = [_invocation_access_log(domain, c) for c in als_clusters]
         bootstrap.update(_dynamic_bootstrap(xds_cluster))
     return bootstrap
 
@@ -694,7 +698,8 @@ def _invocation_access_log(domain: str, cluster: str) -> dict[str, Any]:
                     tag("instance_id", "host", "instance_id"),
                 ],
             },
-            additional_request_headers_to_log=["x-chutes-chute-id"],
+            # The caller as the instance saw it (set by the gateway's checks, never by a client).
+            additional_request_headers_to_log=["x-chutes-chute-id", USER_ID_HEADER],
             additional_response_headers_to_log=[INVOCATION_ID_HEADER.lower()],
         ),
     }

@@ -180,7 +180,7 @@ def write_gateway_config(path: Path, settings: Settings) -> Path:
         chute_domain=settings.chute_domain,
         # Until the metrics service keeps invocation records, the registry reads the access log:
         # cold calls start instances, answered calls keep them (services/registry/activity.py).
-        als_address=settings.address_of("registry"),
+        als_addresses=(settings.address_of("registry"), settings.address_of("metrics")),
         invocation_authz_address=settings.registry_authz_address,
     )
 

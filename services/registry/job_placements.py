@@ -1,5 +1,5 @@
-"""RegistryInternalService: where jobs run, for the jobs service; the chute history's GPU counts,
-for the metrics service.
+"""RegistryInternalService: where jobs run, for the jobs service; the chute history's GPU counts
+and the chutes' invocation counts, for the metrics service.
 
 The jobs service owns jobs (rows, tokens, files); the registry places each job's instance on
 exactly one node: ScheduleJob records the launch, the scheduler places it in the transaction
@@ -83,3 +83,14 @@ class JobPlacementServicer(internal_pb2_grpc.RegistryInternalServiceServicer):
         return internal_pb2.ListGpuCountsResponse(
             items=[internal_pb2.ChuteGpuCount(chute_id=r["chute_id"], gpu_count=r["gpu_count"]) for r in rows]
         )
+
+    async def AddInvocations(
+        self, request: internal_pb2.AddInvocationsRequest, context: Context
+    ) -> internal_pb2.AddInvocationsResponse:
+        counts: dict[str, int] = {}
+        for item in request.counts:
+            if item.count > 0:
+                counts[item.chute_id] = counts.get(item.chute_id, 0) + item.count
+        async with self.db.raw() as connection:
+            await store.add_invocations(connection, counts)
+        return internal_pb2.AddInvocationsResponse()

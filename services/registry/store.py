@@ -492,3 +492,18 @@ async def gpu_counts(connection: Any) -> list[Any]:
         """
     )
     return rows
+
+
+async def add_invocations(connection: Any, counts: Mapping[str, int]) -> None:
+    """Add to chutes' `invocation_count` (one statement for the batch; unknown chutes are skipped).
+    `updated_at` stays: the count is not an edit of the chute."""
+    if counts:
+        await connection.execute(
+            """
+            UPDATE chutes c SET invocation_count = c.invocation_count + n.count
+            FROM unnest($1::text[], $2::bigint[]) AS n(chute_id, count)
+            WHERE c.chute_id = n.chute_id
+            """,
+            list(counts),
+            list(counts.values()),
+        )

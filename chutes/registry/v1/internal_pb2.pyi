@@ -49,6 +49,64 @@ JOB_PLACEMENT_STATE_ENDED: JobPlacementState.ValueType  # 4
 Global___JobPlacementState: _TypeAlias = JobPlacementState  # noqa: Y015
 
 @_typing.final
+class AddInvocationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChuteCount]: ...
+    def __init__(
+        self,
+        *,
+        counts: _abc.Iterable[Global___ChuteCount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddInvocationsRequest: _TypeAlias = AddInvocationsRequest  # noqa: Y015
+
+@_typing.final
+class ChuteCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUTE_ID_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    chute_id: _builtins.str
+    count: _builtins.int
+    """Invocations to add (positive)."""
+    def __init__(
+        self,
+        *,
+        chute_id: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chute_id", b"chute_id", "count", b"count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChuteCount: _TypeAlias = ChuteCount  # noqa: Y015
+
+@_typing.final
+class AddInvocationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddInvocationsResponse: _TypeAlias = AddInvocationsResponse  # noqa: Y015
+
+@_typing.final
 class ListGpuCountsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

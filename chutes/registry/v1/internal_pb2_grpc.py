@@ -57,6 +57,11 @@ class RegistryInternalServiceStub:
                 request_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsRequest.SerializeToString,
                 response_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsResponse.FromString,
                 _registered_method=True)
+        self.AddInvocations = channel.unary_unary(
+                '/chutes.registry.v1.RegistryInternalService/AddInvocations',
+                request_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsRequest.SerializeToString,
+                response_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryInternalServiceServicer:
@@ -97,6 +102,15 @@ class RegistryInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddInvocations(self, request, context):
+        """Add invocations to chutes' `invocation_count` (which orders GET /chutes/): the metrics
+        service calls it after each batch of invocation records it writes. Unknown (deleted) chutes
+        are skipped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -119,6 +133,11 @@ def add_RegistryInternalServiceServicer_to_server(servicer, server):
                     servicer.ListGpuCounts,
                     request_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsRequest.FromString,
                     response_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsResponse.SerializeToString,
+            ),
+            'AddInvocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddInvocations,
+                    request_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsRequest.FromString,
+                    response_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -232,6 +251,33 @@ class RegistryInternalService:
             '/chutes.registry.v1.RegistryInternalService/ListGpuCounts',
             chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsRequest.SerializeToString,
             chutes_dot_registry_dot_v1_dot_internal__pb2.ListGpuCountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddInvocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chutes.registry.v1.RegistryInternalService/AddInvocations',
+            chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsRequest.SerializeToString,
+            chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,11 @@ class RegistryInternalServiceStub:
     """Every chute ever deployed (deleted ones included) with its latest numeric GPU count, from
     the chute history: what the metrics service answers GET /chutes/gpu_count_history with.
     """
+    AddInvocations: _grpc.UnaryUnaryMultiCallable[_internal_pb2.AddInvocationsRequest, _internal_pb2.AddInvocationsResponse]
+    """Add invocations to chutes' `invocation_count` (which orders GET /chutes/): the metrics
+    service calls it after each batch of invocation records it writes. Unknown (deleted) chutes
+    are skipped.
+    """
 
 @_typing.type_check_only
 class RegistryInternalServiceAsyncStub(RegistryInternalServiceStub):
@@ -74,6 +79,11 @@ class RegistryInternalServiceAsyncStub(RegistryInternalServiceStub):
     ListGpuCounts: _aio.UnaryUnaryMultiCallable[_internal_pb2.ListGpuCountsRequest, _internal_pb2.ListGpuCountsResponse]  # type: ignore[assignment]
     """Every chute ever deployed (deleted ones included) with its latest numeric GPU count, from
     the chute history: what the metrics service answers GET /chutes/gpu_count_history with.
+    """
+    AddInvocations: _aio.UnaryUnaryMultiCallable[_internal_pb2.AddInvocationsRequest, _internal_pb2.AddInvocationsResponse]  # type: ignore[assignment]
+    """Add invocations to chutes' `invocation_count` (which orders GET /chutes/): the metrics
+    service calls it after each batch of invocation records it writes. Unknown (deleted) chutes
+    are skipped.
     """
 
 class RegistryInternalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -119,6 +129,17 @@ class RegistryInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_internal_pb2.ListGpuCountsResponse, _abc.Awaitable[_internal_pb2.ListGpuCountsResponse]]:
         """Every chute ever deployed (deleted ones included) with its latest numeric GPU count, from
         the chute history: what the metrics service answers GET /chutes/gpu_count_history with.
+        """
+
+    @_abc_1.abstractmethod
+    def AddInvocations(
+        self,
+        request: _internal_pb2.AddInvocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.AddInvocationsResponse, _abc.Awaitable[_internal_pb2.AddInvocationsResponse]]:
+        """Add invocations to chutes' `invocation_count` (which orders GET /chutes/): the metrics
+        service calls it after each batch of invocation records it writes. Unknown (deleted) chutes
+        are skipped.
         """
 
 def add_RegistryInternalServiceServicer_to_server(servicer: RegistryInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,139 @@
+"""Invocation records: one row per call to a chute host, from the gateway's access log (Envoy's
+gRPC ALS streams one entry per call when its response ends; runtime-facts.md section 6).
+
+Entries are kept in memory and written in batches (every FLUSH_SECONDS, or at once when
+BATCH_SIZE are waiting), one INSERT ... SELECT FROM unnest per batch. A batch that fails to write
+(the database restarting) is kept and retried, with newer entries queued behind it: none is lost
+while the process lives. Writes are idempotent by invocation id, so a retried batch that had in
+fact been committed adds nothing twice.
+
+After each batch, the chutes' `invocation_count` (the registry's) grows by the calls the batch
+recorded that an instance answered; counts the registry could not take are sent with the next
+batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+from chutes.registry.v1 import internal_pb2, internal_pb2_grpc
+from services.kit.db import Database
+from services.kit.headers import USER_ID_HEADER
+from services.metrics import store
+
+log = logging.getLogger(__name__)
+
+#: The longest an entry waits to be written, and the most written in one statement.
+FLUSH_SECONDS = 0.5
+BATCH_SIZE = 1000
+#: Waits between attempts of a batch that failed to write (then the last, repeated).
+RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0)
+REGISTRY_SECONDS = 5.0
+CHUTE_HEADER = "x-chutes-chute-id"
+VIA_UPSTREAM = "via_upstream"
+
+
+def _ms(duration: Any) -> float:
+    return float(duration.seconds * 1000 + duration.nanos / 1e6)
+
+
+def record_of(entry: Any) -> store.Record | None:
+    """The record of one HTTPAccessLogEntry; None for calls that named no chute (an unknown host)."""
+    request, response, common = entry.request, entry.response, entry.common_properties
+    chute_id = request.request_headers.get(CHUTE_HEADER) or common.custom_tags.get("chute_id")
+    if not chute_id or not request.request_id:
+        return None
+    details = response.response_code_details
+    started = common.start_time
+    return (
+        request.request_id,
+        chute_id,
+        common.custom_tags.get("instance_id") or None,
+        request.path.partition("?")[0],
+        request.request_headers.get(USER_ID_HEADER) or None,
+        response.response_code.value,
+        _ms(common.duration),
+        _ms(common.time_to_first_upstream_rx_byte)
+        if common.HasField("time_to_first_upstream_rx_byte")
+        else None,
+        request.request_body_bytes,
+        response.response_body_bytes,
+        None if details == VIA_UPSTREAM else details or None,
+        datetime.fromtimestamp(started.seconds + started.nanos / 1e9, UTC),
+    )
+
+
+class Records(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
+    def __init__(self, db: Database, registry: internal_pb2_grpc.RegistryInternalServiceAsyncStub) -> None:
+        self.db = db
+        self.registry = registry
+        self._pending: list[store.Record] = []
+        #: Invocations not yet added to the registry's counts, per chute.
+        self._counts: dict[str, int] = {}
+        self._full = asyncio.Event()
+        self._writing: asyncio.Task[None] | None = None
+
+    async def StreamAccessLogs(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> als_pb2.StreamAccessLogsResponse:
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write_forever())
+        async for message in request_iterator:
+            for entry in message.http_logs.log_entry:
+                if (record := record_of(entry)) is not None:
+                    self._pending.append(record)
+            if len(self._pending) >= BATCH_SIZE:
+                self._full.set()
+        return als_pb2.StreamAccessLogsResponse()
+
+    async def _write_forever(self) -> None:
+        while True:
+            if len(self._pending) < BATCH_SIZE:
+                try:
+                    await asyncio.wait_for(self._full.wait(), FLUSH_SECONDS)
+                except TimeoutError:
+                    pass
+            self._full.clear()
+            if self._pending:
+                batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
+                answered = await self._write(batch)
+                for chute_id in answered:
+                    self._counts[chute_id] = self._counts.get(chute_id, 0) + 1
+            if self._counts:
+                await self._add_counts()
+
+    async def _write(self, batch: list[store.Record]) -> list[str]:
+        """Write `batch` (retried until it is written); the chutes of the calls an instance
+        answered among those newly recorded."""
+        attempt = 0
+        while True:
+            try:
+                async with self.db.raw() as connection:
+                    return await store.add_invocations(connection, batch)
+            except asyncio.CancelledError:
+                self._pending[:0] = batch
+                raise
+            except Exception:
+                wait = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
+                log.exception("records: writing %d invocations failed; retrying in %ss", len(batch), wait)
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    async def _add_counts(self) -> None:
+        counts, self._counts = self._counts, {}
+        request = internal_pb2.AddInvocationsRequest(
+            counts=[internal_pb2.ChuteCount(chute_id=c, count=n) for c, n in counts.items()]
+        )
+        try:
+            await self.registry.AddInvocations(request, timeout=REGISTRY_SECONDS)
+        except grpc.aio.AioRpcError as error:
+            log.warning("records: the registry did not take invocation counts (%s); kept", error.code())
+            for chute_id, count in counts.items():
+                self._counts[chute_id] = self._counts.get(chute_id, 0) + count
