@@ -90,7 +90,7 @@ class Supervisor:
     def start_database(self, deadline: float) -> str:
         if self.settings.database_url:
             return self.settings.database_url
-        port = postgres.free_port()
+        port = spare_port(configured_ports(self.settings))  # services have not bound theirs yet
         pgdata = self.data_dir / "postgres"
         user = postgres.prepare(pgdata)
         self.spawn(
@@ -185,11 +185,30 @@ def write_gateway_config(path: Path, settings: Settings) -> Path:
     )
 
 
+def configured_ports(settings: Settings) -> set[int]:
+    """The ports the settings give the suite's own listeners (free now, bound only once each
+    process starts: a port picked for something else must not be one of them)."""
+    addresses = [settings.address_of(name) for name in SERVICE_NAMES]
+    addresses += [settings.identity_authz_address, settings.registry_authz_address]
+    addresses += [address for name in SERVICE_NAMES if (address := settings.prometheus_address_of(name))]
+    return {int(address.rpartition(":")[2]) for address in addresses} | {settings.gateway_port}
+
+
+def spare_port(taken: set[int]) -> int:
+    """A free loopback port that is none of `taken` (and is taken from now on)."""
+    port = postgres.free_port()
+    while port in taken:
+        port = postgres.free_port()
+    taken.add(port)
+    return port
+
+
 def prometheus_addresses(settings: Settings) -> dict[str, str]:
     """Where each service serves `/metrics`: its setting, else a free loopback port (fixed
     defaults would collide between suites running side by side, as tests and benches run them)."""
+    taken = configured_ports(settings)
     return {
-        name: settings.prometheus_address_of(name) or f"127.0.0.1:{postgres.free_port()}"
+        name: settings.prometheus_address_of(name) or f"127.0.0.1:{spare_port(taken)}"
         for name in SERVICE_NAMES
     }
 

@@ -68,7 +68,7 @@ _VISIBLE = """(c.discoverable OR c.user_id = $2 OR lower(c.name) LIKE ANY($3::te
 #: response (for the cache), not the response. Among same-named chutes the caller's own comes
 #: first, then the platform's.
 _FIND_CHUTE = f"""
-SELECT c.chute_id, c.updated_at, {INSTANCES_SELECT}
+SELECT c.chute_id, c.updated_at, c.invocation_count, {INSTANCES_SELECT}
 FROM chutes c
 WHERE (c.chute_id = $1 OR c.name = $1) AND {_VISIBLE}
 ORDER BY (c.user_id = $2) DESC NULLS LAST, (c.username = 'chutes') DESC, c.created_at
@@ -166,7 +166,8 @@ async def list_chutes(
         where.append(f"c.slug ILIKE {param(wanted.slug)}")
     condition = " AND ".join(where)
     page_sql = (
-        f"SELECT c.chute_id, c.updated_at, {INSTANCES_SELECT} FROM {source} WHERE {condition}"
+        f"SELECT c.chute_id, c.updated_at, c.invocation_count, {INSTANCES_SELECT}"
+        f" FROM {source} WHERE {condition}"
         f" ORDER BY c.invocation_count DESC, c.chute_id LIMIT {int(limit)} OFFSET {int(offset)}"
     )
     total: int = await connection.fetchval(f"SELECT count(*) FROM {source} WHERE {condition}", *params)

@@ -25,8 +25,9 @@ LOGO_CDN = "https://logos.chutes.ai/logos"
 class ResponseCache:
     """Built responses, least recently used out first.
 
-    A chute's response changes only when its row is updated (which moves `updated_at`) or its
-    instances change, so `(kind, chute_id, updated_at, instances JSON)` identifies one exactly;
+    A chute's response changes only when its row is updated (which moves `updated_at`), its
+    invocation count moves or its instances change, so `(kind, chute_id, updated_at,
+    invocation_count, instances JSON)` identifies one exactly;
     readers look that key up with a light query and build (and fetch the full row) only on a miss.
     """
 
@@ -47,7 +48,8 @@ class ResponseCache:
 
 
 def cache_key(kind: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (kind, row["chute_id"], row["updated_at"], row["instances"])
+    # invocation_count moves without an edit of the chute (the metrics service adds to it).
+    return (kind, row["chute_id"], row["updated_at"], row["invocation_count"], row["instances"])
 
 
 def loads(value: Any) -> Any:
