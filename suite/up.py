@@ -178,8 +178,9 @@ def write_gateway_config(path: Path, settings: Settings) -> Path:
         bench=settings.gateway_bench_route,
         xds_address=settings.address_of("registry"),
         chute_domain=settings.chute_domain,
-        # Until the metrics service keeps invocation records, the registry reads the access log:
-        # cold calls start instances, answered calls keep them (services/registry/activity.py).
+        # The access log goes to both: the metrics service keeps one record per call
+        # (services/metrics/records.py), the registry scales on it: cold calls start instances,
+        # answered calls keep them (services/registry/activity.py).
         als_addresses=(settings.address_of("registry"), settings.address_of("metrics")),
         invocation_authz_address=settings.registry_authz_address,
     )
