@@ -134,7 +134,7 @@ def create_key(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_image(args: argparse.Namespace) -> dict[str, Any]:
     """Register an image reference for chutes to deploy on (the suite builds no images)."""
-    from services.registry.store import add_image as register
+    from services.registry.image_store import add_image as register
 
     async def owner(connection: Any) -> dict[str, Any]:
         user: Any = await store.find_user(connection, args.username)

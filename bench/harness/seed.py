@@ -127,7 +127,7 @@ async def _seed(database_url: str, user_id: str, username: str, count: int) -> s
     import asyncpg  # type: ignore[import-untyped]
 
     now = datetime.datetime.now(datetime.UTC)
-    image_id = _uuid5(f"{username}/bench-base:1.0".lower())  # as services.registry.store.image_id_of
+    image_id = _uuid5(f"{username}/bench-base:1.0".lower())  # as services.registry.image_store.image_id_of
     chutes, instances, busiest = seed_rows(count, user_id, username, image_id, now)
     # The history trigger names its table unqualified, as the registry's own connections see it.
     connection = await asyncpg.connect(database_url, server_settings={"search_path": "registry"})

@@ -1,5 +1,5 @@
 """Every query about the fleet: nodes, the instances placed on them, chute demand, and the work
-the outbox carries to miners. (store.py holds the queries about chutes and images.)
+the outbox carries to miners. (store.py: chutes; image_store.py: images.)
 
 Instance rows are the truth the gateway follows (a trigger announces each change, routing.py
 applies it), so every change here is a change of routing: READY makes an instance routable,
@@ -409,3 +409,26 @@ async def cancel_job(connection: Any, job_id: str, reason: str) -> Any:
         if instance is not None and instance["state"] != "stopping":
             await stop(connection, instance["instance_id"], instance["node_id"])
     return await job_launch(connection, job_id)
+
+
+# ---- routing (the gateway's clusters and endpoints) --------------------------------------------
+
+#: What the gateway needs of a chute: its host (slug), its per-instance concurrency, and the
+#: instances that take traffic (active, verified and reachable). `$1` NULL means every chute.
+_ROUTES = """
+SELECT c.chute_id, c.slug, COALESCE(c.concurrency, 1) AS concurrency,
+       COALESCE((SELECT json_agg(json_build_object(
+           'instance_id', n.instance_id, 'host', n.host, 'port', n.port) ORDER BY n.instance_id)
+                 FROM instances n
+                 WHERE n.chute_id = c.chute_id AND n.active AND n.verified AND n.host IS NOT NULL
+                   AND n.port IS NOT NULL), '[]')::text AS instances
+FROM chutes c
+WHERE NOT c.disabled AND ($1::text[] IS NULL OR c.chute_id = ANY($1::text[]))
+"""
+
+
+async def routes(connection: Any, chute_ids: Sequence[str] | None = None) -> list[Any]:
+    """The routes of the given chutes (of every chute when None); chutes that are gone or
+    disabled are absent."""
+    rows: list[Any] = await connection.fetch(_ROUTES, None if chute_ids is None else list(chute_ids))
+    return rows

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from services.kit.db import Database
-from services.registry import store
+from services.registry import fleet_store
 from services.registry.xds import ChuteRoute, Endpoint, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class RouteFollower:
         """Make the table match the database: for the given chutes, or for all of them."""
         wanted = None if chute_ids is None else sorted(set(chute_ids))
         async with self.db.raw() as connection:
-            rows = await store.routes(connection, wanted)
+            rows = await fleet_store.routes(connection, wanted)
         routes = [route for route in map(route_of, rows) if route is not None]
         if wanted is None:
             self.table.load(routes)

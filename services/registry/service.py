@@ -45,7 +45,7 @@ from services.kit.messages import has_field
 from services.kit.requests import Context, page_of
 from services.kit.server import Closable, GrpcService, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
-from services.registry import ads, deploy, fleet_store, invocations, store, views, xds
+from services.registry import ads, deploy, fleet_store, image_store, invocations, store, views, xds
 from services.registry.activity import Activity
 from services.registry.deploy.request import SCALING_RANGES
 from services.registry.job_placements import JobPlacementServicer
@@ -87,7 +87,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def GetImage(self, request: registry_pb2.GetImageRequest, context: Context) -> registry_pb2.Image:
         caller = optional_caller()
         async with self.db.engine.connect() as connection:
-            row = await store.find_image(connection, request.image_id_or_name, caller)
+            row = await image_store.find_image(connection, request.image_id_or_name, caller)
         if row is None:
             raise NotFound("Image not found, or does not belong to you")
         return views.image_message(row)
@@ -98,7 +98,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         caller = optional_caller()
         page = page_of(request.page, request.limit if request.HasField("limit") else None)
         async with self.db.engine.connect() as connection:
-            total, rows = await store.list_images(
+            total, rows = await image_store.list_images(
                 connection,
                 caller,
                 include_public=request.include_public,
@@ -116,7 +116,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.DeleteImageResponse:
         caller = require_caller()
         async with self.db.engine.begin() as connection:
-            if not await store.delete_image(connection, request.image_id, caller.user_id):
+            if not await image_store.delete_image(connection, request.image_id, caller.user_id):
                 raise NotFound("Image not found, or does not belong to you")
         return registry_pb2.DeleteImageResponse(image_id=request.image_id, deleted=True)
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chutes.registry.v1 import registry_pb2
 from services.kit.caller import Caller
-from services.registry import store
+from services.registry import image_store, store
 from services.registry.deploy import rules
 from services.registry.deploy.request import validate
 from services.registry.pricing import SYSTEM_USERNAME
@@ -40,7 +40,7 @@ async def deploy(
         rules.rule_4_daily_limit(await store.deployments_today(connection, caller.user_id))
     rules.rule_6_tee_names(args.name, tee)
     rules.rule_7_public_needs_role(caller, args.public)
-    image = rules.rule_8_image(await store.find_image(connection, args.image, caller), args.public)
+    image = rules.rule_8_image(await image_store.find_image(connection, args.image, caller), args.public)
     version = rules.rule_9_version(image, args.code)
     existing = await store.lock_own_chute_named(connection, caller.user_id, args.name)
     rules.rule_10_not_identical(existing, args.name, version, args.public)
