@@ -4,7 +4,9 @@ For each call it binds the request id for logging and the caller (services/kit/a
 turns whatever the handler raises into a gRPC status: domain errors keep their code and message
 and gain `google.rpc` details (`ErrorInfo`, and `BadRequest` field violations for validation
 errors); the generated base servicer's `NotImplementedError` becomes UNIMPLEMENTED naming the
-method; anything else is logged with its traceback and answered INTERNAL without one. It also
+method; anything else is logged with its traceback and answered INTERNAL without one. Requests
+that are not valid UTF-8 or hold NUL characters are refused with INVALID_ARGUMENT before the
+handler (services/kit/decoding.py). It also
 records each call's status and latency (services/kit/prometheus.py).
 """
 
@@ -24,6 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.kit.auth import Authenticator
+from services.kit.decoding import checked_deserializer, checked_stream, refuse_undecodable
 from services.kit.errors import ERROR_DOMAIN, DomainError, Unimplemented, ValidationFailed
 from services.kit.logs import request_id
 from services.kit.prometheus import MethodMetrics
@@ -88,6 +91,14 @@ async def _bind_call(
         await authenticator.resolve(metadata)
 
 
+def _checked(request: Any) -> Any:
+    """The request, or (a client stream) the stream, refusing what the deserializer refused."""
+    if hasattr(request, "__aiter__"):
+        return checked_stream(request)
+    refuse_undecodable(request)
+    return request
+
+
 def _wrap_unary_response(method: str, behavior: Behavior, authenticator: Authenticator | None) -> Behavior:
     metrics = MethodMetrics(method)
 
@@ -95,7 +106,7 @@ def _wrap_unary_response(method: str, behavior: Behavior, authenticator: Authent
         started = time.perf_counter()
         try:
             await _bind_call(context, authenticator)
-            reply = await behavior(request, context)
+            reply = await behavior(_checked(request), context)
             # OK (None) unless the handler set a code; recorded before the reply goes out.
             metrics.record(context.code(), started)
             return reply
@@ -118,7 +129,7 @@ def _wrap_stream_response(method: str, behavior: Behavior, authenticator: Authen
         started = time.perf_counter()
         try:
             await _bind_call(context, authenticator)
-            result = behavior(request, context)
+            result = behavior(_checked(request), context)
             if inspect.isasyncgen(result):
                 async for message in result:
                     yield message
@@ -164,7 +175,7 @@ def _wrap(method: str, handler: Handler | None, auth: Authenticator | None) -> H
     if handler is None:
         return None
     codec = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": checked_deserializer(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
