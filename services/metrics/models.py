@@ -1,5 +1,6 @@
 """The metrics schema's tables: one record per invocation of a chute, from the gateway's access
-log (services/metrics/records.py)."""
+log (services/metrics/records.py); the capacity log computed from them (capacity.py); the
+miner means of the last day (means.py)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,51 @@ class Invocation(MetricsTable, table=True):
     #: None when the instance answered.
     error: str | None = Field(default=None, sa_type=TEXT)
     started_at: datetime = Field(sa_type=TIMESTAMP)
+
+
+class CapacityLog(MetricsTable, table=True):
+    """A chute's load and the scheduler's decision at one moment (the real API's capacity_log,
+    which its autoscaler writes on each run; here every CAPACITY_LOG_SECONDS and at each change).
+    Request counts are floats, as the real table has them."""
+
+    __tablename__ = "capacity_log"
+
+    chute_id: str = Field(primary_key=True, sa_type=TEXT)
+    timestamp: datetime = Field(primary_key=True, sa_type=TIMESTAMP)
+    utilization_current: float
+    utilization_5m: float
+    utilization_15m: float
+    utilization_1h: float
+    rate_limit_ratio_5m: float
+    rate_limit_ratio_15m: float
+    rate_limit_ratio_1h: float
+    total_requests_5m: float
+    total_requests_15m: float
+    total_requests_1h: float
+    completed_requests_5m: float
+    completed_requests_15m: float
+    completed_requests_1h: float
+    rate_limited_requests_5m: float
+    rate_limited_requests_15m: float
+    rate_limited_requests_1h: float
+    instance_count: int
+    #: no_action, scaled_up, scaled_down, scale_up_skipped (no node could take it).
+    action_taken: str = Field(sa_type=TEXT)
+    target_count: int
+    effective_multiplier: float
+
+
+class MinerMean(MetricsTable, table=True):
+    """Per instance of a chute: its average over the last day of invocations (the real API's
+    llm_means, rebuilt whole on a schedule)."""
+
+    __tablename__ = "miner_means"
+
+    chute_id: str = Field(primary_key=True, sa_type=TEXT)
+    instance_id: str = Field(primary_key=True, sa_type=TEXT)
+    miner_hotkey: str = Field(sa_type=TEXT)
+    avg_tps: float
+    avg_output_tokens: float
 
 
 metadata = MetricsTable.metadata

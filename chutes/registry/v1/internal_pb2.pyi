@@ -6,6 +6,7 @@ The registry as the suite's own services ask it (never routed by the gateway).""
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -47,6 +48,139 @@ JOB_PLACEMENT_STATE_RUNNING: JobPlacementState.ValueType  # 3
 JOB_PLACEMENT_STATE_ENDED: JobPlacementState.ValueType  # 4
 """Over: the instance exited, failed, was stopped or lost."""
 Global___JobPlacementState: _TypeAlias = JobPlacementState  # noqa: Y015
+
+@_typing.final
+class ListFleetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STANDARD_TEMPLATE_FIELD_NUMBER: _builtins.int
+    standard_template: _builtins.str
+    def __init__(
+        self,
+        *,
+        standard_template: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["standard_template", b"standard_template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFleetRequest: _TypeAlias = ListFleetRequest  # noqa: Y015
+
+@_typing.final
+class ListFleetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUTES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def chutes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChuteFleet]: ...
+    def __init__(
+        self,
+        *,
+        chutes: _abc.Iterable[Global___ChuteFleet] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chutes", b"chutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFleetResponse: _TypeAlias = ListFleetResponse  # noqa: Y015
+
+@_typing.final
+class ChuteFleet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUTE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PUBLIC_FIELD_NUMBER: _builtins.int
+    STANDARD_TEMPLATE_FIELD_NUMBER: _builtins.int
+    INVOCATION_COUNT_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    TARGET_COUNT_FIELD_NUMBER: _builtins.int
+    LAST_ACTION_FIELD_NUMBER: _builtins.int
+    LAST_ACTION_AT_FIELD_NUMBER: _builtins.int
+    chute_id: _builtins.str
+    name: _builtins.str
+    public: _builtins.bool
+    standard_template: _builtins.str
+    invocation_count: _builtins.int
+    concurrency: _builtins.int
+    """Calls one instance takes at once."""
+    effective_multiplier: _builtins.float
+    """The chute's effective compute multiplier (as GET /chutes/{id} answers it)."""
+    target_count: _builtins.int
+    """The scheduler's desired instance count of the chute's current version, as last decided by
+    this registry process; unset when it has not decided for the chute since it started.
+    """
+    last_action: _builtins.str
+    """The scheduler's latest change for the chute ("scaled_up", "scaled_down",
+    "scale_up_skipped": no node could take it) and when; empty when none since it started.
+    """
+    @_builtins.property
+    def instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetInstance]: ...
+    @_builtins.property
+    def last_action_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        chute_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        public: _builtins.bool = ...,
+        standard_template: _builtins.str = ...,
+        invocation_count: _builtins.int = ...,
+        concurrency: _builtins.int = ...,
+        effective_multiplier: _builtins.float = ...,
+        instances: _abc.Iterable[Global___FleetInstance] | None = ...,
+        target_count: _builtins.int | None = ...,
+        last_action: _builtins.str = ...,
+        last_action_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_count", b"_target_count", "last_action_at", b"last_action_at", "target_count", b"target_count"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_count", b"_target_count", "chute_id", b"chute_id", "concurrency", b"concurrency", "effective_multiplier", b"effective_multiplier", "instances", b"instances", "invocation_count", b"invocation_count", "last_action", b"last_action", "last_action_at", b"last_action_at", "name", b"name", "public", b"public", "standard_template", b"standard_template", "target_count", b"target_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__target_count: _TypeAlias = _typing.Literal["target_count"]  # noqa: Y015
+    _WhichOneofArgType__target_count: _TypeAlias = _typing.Literal["_target_count", b"_target_count"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_count) -> _WhichOneofReturnType__target_count | None: ...
+
+Global___ChuteFleet: _TypeAlias = ChuteFleet  # noqa: Y015
+
+@_typing.final
+class FleetInstance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    MINER_HOTKEY_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    READY_AT_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    miner_hotkey: _builtins.str
+    """The miner that runs it (its node's username)."""
+    active: _builtins.bool
+    """Routable: active and verified."""
+    @_builtins.property
+    def ready_at(self) -> _timestamp_pb2.Timestamp:
+        """When it became routable (unset while starting)."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        miner_hotkey: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        ready_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ready_at", b"ready_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "instance_id", b"instance_id", "miner_hotkey", b"miner_hotkey", "ready_at", b"ready_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetInstance: _TypeAlias = FleetInstance  # noqa: Y015
 
 @_typing.final
 class AddInvocationsRequest(_message.Message):

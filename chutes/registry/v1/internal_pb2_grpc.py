@@ -62,6 +62,11 @@ class RegistryInternalServiceStub:
                 request_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsRequest.SerializeToString,
                 response_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsResponse.FromString,
                 _registered_method=True)
+        self.ListFleet = channel.unary_unary(
+                '/chutes.registry.v1.RegistryInternalService/ListFleet',
+                request_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetRequest.SerializeToString,
+                response_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryInternalServiceServicer:
@@ -111,6 +116,16 @@ class RegistryInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFleet(self, request, context):
+        """Chutes with their serving instances (routable or starting) and the scheduler's latest
+        decision: what the metrics service computes utilization, the capacity log and miner means
+        from. With `standard_template` set: every chute of that template, instances or not, by
+        invocation_count descending; else every chute that has instances or demand.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +153,11 @@ def add_RegistryInternalServiceServicer_to_server(servicer, server):
                     servicer.AddInvocations,
                     request_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsRequest.FromString,
                     response_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsResponse.SerializeToString,
+            ),
+            'ListFleet': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFleet,
+                    request_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetRequest.FromString,
+                    response_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -278,6 +298,33 @@ class RegistryInternalService:
             '/chutes.registry.v1.RegistryInternalService/AddInvocations',
             chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsRequest.SerializeToString,
             chutes_dot_registry_dot_v1_dot_internal__pb2.AddInvocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFleet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chutes.registry.v1.RegistryInternalService/ListFleet',
+            chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetRequest.SerializeToString,
+            chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,12 @@ class RegistryInternalServiceStub:
     service calls it after each batch of invocation records it writes. Unknown (deleted) chutes
     are skipped.
     """
+    ListFleet: _grpc.UnaryUnaryMultiCallable[_internal_pb2.ListFleetRequest, _internal_pb2.ListFleetResponse]
+    """Chutes with their serving instances (routable or starting) and the scheduler's latest
+    decision: what the metrics service computes utilization, the capacity log and miner means
+    from. With `standard_template` set: every chute of that template, instances or not, by
+    invocation_count descending; else every chute that has instances or demand.
+    """
 
 @_typing.type_check_only
 class RegistryInternalServiceAsyncStub(RegistryInternalServiceStub):
@@ -84,6 +90,12 @@ class RegistryInternalServiceAsyncStub(RegistryInternalServiceStub):
     """Add invocations to chutes' `invocation_count` (which orders GET /chutes/): the metrics
     service calls it after each batch of invocation records it writes. Unknown (deleted) chutes
     are skipped.
+    """
+    ListFleet: _aio.UnaryUnaryMultiCallable[_internal_pb2.ListFleetRequest, _internal_pb2.ListFleetResponse]  # type: ignore[assignment]
+    """Chutes with their serving instances (routable or starting) and the scheduler's latest
+    decision: what the metrics service computes utilization, the capacity log and miner means
+    from. With `standard_template` set: every chute of that template, instances or not, by
+    invocation_count descending; else every chute that has instances or demand.
     """
 
 class RegistryInternalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -140,6 +152,18 @@ class RegistryInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         """Add invocations to chutes' `invocation_count` (which orders GET /chutes/): the metrics
         service calls it after each batch of invocation records it writes. Unknown (deleted) chutes
         are skipped.
+        """
+
+    @_abc_1.abstractmethod
+    def ListFleet(
+        self,
+        request: _internal_pb2.ListFleetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.ListFleetResponse, _abc.Awaitable[_internal_pb2.ListFleetResponse]]:
+        """Chutes with their serving instances (routable or starting) and the scheduler's latest
+        decision: what the metrics service computes utilization, the capacity log and miner means
+        from. With `standard_template` set: every chute of that template, instances or not, by
+        invocation_count descending; else every chute that has instances or demand.
         """
 
 def add_RegistryInternalServiceServicer_to_server(servicer: RegistryInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
