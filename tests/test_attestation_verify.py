@@ -80,6 +80,7 @@ def test_sample_tdx_quote_signature_chains_to_intel_root() -> None:
     assert result.verified and result.signature_valid and result.reason is None
     assert result.tcb_status == "UpToDate"
     assert result.advisory_ids == ()
+    assert not result.debug
     assert len(result.report_data) == 64
     assert set(result.measurements) == {"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"}
     assert all(len(bytes.fromhex(value)) == 48 for value in result.measurements.values())

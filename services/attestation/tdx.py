@@ -14,9 +14,10 @@ certificate (`platform` or `processor`) pick the file, so one folder can serve e
 machine in a fleet.
 
 What a verified quote must also satisfy (`verify_tdx`), in this order:
-1. signature and chain (above); 2. TCB status among the accepted ones; 3. measurements (MRTD,
-RTMR0-3) in the operator's allow-list (services/attestation/measurements.py); 4. report data binds
-the caller's nonce and the instance's certificate (chutes/tee.py `bind_report_data`).
+1. signature and chain (above); 2. not a debug TD; 3. TCB status among the accepted ones;
+4. measurements (MRTD, RTMR0-3) in the operator's allow-list (services/attestation/measurements.py);
+5. report data binds the caller's nonce and the instance's certificate (chutes/tee.py
+`bind_report_data`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeAlias
 
@@ -63,6 +64,7 @@ class TdxResult:
     advisory_ids: tuple[str, ...] = ()
     report_data: bytes = b""
     measurements: Mapping[str, str] = field(default_factory=dict)
+    debug: bool = False  # the TD's DEBUG attribute
 
 
 def _ca_of_chain(pem_chain: str) -> str:
@@ -142,6 +144,7 @@ def verify_quote_signature(
         advisory_ids=tuple(report.advisory_ids),
         report_data=body.report_data,
         measurements=_measurements(body),
+        debug=bool(body.td_attributes[0] & 0x01),
     )
 
 
@@ -154,16 +157,13 @@ def verify_tdx(
         return signed
 
     def failed(reason: str) -> TdxResult:
-        return TdxResult(
-            verified=False,
-            reason=reason,
-            signature_valid=True,
-            tcb_status=signed.tcb_status,
-            advisory_ids=signed.advisory_ids,
-            report_data=signed.report_data,
-            measurements=signed.measurements,
-        )
+        # What the signature check found stays reported: the caller shows why policy refused it.
+        return replace(signed, verified=False, reason=reason)
 
+    # TD attributes bit 0 is DEBUG: the host can read and change a debug TD's memory, so its
+    # quote proves nothing about what runs inside, however valid the signature.
+    if signed.debug:
+        return failed("the TD runs in debug mode")
     if signed.tcb_status not in trust.tcb_statuses:
         advisories = f" (advisories: {', '.join(signed.advisory_ids)})" if signed.advisory_ids else ""
         return failed(f"TCB status {signed.tcb_status} is not accepted{advisories}")
