@@ -129,6 +129,9 @@ def test_a_batch_that_fails_to_write_is_retried_and_counted_once() -> None:
     class FlakyDatabase:
         failures = 2
 
+        def before_close(self, finish: Any) -> None:
+            pass
+
         @asynccontextmanager
         async def raw(self) -> Any:
             if self.failures:

@@ -7,7 +7,7 @@ the service's models (`Database.engine`). Each service sets its own schema as th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -45,6 +45,13 @@ class Database:
                 }
             },
         )
+        self._before_close: list[Callable[[], Awaitable[None]]] = []
+
+    def before_close(self, finish: Callable[[], Awaitable[None]]) -> None:
+        """Await `finish` when the pool is about to close: the service has stopped taking calls
+        (the kit closes the pool after its server stopped), so what it accepted but holds in
+        memory (invocation records waiting for their batch) can still be written."""
+        self._before_close.append(finish)
 
     @asynccontextmanager
     async def raw(self) -> AsyncIterator[Any]:
@@ -55,4 +62,6 @@ class Database:
             yield raw.driver_connection
 
     async def close(self) -> None:
+        for finish in self._before_close:
+            await finish()
         await self.engine.dispose()

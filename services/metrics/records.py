@@ -10,6 +10,12 @@ fact been committed adds nothing twice.
 After each batch, the chutes' `invocation_count` (the registry's) grows by the calls the batch
 recorded that an instance answered; counts the registry could not take are sent with the next
 batch.
+
+A graceful stop loses nothing received: the kit stops the gRPC server first (Envoy's streams end;
+an entry is either in `_pending` or was never accepted), then closes the pool, and before it
+closes `drain` writes every pending record and sends the registry every count (`up` stops the
+metrics service before the registry). Only a crash loses what waits for its batch (at most
+FLUSH_SECONDS of calls).
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ BATCH_SIZE = 1000
 #: Waits between attempts of a batch that failed to write (then the last, repeated).
 RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0)
 REGISTRY_SECONDS = 5.0
+#: The most a stopping service waits for its last records and counts (`up` gives each service its
+#: shutdown grace plus 5 s after SIGTERM, and the grace is spent before this starts).
+DRAIN_SECONDS = 4.0
 CHUTE_HEADER = "x-chutes-chute-id"
 VIA_UPSTREAM = "via_upstream"
 
@@ -79,23 +88,55 @@ class Records(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
         self._counts: dict[str, int] = {}
         self._full = asyncio.Event()
         self._writing: asyncio.Task[None] | None = None
+        #: Set by `drain`: the writer empties what is pending and the counts, then ends.
+        self._stopping = False
+        # The server stops before the pool closes: what the streams delivered is all in
+        # `_pending` by then, and is written before the pool goes.
+        db.before_close(self.drain)
 
     async def StreamAccessLogs(
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> als_pb2.StreamAccessLogsResponse:
-        if self._writing is None or self._writing.done():
-            self._writing = asyncio.create_task(self._write_forever())
+        self._ensure_writer()
         async for message in request_iterator:
+            # The writer swaps `_pending` for a new list, only while this loop awaits.
+            pending = self._pending
             for entry in message.http_logs.log_entry:
                 if (record := record_of(entry)) is not None:
-                    self._pending.append(record)
-            if len(self._pending) >= BATCH_SIZE:
+                    pending.append(record)
+            if len(pending) >= BATCH_SIZE:
                 self._full.set()
         return als_pb2.StreamAccessLogsResponse()
 
+    def _ensure_writer(self) -> None:
+        if not self._stopping and (self._writing is None or self._writing.done()):
+            self._writing = asyncio.create_task(self._write_forever())
+
+    async def drain(self) -> None:
+        """Write every record received and send the registry every count, then stop writing.
+        Called when the service stops (after its server stopped taking calls, before the pool
+        closes); gives up after DRAIN_SECONDS (the database or the registry is gone), saying
+        what it could not write."""
+        self._stopping = True
+        if self._pending and (self._writing is None or self._writing.done()):
+            self._writing = asyncio.create_task(self._write_forever())
+        if self._writing is not None:
+            self._full.set()
+            try:
+                # Not cancelled on time-out before the deadline: a batch cut off mid-statement
+                # may be committed without its counts being known.
+                await asyncio.wait_for(asyncio.shield(self._writing), DRAIN_SECONDS)
+            except TimeoutError:
+                self._writing.cancel()
+        if self._pending or self._counts:
+            log.error(
+                "records: stopping with %d invocations unwritten and %d invocations uncounted",
+                len(self._pending), sum(self._counts.values()),
+            )  # fmt: skip
+
     async def _write_forever(self) -> None:
-        while True:
-            if len(self._pending) < BATCH_SIZE:
+        while not (self._stopping and not self._pending and not self._counts):
+            if len(self._pending) < BATCH_SIZE and not self._stopping:
                 try:
                     await asyncio.wait_for(self._full.wait(), FLUSH_SECONDS)
                 except TimeoutError:
@@ -104,10 +145,13 @@ class Records(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
             if self._pending:
                 batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
                 answered = await self._write(batch)
+                counts = self._counts
                 for chute_id in answered:
-                    self._counts[chute_id] = self._counts.get(chute_id, 0) + 1
-            if self._counts:
-                await self._add_counts()
+                    counts[chute_id] = counts.get(chute_id, 0) + 1
+            # While stopping, counts go once everything is written (one call, not one per batch).
+            if self._counts and not (self._stopping and self._pending):
+                if not await self._add_counts() and self._stopping:
+                    await asyncio.sleep(RETRY_SECONDS[0])
 
     async def _write(self, batch: list[store.Record]) -> list[str]:
         """Write `batch` (retried until it is written); the chutes of the calls an instance
@@ -126,14 +170,20 @@ class Records(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
                 attempt += 1
                 await asyncio.sleep(wait)
 
-    async def _add_counts(self) -> None:
+    async def _add_counts(self) -> bool:
+        """Send the counts; those the registry did not take are kept for the next call."""
         counts, self._counts = self._counts, {}
         request = internal_pb2.AddInvocationsRequest(
             counts=[internal_pb2.ChuteCount(chute_id=c, count=n) for c, n in counts.items()]
         )
         try:
             await self.registry.AddInvocations(request, timeout=REGISTRY_SECONDS)
-        except grpc.aio.AioRpcError as error:
-            log.warning("records: the registry did not take invocation counts (%s); kept", error.code())
+            return True
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:
+            if isinstance(error, grpc.aio.AioRpcError):
+                log.warning("records: the registry did not take invocation counts (%s); kept", error.code())
             for chute_id, count in counts.items():
                 self._counts[chute_id] = self._counts.get(chute_id, 0) + count
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            return False
