@@ -41,12 +41,13 @@ from typing import Any
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from services.kit.headers import CALLER_HEADERS, USER_ID_HEADER
+from services.kit.headers import CALLER_HEADERS, USER_ID_HEADER, VERDICT_REUSE_HEADER
 from services.kit.server import MAX_REQUEST_MESSAGE_BYTES
 
 GATEWAY_DIR = Path(__file__).resolve().parent
 DESCRIPTOR_PATH = GATEWAY_DIR / "chutes.binpb"
 LUA_PATH = GATEWAY_DIR / "normalise.lua"
+VERDICTS_LUA_PATH = GATEWAY_DIR / "verdicts.lua"
 
 #: Largest JSON request body a REST client may send (deploy bodies carry code and readme); larger
 #: ones get 413. Streamed bodies (job file uploads) are not limited by it.
@@ -72,6 +73,9 @@ AUTHZ_CLUSTER = "identity_authz"
 #: The registry's check of chute invocations: its filter (an ext_authz of its own name, enabled
 #: only on the chute route) and its cluster (HTTP/1.1).
 INVOCATION_AUTHZ = "chutes.invocation_authz"
+#: The Lua filter in front of it that reuses its allows for a moment (gateway/verdicts.lua), its
+#: dynamic metadata namespace (the registry's answer says for how long: VERDICT_REUSE_HEADER).
+INVOCATION_VERDICTS = "chutes.verdicts"
 INVOCATION_AUTHZ_CLUSTER = "registry_authz"
 #: Credentials a chute instance never sees (they would let its operator act as the caller).
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", *SIGNATURE_HEADERS)
@@ -475,7 +479,7 @@ def render(
         if invocation_authz_address is not None:
             clusters.append(_cluster(INVOCATION_AUTHZ_CLUSTER, invocation_authz_address, http2=False))
             after_identity = next(i for i, f in enumerate(http_filters) if f["name"] == _EXT_AUTHZ) + 1
-            http_filters.insert(after_identity, _invocation_authz())
+            http_filters[after_identity:after_identity] = [_invocation_verdicts(), _invocation_authz()]
         virtual_hosts.insert(0, _invocation_vhost(domain, checked=checked))
         connection_manager["strip_any_host_port"] = True  # `slug.localhost:8000` is `slug.localhost`
         connection_manager["local_reply_config"] = _invocation_local_replies(domain, checked=checked)
@@ -528,14 +532,35 @@ def _invocation_authz() -> dict[str, Any]:
             "authorization_response": {
                 "allowed_upstream_headers": {"patterns": [{"exact": CALLER_HEADERS[0]}]},
                 "allowed_client_headers": {"patterns": [{"exact": "content-type"}]},
+                # What gateway/verdicts.lua needs to reuse an allow (as ext_authz metadata).
+                "dynamic_metadata_from_headers": {
+                    "patterns": [{"exact": CALLER_HEADERS[0]}, {"exact": VERDICT_REUSE_HEADER}]
+                },
             },
         },
         # Besides method, path, host and content-length, which Envoy always sends.
         allowed_headers={"patterns": [{"exact": "authorization"}, {"exact": CALLER_HEADERS[0]}]},
         failure_mode_allow=False,
         status_on_error={"code": "ServiceUnavailable"},
+        # Skipped when gateway/verdicts.lua reused an allow for this request.
+        filter_enabled_metadata={
+            "filter": INVOCATION_VERDICTS,
+            "path": [{"key": "reused"}],
+            "value": {"bool_match": True},
+            "invert": True,
+        },
     )
     return {"name": INVOCATION_AUTHZ, "typed_config": check, "disabled": True}
+
+
+def _invocation_verdicts() -> dict[str, Any]:
+    """The registry's allows, reused per Envoy worker for as long as it says (gateway/verdicts.lua).
+    Off unless a route enables it (the chute route), like the check it stands in front of."""
+    lua = _typed(
+        "extensions.filters.http.lua.v3.Lua",
+        source_codes={INVOCATION_VERDICTS: {"inline_string": VERDICTS_LUA_PATH.read_text()}},
+    )
+    return {"name": INVOCATION_VERDICTS, "typed_config": lua, "disabled": True}
 
 
 def _invocation_vhost(domain: str, *, checked: bool = False) -> dict[str, Any]:
@@ -548,9 +573,12 @@ def _invocation_vhost(domain: str, *, checked: bool = False) -> dict[str, Any]:
         checks = {
             "typed_per_filter_config": {
                 # Any per-route config enables a filter that is off in the chain.
+                INVOCATION_VERDICTS: _typed(
+                    "extensions.filters.http.lua.v3.LuaPerRoute", name=INVOCATION_VERDICTS
+                ),
                 INVOCATION_AUTHZ: _typed(
                     "extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", check_settings={}
-                )
+                ),
             },
             "request_headers_to_remove": list(CREDENTIAL_HEADERS),
         }

@@ -28,6 +28,11 @@ from typing import TypeVar
 
 import pytest
 
+# The embedded PostgreSQL starts as the wheel's unprivileged user, which takes fork() rather than
+# vfork(); gRPC's fork handlers then run in the child while test threads are inside gRPC, and
+# the child can crash (SIGSEGV) before it execs. Tests never use gRPC across a fork.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from gateway.render import write_config
 from services.kit.settings import SERVICE_NAMES
 from suite import postgres

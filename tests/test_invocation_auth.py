@@ -27,10 +27,13 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.render import AUTHZ_TIMEOUT, INVOCATION_AUTHZ, render, write_config
+from gateway.render import AUTHZ_TIMEOUT, INVOCATION_AUTHZ, INVOCATION_VERDICTS, render, write_config
 from services.kit import authz_http
+from services.kit.auth import CACHE_SECONDS
 from services.kit.authz_http import AuthzRequest, Verdict
+from services.kit.headers import VERDICT_REUSE_HEADER
 from services.kit.settings import SERVICE_NAMES
+from services.registry.invocations import DECISION_SECONDS, EDGE_REUSE_SECONDS
 from services.registry.xds import ChuteRoute, RoutingTable
 from tests.conftest import RunningSuite, _Loop, free_port, start_envoy
 from tests.test_chute_hosts import echo_instance, sql  # noqa: F401 (fixture)
@@ -49,11 +52,13 @@ from tests.test_registry import deploy_body, deployed, friend, http, image, key,
 # ---- the gateway with a scripted check ---------------------------------------------------------
 
 AUTHZ_SECONDS = float(AUTHZ_TIMEOUT.rstrip("s"))
+REUSE_MS = 1500
 
 
 @dataclass
 class ScriptedCheck:
-    """Answers as the registry would, by the credential: `Bearer allow` passes as user `u-1`."""
+    """Answers as the registry would, by the credential: `Bearer allow` passes as user `u-1`;
+    `Bearer reusable` passes as `u-2` and lets the gateway reuse that for REUSE_MS."""
 
     seen: list[AuthzRequest] = field(default_factory=list)
 
@@ -62,6 +67,8 @@ class ScriptedCheck:
         authorization = request.headers.get("authorization", "")
         if authorization == "Bearer allow":
             return Verdict(upstream_headers={"x-chutes-user-id": "u-1"})
+        if authorization == "Bearer reusable":
+            return Verdict(upstream_headers={"x-chutes-user-id": "u-2", VERDICT_REUSE_HEADER: str(REUSE_MS)})
         if authorization == "Bearer hidden":
             return Verdict(denied="No matching chute found!", status=404)
         if authorization == "Bearer broken":
@@ -148,13 +155,17 @@ def test_render_without_invocation_checks_is_unchanged() -> None:
     checked = render(addresses, **base, invocation_authz_address="127.0.0.1:9")
     manager = checked["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     filters = [f["name"] for f in manager["http_filters"]]
-    assert filters.index(INVOCATION_AUTHZ) == filters.index("envoy.filters.http.ext_authz") + 1
+    # After identity's signature check (the user id it sets is part of a verdict's key), the
+    # verdict reuse right before the check it stands in for.
+    identity = filters.index("envoy.filters.http.ext_authz")
+    assert filters[identity + 1 : identity + 3] == [INVOCATION_VERDICTS, INVOCATION_AUTHZ]
     [invocation_filter] = [f for f in manager["http_filters"] if f["name"] == INVOCATION_AUTHZ]
-    assert invocation_filter["disabled"] is True
     assert invocation_filter["typed_config"]["failure_mode_allow"] is False
     chute_vhost, rest_vhost = manager["route_config"]["virtual_hosts"]
-    assert INVOCATION_AUTHZ in chute_vhost["routes"][0]["typed_per_filter_config"]
-    assert INVOCATION_AUTHZ not in json.dumps(rest_vhost)
+    for name in (INVOCATION_VERDICTS, INVOCATION_AUTHZ):
+        assert [f["disabled"] for f in manager["http_filters"] if f["name"] == name] == [True]
+        assert name in chute_vhost["routes"][0]["typed_per_filter_config"]
+        assert name not in json.dumps(rest_vhost)
 
 
 def test_allowed_call_reaches_the_instance_with_the_caller_only(checked_gateway: CheckedGateway) -> None:
@@ -194,6 +205,46 @@ def test_a_check_that_cannot_be_made_is_503_never_a_pass(checked_gateway: Checke
     started = time.monotonic()
     assert_json(_echo(checked_gateway, {"Authorization": "Bearer slow"}), 503, "Service Unavailable")
     assert time.monotonic() - started < 5  # the gateway gave up waiting (AUTHZ_TIMEOUT)
+
+
+def test_an_allow_is_reused_only_as_long_as_the_check_says(checked_gateway: CheckedGateway) -> None:
+    with httpx.Client(base_url=checked_gateway.url, timeout=10) as client:  # one Envoy worker
+
+        def call(authorization: str, host: str = "echo.localhost") -> httpx.Response:
+            return client.get("/hello", headers={"Host": host, "Authorization": authorization})
+
+        def checks() -> list[str]:
+            return [seen.headers.get("authorization", "") for seen in checked_gateway.check.seen]
+
+        before = len(checks())
+        first = call("Bearer reusable")
+        started = time.monotonic()
+        assert first.status_code == 200, first.text
+        for _ in range(5):
+            again = call("Bearer reusable")
+            assert again.status_code == 200, again.text
+            # The instance still gets the caller (never the reuse header, nor the credential).
+            seen = again.json()["headers"]
+            assert "x-chutes-user-id" in seen
+            assert VERDICT_REUSE_HEADER not in seen and "authorization" not in seen
+        reused_for = time.monotonic() - started
+        asked = checks()[before:]
+        assert asked == ["Bearer reusable"] or reused_for > REUSE_MS / 1000, asked
+        # Reuse is per credential and host: another host is asked about, so is every denial.
+        assert_json(call("Bearer reusable", host="nope.localhost"), 404, "No matching chute found!")
+        assert [s.headers["host"] for s in checked_gateway.check.seen[before:]][-1] == "nope.localhost"
+        for _ in range(2):
+            assert_json(call("Bearer nobody"), 401, "Authentication required")
+        assert checks()[before:].count("Bearer nobody") == 2
+        time.sleep(REUSE_MS / 1000 + 0.2)
+        assert call("Bearer reusable").status_code == 200
+        assert checks()[before:].count("Bearer reusable") >= 2  # asked again once it ran out
+
+
+def test_edge_reuse_keeps_revocation_within_5_seconds() -> None:
+    # A verdict is given only while the caller's cached answer holds; the gateway adds its reuse.
+    assert CACHE_SECONDS + EDGE_REUSE_SECONDS <= 5
+    assert DECISION_SECONDS + EDGE_REUSE_SECONDS <= 5
 
 
 def test_rest_routes_never_ask_the_invocation_check(checked_gateway: CheckedGateway) -> None:

@@ -16,6 +16,10 @@ AUTH_METHOD_HEADER = "x-chutes-auth-method"
 #: The hotkey whose signature the gateway verified (also before a user exists: registration).
 VERIFIED_HOTKEY_HEADER = "x-chutes-verified-hotkey"
 
+#: On an invocation check's allow: how many ms the gateway may reuse it (gateway/verdicts.lua).
+#: Between the registry and Envoy only; never forwarded.
+VERDICT_REUSE_HEADER = "x-chutes-verdict-reuse-ms"
+
 #: The REST request as the gateway saw it (set by the transcoder); API key scopes are judged on it.
 ORIGINAL_METHOD_HEADER = "x-envoy-original-method"
 ORIGINAL_PATH_HEADER = "x-envoy-original-path"

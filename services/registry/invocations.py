@@ -10,7 +10,10 @@ requests and sets `x-chutes-user-id`. The verdict, in order:
   own, shared, subnet roles), its answer cached `DECISION_SECONDS` per caller and slug, so an
   unshare (or a chute made private) bites within 5 s; hidden or unknown: 404, never a 403;
 - a scoped API key must reach that chute (`chutes`/`invoke` on its id, or an `invocations` scope);
-- allowed: the instance gets the caller as `x-chutes-user-id`.
+- allowed: the instance gets the caller as `x-chutes-user-id`, and the gateway may reuse the
+  allow for `EDGE_REUSE_SECONDS` without asking (gateway/verdicts.lua), so a sporadic call does
+  not pay this round trip. Every bound adds up to at most 5 s: a verdict is given only while the
+  caller's and the decision's cached answers hold, then reused at the edge for 1 s more.
 Identity or the database unreachable: 503 (the gateway never lets a call through unchecked).
 """
 
@@ -28,7 +31,7 @@ from services.kit.authz_http import AuthzRequest, Verdict
 from services.kit.caller import Caller, CallerLookup, scope_allows
 from services.kit.db import Database
 from services.kit.errors import DomainError
-from services.kit.headers import USER_ID_HEADER
+from services.kit.headers import USER_ID_HEADER, VERDICT_REUSE_HEADER
 from services.kit.server import Closable
 from services.kit.settings import Settings
 from services.registry import store
@@ -39,6 +42,10 @@ log = logging.getLogger(__name__)
 #: How long a decision (caller, slug) -> chute is reused. With the caller cache (4 s, a separate
 #: bound for revoked keys) both stay under the 5 s promise.
 DECISION_SECONDS = 3.0
+#: How long the gateway may reuse an allow (per Envoy worker). With the caller cache:
+#: auth.CACHE_SECONDS + EDGE_REUSE_SECONDS <= 5.
+EDGE_REUSE_SECONDS = 1.0
+_EDGE_REUSE = {VERDICT_REUSE_HEADER: str(int(EDGE_REUSE_SECONDS * 1000))}
 _MAX_DECISIONS = 50_000
 
 NO_CHUTE = "No matching chute found!"
@@ -115,6 +122,8 @@ class InvocationAuthorizer:
             # Never longer than the caller's cached answer it came from (the revocation bound).
             caller_expires = self.callers.expires(user_id, authorization)
             if caller_expires is not None:
+                if verdict.upstream_headers is not None:  # an allow: the edge may reuse it too
+                    verdict = Verdict(upstream_headers={**verdict.upstream_headers, **_EDGE_REUSE})
                 if len(self._verdicts) >= _MAX_DECISIONS:
                     self._verdicts.clear()
                 key = (user_id or "", authorization or "", headers.get("host", ""))
