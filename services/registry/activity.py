@@ -1,19 +1,17 @@
 """What chutes are doing, from the gateway's access log (Envoy's gRPC ALS, one entry per call).
 
-The registry reads it for scaling, until the metrics service keeps invocation records:
+The registry reads it where scaling must react at once:
 - a call answered "no healthy upstream" (the chute has no routable instance: the cold 503) marks
   the chute wanted, which starts an instance (scale from zero, like the real API's bounty);
-- answered calls mark the chute in use (idle shutdown reads it);
-- utilization is the time calls spent in the chute over the last WINDOW_SECONDS, divided by what
-  its instances could hold in that time (instances x concurrency x window).
+- answered calls mark the chute in use (idle shutdown reads it).
+Utilization (scaling out and in) comes from the metrics service's invocation records instead
+(utilization.py): it needs windows of minutes to an hour, which the records hold.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,7 +22,6 @@ from services.registry import fleet_store
 
 log = logging.getLogger(__name__)
 
-WINDOW_SECONDS = 30.0
 #: How often the in-use marks are written (one statement for every chute called meanwhile).
 FLUSH_SECONDS = 1.0
 CHUTE_HEADER = "x-chutes-chute-id"
@@ -32,27 +29,12 @@ NO_HEALTHY_UPSTREAM = "no_healthy_upstream"
 
 
 class Activity(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
-    def __init__(
-        self, db: Database, capacity_of: Callable[[str], int], on_wanted: Callable[[], None]
-    ) -> None:
+    def __init__(self, db: Database, on_wanted: Callable[[], None]) -> None:
         self.db = db
-        #: instances x concurrency of a chute, as routed now.
-        self.capacity_of = capacity_of
         self.on_wanted = on_wanted
-        self._busy: dict[str, deque[tuple[float, float]]] = defaultdict(deque)  # (ended at, seconds)
         self._invoked: set[str] = set()
         self._wanted: set[str] = set()
         self._flushing: asyncio.Task[None] | None = None
-
-    def utilization(self, chute_id: str) -> float:
-        capacity = self.capacity_of(chute_id)
-        calls = self._busy.get(chute_id)
-        if not capacity or not calls:
-            return 0.0
-        horizon = time.monotonic() - WINDOW_SECONDS
-        while calls and calls[0][0] < horizon:
-            calls.popleft()
-        return sum(seconds for _, seconds in calls) / (capacity * WINDOW_SECONDS)
 
     def record(self, entry: Any) -> None:
         chute_id = entry.request.request_headers.get(CHUTE_HEADER)
@@ -61,8 +43,6 @@ class Activity(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
         if entry.response.response_code_details == NO_HEALTHY_UPSTREAM:
             self._wanted.add(chute_id)
             return
-        duration = entry.common_properties.duration
-        self._busy[chute_id].append((time.monotonic(), duration.seconds + duration.nanos / 1e9))
         self._invoked.add(chute_id)
 
     async def StreamAccessLogs(

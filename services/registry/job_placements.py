@@ -1,5 +1,6 @@
-"""RegistryInternalService: where jobs run, for the jobs service; the chute history's GPU counts
-and the chutes' invocation counts, for the metrics service.
+"""RegistryInternalService: where jobs run, for the jobs service; the chute history's GPU counts,
+the chutes' invocation counts and the fleet with the scheduler's decisions, for the metrics
+service.
 
 The jobs service owns jobs (rows, tokens, files); the registry places each job's instance on
 exactly one node: ScheduleJob records the launch, the scheduler places it in the transaction
@@ -8,14 +9,18 @@ that writes the instance row and the node's work, so no two miners ever run the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from datetime import datetime
 from typing import Any
 
+from chutes.chute import NodeSelector
 from chutes.registry.v1 import internal_pb2, internal_pb2_grpc
 from services.kit.db import Database
 from services.kit.errors import NotFound
 from services.kit.requests import Context
 from services.registry import fleet_store, store
+from services.registry.pricing import multiplier_factors
+from services.registry.scheduler import Scheduler
 
 _STATES = {
     "pending": internal_pb2.JOB_PLACEMENT_STATE_PENDING,
@@ -36,10 +41,11 @@ def placement_message(row: Any) -> internal_pb2.JobPlacement:
 
 
 class JobPlacementServicer(internal_pb2_grpc.RegistryInternalServiceServicer):
-    def __init__(self, db: Database, on_change: Callable[[], None]) -> None:
+    def __init__(self, db: Database, scheduler: Scheduler) -> None:
         self.db = db
-        #: Wakes the scheduler (a job waits for a node).
-        self.on_change = on_change
+        #: Woken when a job waits for a node; its decisions are part of the fleet's answer.
+        self.scheduler = scheduler
+        self.on_change = scheduler.wake
 
     async def ScheduleJob(
         self, request: internal_pb2.ScheduleJobRequest, context: Context
@@ -94,3 +100,40 @@ class JobPlacementServicer(internal_pb2_grpc.RegistryInternalServiceServicer):
         async with self.db.raw() as connection:
             await store.add_invocations(connection, counts)
         return internal_pb2.AddInvocationsResponse()
+
+    async def ListFleet(
+        self, request: internal_pb2.ListFleetRequest, context: Context
+    ) -> internal_pb2.ListFleetResponse:
+        async with self.db.raw() as connection:
+            rows = await store.fleet(connection, request.standard_template, request.chute_ids)
+        return internal_pb2.ListFleetResponse(chutes=[self._fleet_message(row) for row in rows])
+
+    def _fleet_message(self, row: Any) -> internal_pb2.ChuteFleet:
+        multiplier = 1.0
+        for factor in multiplier_factors(row, NodeSelector(**json.loads(row["node_selector"]))).values():
+            multiplier *= factor
+        chute = internal_pb2.ChuteFleet(
+            chute_id=row["chute_id"],
+            name=row["name"],
+            public=row["public"],
+            standard_template=row["standard_template"],
+            invocation_count=row["invocation_count"],
+            concurrency=row["concurrency"],
+            effective_multiplier=multiplier,
+        )
+        for instance in json.loads(row["instances"]):
+            added = chute.instances.add(
+                instance_id=instance["instance_id"],
+                miner_hotkey=instance["miner_hotkey"],
+                active=instance["active"],
+            )
+            if instance["ready_at"]:
+                added.ready_at.FromDatetime(datetime.fromisoformat(instance["ready_at"]))
+        target = self.scheduler.targets.get(row["chute_id"])
+        if target is not None:
+            chute.target_count = target
+        action = self.scheduler.actions.get(row["chute_id"])
+        if action is not None:
+            chute.last_action = action[0]
+            chute.last_action_at.FromDatetime(action[1])
+        return chute

@@ -13,6 +13,10 @@ instances, connected nodes and their free GPUs) and of recent utilization:
   selector accepts, `gpu_count` of them.
 `Scheduler` applies the plan every TICK_SECONDS (or at once when woken) in one transaction that
 holds an advisory lock, so that with several registry replicas only one decides at a time.
+
+Utilization comes from the metrics service (utilization.py asks it every second; it computes it
+from the invocation records); each chute's target and latest change are kept here, and the
+metrics service writes them into its capacity log (RegistryInternalService.ListFleet).
 """
 
 from __future__ import annotations
@@ -72,6 +76,10 @@ class Plan:
     stops: list[Stop] = field(default_factory=list)
     #: Chutes that want an instance that no node can take (why they stay cold).
     unplaceable: list[str] = field(default_factory=list)
+    #: Each chute's desired count of its current version.
+    targets: dict[str, int] = field(default_factory=dict)
+    #: What changed for a chute: "scaled_up", "scaled_down", "scale_up_skipped" (no node fits).
+    actions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -143,6 +151,9 @@ def plan(
         old = [i for i in instances if i["version"] != chute["version"]]
         ready = [i for i in current if i["state"] == "ready"]
         target = desired_count(chute, len(current), utilization(chute["chute_id"]), now)
+        decided.targets[chute["chute_id"]] = target
+        if target < len(current):
+            decided.actions[chute["chute_id"]] = "scaled_down"
         # Surplus: not-yet-ready instances go first, then the oldest.
         surplus = sorted(current, key=lambda i: (i["state"] == "ready", i["created_at"]))
         for instance in surplus[: max(0, len(current) - target)]:
@@ -153,10 +164,13 @@ def plan(
         if missing <= 0:
             continue
         selector = NodeSelector(**json.loads(chute["node_selector"]))
-        for _ in range(missing):
+        decided.actions[chute["chute_id"]] = "scaled_up"
+        for placing in range(missing):
             placed = _place(nodes, selector)
             if placed is None:
                 decided.unplaceable.append(chute["chute_id"])
+                if placing == 0:
+                    decided.actions[chute["chute_id"]] = "scale_up_skipped"
                 break
             node, devices = placed
             decided.launches.append(Launch(chute["chute_id"], chute["version"], node.node_id, devices))
@@ -181,6 +195,9 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         #: The last plan's chutes that no node could take (warmup explains the wait with it).
         self.unplaceable: frozenset[str] = frozenset()
+        #: The last plan's targets, and each chute's latest change with when (for the capacity log).
+        self.targets: dict[str, int] = {}
+        self.actions: dict[str, tuple[str, datetime]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -244,4 +261,11 @@ class Scheduler:
                 " WHERE i.chute_id = r.chute_id AND i.version = r.old_version)"
             )
         self.unplaceable = frozenset(decided.unplaceable)
+        self.targets = decided.targets
+        for chute_id, action in decided.actions.items():
+            # A chute no node can take is skipped every tick: keep when that began.
+            if self.actions.get(chute_id, ("", now))[0] != action or action != "scale_up_skipped":
+                self.actions[chute_id] = (action, now)
+        for gone in self.actions.keys() - decided.targets.keys():
+            del self.actions[gone]
         return decided

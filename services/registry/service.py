@@ -53,6 +53,7 @@ from services.registry.miners import MinerServicer
 from services.registry.routing import RouteFollower
 from services.registry.scheduler import Scheduler
 from services.registry.subnets import substrings_managed_by
+from services.registry.utilization import MetricsUtilization
 
 NOT_YOURS = "Chute not found, or does not belong to you"
 
@@ -72,15 +73,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.responses = views.ResponseCache()
         self.routing = xds.RoutingTable(context.settings.chute_domain)
         self.ads = ads.AdsServicer(self.routing)
-        self.activity = Activity(self.db, self._capacity, on_wanted=lambda: self.scheduler.wake())
-        self.scheduler = Scheduler(self.db, self.activity.utilization)
+        self.activity = Activity(self.db, on_wanted=lambda: self.scheduler.wake())
+        self.utilization = MetricsUtilization(context.settings.address_of("metrics"))
+        self.scheduler = Scheduler(self.db, self.utilization)
         self.miners = MinerServicer(self.db, on_change=self.scheduler.wake)
-        self.job_placements = JobPlacementServicer(self.db, on_change=self.scheduler.wake)
-
-    def _capacity(self, chute_id: str) -> int:
-        """How many calls the chute's routable instances hold at once."""
-        route = self.routing.get(chute_id)
-        return len(route.instances) * route.concurrency if route else 0
+        self.job_placements = JobPlacementServicer(self.db, self.scheduler)
 
     # ---- images ------------------------------------------------------------------------------
 
@@ -413,7 +410,13 @@ async def _run_beside(servicer: object, settings: Settings) -> list[Closable]:
     follower = RouteFollower(servicer.db, servicer.routing)
     await follower.start()
     servicer.scheduler.start()
-    return [follower, servicer.scheduler, *await invocations.serve_invocation_checks(servicer, settings)]
+    servicer.utilization.start()
+    return [
+        follower,
+        servicer.scheduler,
+        servicer.utilization,
+        *await invocations.serve_invocation_checks(servicer, settings),
+    ]
 
 
 SPEC = ServiceSpec(

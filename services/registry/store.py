@@ -355,3 +355,30 @@ async def add_invocations(connection: Any, counts: Mapping[str, int]) -> None:
             list(counts),
             list(counts.values()),
         )
+
+
+#: Chutes with their serving instances and what the compute multiplier reads: for the metrics
+#: service (utilization, capacity log, miner means): the chutes `$2` names when given, else every
+#: chute of template `$1` when given, else every chute with instances or demand.
+_FLEET = """
+SELECT c.chute_id, c.name, c.public, c.username, c.created_at, c.boost, c.tee,
+       c.node_selector::text AS node_selector, COALESCE(c.standard_template, '') AS standard_template,
+       c.invocation_count, COALESCE(c.concurrency, 1) AS concurrency,
+       COALESCE((SELECT json_agg(json_build_object(
+           'instance_id', n.instance_id, 'miner_hotkey', COALESCE(n.miner_hotkey, ''),
+           'active', n.active AND n.verified, 'ready_at', n.last_verified_at) ORDER BY n.created_at)
+         FROM instances n
+         WHERE n.chute_id = c.chute_id AND n.job_id IS NULL AND n.state <> 'stopping'), '[]')::text
+         AS instances
+FROM chutes c
+WHERE CASE WHEN cardinality($2::text[]) > 0 THEN c.chute_id = ANY($2::text[])
+           WHEN $1 <> '' THEN c.standard_template = $1
+           ELSE c.chute_id IN (SELECT chute_id FROM chute_demand
+                               UNION SELECT chute_id FROM instances WHERE job_id IS NULL) END
+ORDER BY c.invocation_count DESC, c.chute_id
+"""
+
+
+async def fleet(connection: Any, standard_template: str = "", chute_ids: Sequence[str] = ()) -> list[Any]:
+    rows: list[Any] = await connection.fetch(_FLEET, standard_template, list(chute_ids))
+    return rows

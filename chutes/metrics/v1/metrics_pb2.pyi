@@ -5,9 +5,6 @@ Metrics: utilization, GPU count history and miner means, as the real Chutes API 
 at GET /chutes/utilization, /chutes/gpu_count_history and /chutes/miner_means[/{chute_id}].
 All routes are anonymous (credentials are ignored) and read-only. Bare-array responses use a
 single `repeated X items = 1` field that the gateway unwraps.
-
-Not built yet: every RPC of this file answers UNIMPLEMENTED (REST 501) today; the comments
-give the behaviour to build, which is the real API's.
 """
 
 from collections import abc as _abc

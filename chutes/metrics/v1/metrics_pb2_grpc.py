@@ -29,8 +29,8 @@ if _version_not_supported:
 class MetricsServiceStub:
     """Read-only platform metrics. Resource model: no resources of its own; views over chutes
     (owned by the registry service) computed from
-    - the autoscaler's capacity log (one row per chute about every 30 minutes) and instance
-    counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
+    - the capacity log (one row per chute every minute and at each scaling decision) and
+    instance counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
     - the chute history (every deployed version, deleted chutes included):
     [GpuCount][chutes.metrics.v1.GpuCount];
     - invocations of the last day per vLLM chute instance, averaged every 10 minutes: miner
@@ -68,8 +68,8 @@ class MetricsServiceStub:
 class MetricsServiceServicer:
     """Read-only platform metrics. Resource model: no resources of its own; views over chutes
     (owned by the registry service) computed from
-    - the autoscaler's capacity log (one row per chute about every 30 minutes) and instance
-    counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
+    - the capacity log (one row per chute every minute and at each scaling decision) and
+    instance counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
     - the chute history (every deployed version, deleted chutes included):
     [GpuCount][chutes.metrics.v1.GpuCount];
     - invocations of the last day per vLLM chute instance, averaged every 10 minutes: miner
@@ -79,8 +79,9 @@ class MetricsServiceServicer:
     def GetChuteUtilization(self, request, context):
         """The latest capacity-log row of every chute that has one, plus current instance counts and
         derived scaling fields, ordered by total_requests_1h descending. REST: bare JSON array.
-        Auth: none. Never fails for a valid request.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        Auth: none. The capacity log is written from the invocation records every minute and at
+        each scaling decision (services/metrics/capacity.py).
+        - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,8 +99,9 @@ class MetricsServiceServicer:
 
     def GetMinerMeanIndex(self, request, context):
         """HTML page (content_type text/html) listing the vllm-template chutes by invocation_count
-        descending, each linking to https://api.{domain}/chutes/miner_means/{chute_id}. Auth: none.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        descending, each linking to {the gateway's public URL}/chutes/miner_means/{chute_id}. Auth:
+        none.
+        - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,9 +113,12 @@ class MetricsServiceServicer:
         ".json" -> application/json array [{miner_hotkey, instance_id, avg_tps,
         avg_output_tokens}]; ".csv" -> text/csv with header
         `instance_id,miner_hotkey,avg_tps,avg_output_tokens`; anything else or none -> text/html
-        table (numbers with 2 decimals). An unknown chute gives an empty list / the header only /
-        an empty table: never NOT_FOUND.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        table (numbers with 2 decimals). Recomputed every 10 minutes from the last day of
+        invocation records of the chute's routable instances.
+        - Returns NOT_FOUND if no such chute exists (the real API answers an empty table).
+        - Returns INVALID_ARGUMENT (REST 400) for an extension other than json, csv or html (the
+        real API answers the HTML table).
+        - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,8 +158,8 @@ def add_MetricsServiceServicer_to_server(servicer, server):
 class MetricsService:
     """Read-only platform metrics. Resource model: no resources of its own; views over chutes
     (owned by the registry service) computed from
-    - the autoscaler's capacity log (one row per chute about every 30 minutes) and instance
-    counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
+    - the capacity log (one row per chute every minute and at each scaling decision) and
+    instance counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
     - the chute history (every deployed version, deleted chutes included):
     [GpuCount][chutes.metrics.v1.GpuCount];
     - invocations of the last day per vLLM chute instance, averaged every 10 minutes: miner

@@ -5,9 +5,6 @@ Metrics: utilization, GPU count history and miner means, as the real Chutes API 
 at GET /chutes/utilization, /chutes/gpu_count_history and /chutes/miner_means[/{chute_id}].
 All routes are anonymous (credentials are ignored) and read-only. Bare-array responses use a
 single `repeated X items = 1` field that the gateway unwraps.
-
-Not built yet: every RPC of this file answers UNIMPLEMENTED (REST 501) today; the comments
-give the behaviour to build, which is the real API's.
 """
 
 from chutes.metrics.v1 import metrics_pb2 as _metrics_pb2
@@ -37,8 +34,8 @@ GRPC_VERSION: str
 class MetricsServiceStub:
     """Read-only platform metrics. Resource model: no resources of its own; views over chutes
     (owned by the registry service) computed from
-    - the autoscaler's capacity log (one row per chute about every 30 minutes) and instance
-      counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
+    - the capacity log (one row per chute every minute and at each scaling decision) and
+      instance counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
     - the chute history (every deployed version, deleted chutes included):
       [GpuCount][chutes.metrics.v1.GpuCount];
     - invocations of the last day per vLLM chute instance, averaged every 10 minutes: miner
@@ -52,8 +49,9 @@ class MetricsServiceStub:
     GetChuteUtilization: _grpc.UnaryUnaryMultiCallable[_metrics_pb2.GetChuteUtilizationRequest, _metrics_pb2.GetChuteUtilizationResponse]
     """The latest capacity-log row of every chute that has one, plus current instance counts and
     derived scaling fields, ordered by total_requests_1h descending. REST: bare JSON array.
-    Auth: none. Never fails for a valid request.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    Auth: none. The capacity log is written from the invocation records every minute and at
+    each scaling decision (services/metrics/capacity.py).
+    - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
     """
     GetGpuCountHistory: _grpc.UnaryUnaryMultiCallable[_metrics_pb2.GetGpuCountHistoryRequest, _metrics_pb2.GetGpuCountHistoryResponse]
     """The latest numeric node_selector.gpu_count of every chute ever deployed, from the chute
@@ -63,8 +61,9 @@ class MetricsServiceStub:
     """
     GetMinerMeanIndex: _grpc.UnaryUnaryMultiCallable[_metrics_pb2.GetMinerMeanIndexRequest, _httpbody_pb2.HttpBody]
     """HTML page (content_type text/html) listing the vllm-template chutes by invocation_count
-    descending, each linking to https://api.{domain}/chutes/miner_means/{chute_id}. Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    descending, each linking to {the gateway's public URL}/chutes/miner_means/{chute_id}. Auth:
+    none.
+    - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
     """
     GetMinerMeans: _grpc.UnaryUnaryMultiCallable[_metrics_pb2.GetMinerMeansRequest, _httpbody_pb2.HttpBody]
     """Per-instance average tokens per second and output tokens of one chute over the last day,
@@ -72,17 +71,20 @@ class MetricsServiceStub:
     ".json" -> application/json array [{miner_hotkey, instance_id, avg_tps,
     avg_output_tokens}]; ".csv" -> text/csv with header
     `instance_id,miner_hotkey,avg_tps,avg_output_tokens`; anything else or none -> text/html
-    table (numbers with 2 decimals). An unknown chute gives an empty list / the header only /
-    an empty table: never NOT_FOUND.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    table (numbers with 2 decimals). Recomputed every 10 minutes from the last day of
+    invocation records of the chute's routable instances.
+    - Returns NOT_FOUND if no such chute exists (the real API answers an empty table).
+    - Returns INVALID_ARGUMENT (REST 400) for an extension other than json, csv or html (the
+      real API answers the HTML table).
+    - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
     """
 
 @_typing.type_check_only
 class MetricsServiceAsyncStub(MetricsServiceStub):
     """Read-only platform metrics. Resource model: no resources of its own; views over chutes
     (owned by the registry service) computed from
-    - the autoscaler's capacity log (one row per chute about every 30 minutes) and instance
-      counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
+    - the capacity log (one row per chute every minute and at each scaling decision) and
+      instance counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
     - the chute history (every deployed version, deleted chutes included):
       [GpuCount][chutes.metrics.v1.GpuCount];
     - invocations of the last day per vLLM chute instance, averaged every 10 minutes: miner
@@ -93,8 +95,9 @@ class MetricsServiceAsyncStub(MetricsServiceStub):
     GetChuteUtilization: _aio.UnaryUnaryMultiCallable[_metrics_pb2.GetChuteUtilizationRequest, _metrics_pb2.GetChuteUtilizationResponse]  # type: ignore[assignment]
     """The latest capacity-log row of every chute that has one, plus current instance counts and
     derived scaling fields, ordered by total_requests_1h descending. REST: bare JSON array.
-    Auth: none. Never fails for a valid request.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    Auth: none. The capacity log is written from the invocation records every minute and at
+    each scaling decision (services/metrics/capacity.py).
+    - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
     """
     GetGpuCountHistory: _aio.UnaryUnaryMultiCallable[_metrics_pb2.GetGpuCountHistoryRequest, _metrics_pb2.GetGpuCountHistoryResponse]  # type: ignore[assignment]
     """The latest numeric node_selector.gpu_count of every chute ever deployed, from the chute
@@ -104,8 +107,9 @@ class MetricsServiceAsyncStub(MetricsServiceStub):
     """
     GetMinerMeanIndex: _aio.UnaryUnaryMultiCallable[_metrics_pb2.GetMinerMeanIndexRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """HTML page (content_type text/html) listing the vllm-template chutes by invocation_count
-    descending, each linking to https://api.{domain}/chutes/miner_means/{chute_id}. Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    descending, each linking to {the gateway's public URL}/chutes/miner_means/{chute_id}. Auth:
+    none.
+    - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
     """
     GetMinerMeans: _aio.UnaryUnaryMultiCallable[_metrics_pb2.GetMinerMeansRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """Per-instance average tokens per second and output tokens of one chute over the last day,
@@ -113,16 +117,19 @@ class MetricsServiceAsyncStub(MetricsServiceStub):
     ".json" -> application/json array [{miner_hotkey, instance_id, avg_tps,
     avg_output_tokens}]; ".csv" -> text/csv with header
     `instance_id,miner_hotkey,avg_tps,avg_output_tokens`; anything else or none -> text/html
-    table (numbers with 2 decimals). An unknown chute gives an empty list / the header only /
-    an empty table: never NOT_FOUND.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    table (numbers with 2 decimals). Recomputed every 10 minutes from the last day of
+    invocation records of the chute's routable instances.
+    - Returns NOT_FOUND if no such chute exists (the real API answers an empty table).
+    - Returns INVALID_ARGUMENT (REST 400) for an extension other than json, csv or html (the
+      real API answers the HTML table).
+    - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
     """
 
 class MetricsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Read-only platform metrics. Resource model: no resources of its own; views over chutes
     (owned by the registry service) computed from
-    - the autoscaler's capacity log (one row per chute about every 30 minutes) and instance
-      counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
+    - the capacity log (one row per chute every minute and at each scaling decision) and
+      instance counts: [ChuteUtilization][chutes.metrics.v1.ChuteUtilization];
     - the chute history (every deployed version, deleted chutes included):
       [GpuCount][chutes.metrics.v1.GpuCount];
     - invocations of the last day per vLLM chute instance, averaged every 10 minutes: miner
@@ -137,8 +144,9 @@ class MetricsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metrics_pb2.GetChuteUtilizationResponse, _abc.Awaitable[_metrics_pb2.GetChuteUtilizationResponse]]:
         """The latest capacity-log row of every chute that has one, plus current instance counts and
         derived scaling fields, ordered by total_requests_1h descending. REST: bare JSON array.
-        Auth: none. Never fails for a valid request.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        Auth: none. The capacity log is written from the invocation records every minute and at
+        each scaling decision (services/metrics/capacity.py).
+        - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
         """
 
     @_abc_1.abstractmethod
@@ -160,8 +168,9 @@ class MetricsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
         """HTML page (content_type text/html) listing the vllm-template chutes by invocation_count
-        descending, each linking to https://api.{domain}/chutes/miner_means/{chute_id}. Auth: none.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        descending, each linking to {the gateway's public URL}/chutes/miner_means/{chute_id}. Auth:
+        none.
+        - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
         """
 
     @_abc_1.abstractmethod
@@ -175,9 +184,12 @@ class MetricsServiceServicer(metaclass=_abc_1.ABCMeta):
         ".json" -> application/json array [{miner_hotkey, instance_id, avg_tps,
         avg_output_tokens}]; ".csv" -> text/csv with header
         `instance_id,miner_hotkey,avg_tps,avg_output_tokens`; anything else or none -> text/html
-        table (numbers with 2 decimals). An unknown chute gives an empty list / the header only /
-        an empty table: never NOT_FOUND.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        table (numbers with 2 decimals). Recomputed every 10 minutes from the last day of
+        invocation records of the chute's routable instances.
+        - Returns NOT_FOUND if no such chute exists (the real API answers an empty table).
+        - Returns INVALID_ARGUMENT (REST 400) for an extension other than json, csv or html (the
+          real API answers the HTML table).
+        - Returns UNAVAILABLE (REST 503) if the registry cannot be asked.
         """
 
 def add_MetricsServiceServicer_to_server(servicer: MetricsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -54,15 +54,19 @@ class ListFleetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STANDARD_TEMPLATE_FIELD_NUMBER: _builtins.int
+    CHUTE_IDS_FIELD_NUMBER: _builtins.int
     standard_template: _builtins.str
+    @_builtins.property
+    def chute_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         standard_template: _builtins.str = ...,
+        chute_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["standard_template", b"standard_template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chute_ids", b"chute_ids", "standard_template", b"standard_template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -119,8 +119,9 @@ class RegistryInternalServiceServicer:
     def ListFleet(self, request, context):
         """Chutes with their serving instances (routable or starting) and the scheduler's latest
         decision: what the metrics service computes utilization, the capacity log and miner means
-        from. With `standard_template` set: every chute of that template, instances or not, by
-        invocation_count descending; else every chute that has instances or demand.
+        from. With `chute_ids`: those chutes (unknown ones absent), instances or not; with
+        `standard_template`: every chute of that template, instances or not; else every chute that
+        has instances or demand. By invocation_count descending.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -59,8 +59,9 @@ class RegistryInternalServiceStub:
     ListFleet: _grpc.UnaryUnaryMultiCallable[_internal_pb2.ListFleetRequest, _internal_pb2.ListFleetResponse]
     """Chutes with their serving instances (routable or starting) and the scheduler's latest
     decision: what the metrics service computes utilization, the capacity log and miner means
-    from. With `standard_template` set: every chute of that template, instances or not, by
-    invocation_count descending; else every chute that has instances or demand.
+    from. With `chute_ids`: those chutes (unknown ones absent), instances or not; with
+    `standard_template`: every chute of that template, instances or not; else every chute that
+    has instances or demand. By invocation_count descending.
     """
 
 @_typing.type_check_only
@@ -94,8 +95,9 @@ class RegistryInternalServiceAsyncStub(RegistryInternalServiceStub):
     ListFleet: _aio.UnaryUnaryMultiCallable[_internal_pb2.ListFleetRequest, _internal_pb2.ListFleetResponse]  # type: ignore[assignment]
     """Chutes with their serving instances (routable or starting) and the scheduler's latest
     decision: what the metrics service computes utilization, the capacity log and miner means
-    from. With `standard_template` set: every chute of that template, instances or not, by
-    invocation_count descending; else every chute that has instances or demand.
+    from. With `chute_ids`: those chutes (unknown ones absent), instances or not; with
+    `standard_template`: every chute of that template, instances or not; else every chute that
+    has instances or demand. By invocation_count descending.
     """
 
 class RegistryInternalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -162,8 +164,9 @@ class RegistryInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_internal_pb2.ListFleetResponse, _abc.Awaitable[_internal_pb2.ListFleetResponse]]:
         """Chutes with their serving instances (routable or starting) and the scheduler's latest
         decision: what the metrics service computes utilization, the capacity log and miner means
-        from. With `standard_template` set: every chute of that template, instances or not, by
-        invocation_count descending; else every chute that has instances or demand.
+        from. With `chute_ids`: those chutes (unknown ones absent), instances or not; with
+        `standard_template`: every chute of that template, instances or not; else every chute that
+        has instances or demand. By invocation_count descending.
         """
 
 def add_RegistryInternalServiceServicer_to_server(servicer: RegistryInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
