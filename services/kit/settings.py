@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     #: A job no node has taken after this many seconds ends in error.
     job_pending_timeout_seconds: float = 3600.0
 
+    #: The metrics service logs each chute's utilization and the scheduler's target this often (and
+    #: at once when the scheduler changes something); the real autoscaler logs every ~30 minutes.
+    capacity_log_seconds: float = 60.0
+    #: The miner means (per instance, over the last day of invocations) are rebuilt this often.
+    miner_means_seconds: float = 600.0
+
     #: Seconds a stopping service waits for in-flight calls before cancelling them.
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
