@@ -143,9 +143,10 @@ def _accepts(port: int) -> bool:
 
 
 @contextmanager
-def suite_with_miner(database_url: str, purpose: str) -> Iterator[RunningSuite]:
+def suite_with_miner(database_url: str, purpose: str, **settings: str) -> Iterator[RunningSuite]:
     """`chutes-suite up` on a database of its own (on `database_url`'s server) with its local miner
-    on: a simulated node of two pro_6000 that runs instances on this machine."""
+    on: a simulated node of two pro_6000 that runs instances on this machine. `settings` are
+    CHUTES_* settings by their lower-case names (`capacity_log_seconds="1"`)."""
     name = f"{purpose}_{uuid.uuid4().hex[:10]}"
 
     async def create_database() -> None:
@@ -162,6 +163,7 @@ def suite_with_miner(database_url: str, purpose: str) -> Iterator[RunningSuite]:
         env = suite_env(Path(tmp), database_url.rsplit("/", 1)[0] + "/" + name)
         env["CHUTES_LOCAL_MINER"] = "true"
         env["CHUTES_LOCAL_MINER_GPUS"] = "pro_6000:2"
+        env.update({f"CHUTES_{name.upper()}": value for name, value in settings.items()})
         running = start_suite(env)
         try:
             yield running

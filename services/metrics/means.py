@@ -32,10 +32,10 @@ FORMATS = ("json", "csv", "html")
 CSV_HEADER = ("instance_id", "miner_hotkey", "avg_tps", "avg_output_tokens")
 
 
-def split_extension(value: str) -> tuple[str, str]:
-    """`abc.csv` -> (`abc`, `csv`); `abc` -> (`abc`, ``): the gateway hands both in one segment."""
+def split_extension(value: str) -> tuple[str, str | None]:
+    """`abc.csv` -> (`abc`, `csv`); `abc` -> (`abc`, None): the gateway hands both in one segment."""
     chute_id, dot, extension = value.rpartition(".")
-    return (chute_id, extension.lower()) if dot else (value, "")
+    return (chute_id, extension.lower()) if dot else (value, None)
 
 
 class MinerMeans:

@@ -116,7 +116,7 @@ class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
         self, request: metrics_pb2.GetMinerMeansRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
         chute_id, extension = means.split_extension(request.chute_id)
-        if extension and extension not in means.FORMATS:
+        if extension is not None and extension not in means.FORMATS:
             raise InvalidArgument(f"Unknown format {extension!r}: use .json, .csv, .html or no extension")
         fleet = await self._fleet(internal_pb2.ListFleetRequest(chute_ids=[chute_id]))
         if not fleet.chutes:
