@@ -80,7 +80,7 @@ def test_load_raises_utilization_and_the_scheduler_adds_an_instance(suite: Runni
     assert warm(suite, owner, chute_id)[-1]["status"] == "hot"
     # The warm chute is logged with no load, and the scheduler's target of 1.
     quiet = wait_for("a first capacity-log row", lambda: utilization(suite).get(chute_id), 15)
-    assert set(quiet) == ROW_KEYS
+    assert quiet is not None and set(quiet) == ROW_KEYS
     assert (quiet["name"], quiet["target"], quiet["active_instance_count"], quiet["utilization_current"]) == (
         views.PRIVATE_NAME, 1, 1, 0.0,
     )  # fmt: skip
