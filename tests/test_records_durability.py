@@ -9,6 +9,7 @@ suite's database outlives it, so the rows are counted afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import uuid
@@ -89,3 +90,63 @@ def test_stopping_the_suite_right_after_calls_loses_no_record(database_url: str)
 
 def test_stopping_metrics_right_after_calls_loses_no_record(database_url: str) -> None:
     _stop_right_after_calls(database_url, stop_metrics_only=True)
+
+
+def test_a_batch_partly_recorded_already_is_written_once_and_counted_once() -> None:
+    """COPY refuses a batch holding an invocation id already recorded (a retried batch that had
+    been committed): the idempotent INSERT writes the rest, and only those are counted."""
+    from contextlib import asynccontextmanager
+    from datetime import UTC, datetime
+    from typing import Any
+
+    import asyncpg
+
+    from chutes.registry.v1 import internal_pb2
+    from services.metrics import records
+
+    recorded = {"inv1"}
+    counted: list[tuple[str, int]] = []
+
+    class Connection:
+        async def copy_records_to_table(self, table: str, *, records: Any, columns: Any) -> None:
+            if recorded & {record[0] for record in records}:
+                raise asyncpg.UniqueViolationError("duplicate key value violates unique constraint")
+            recorded.update(record[0] for record in records)
+
+        async def fetch(self, query: str, *columns: Any) -> list[Any]:
+            assert "ON CONFLICT (invocation_id) DO NOTHING" in query
+            added = [
+                {"chute_id": c, "answered": e is None}
+                for i, c, e in zip(columns[0], columns[1], columns[10], strict=True)
+                if i not in recorded
+            ]
+            recorded.update(columns[0])
+            return added
+
+    class Database:
+        def before_close(self, finish: Any) -> None:
+            pass
+
+        @asynccontextmanager
+        async def raw(self) -> Any:
+            yield Connection()
+
+    class Registry:
+        async def AddInvocations(self, request: Any, **options: Any) -> Any:
+            counted.extend((c.chute_id, c.count) for c in request.counts)
+            return internal_pb2.AddInvocationsResponse()
+
+    def record(n: int) -> Any:
+        return (f"inv{n}", "c1", "i1", "/echo", None, 200, 1.0, 0.5, 1, 1, None, datetime.now(UTC))
+
+    async def run() -> None:
+        sink = records.Records(Database(), Registry())  # type: ignore[arg-type]
+        sink._pending = [record(1), record(2), record(3)]
+        await sink.drain()
+        sink = records.Records(Database(), Registry())  # type: ignore[arg-type]
+        sink._pending = [record(4), record(5)]
+        await sink.drain()
+
+    asyncio.run(run())
+    assert recorded == {"inv1", "inv2", "inv3", "inv4", "inv5"}
+    assert counted == [("c1", 2), ("c1", 2)]

@@ -2,10 +2,17 @@
 gRPC ALS streams one entry per call when its response ends; runtime-facts.md section 6).
 
 Entries are kept in memory and written in batches (every FLUSH_SECONDS, or at once when
-BATCH_SIZE are waiting), one INSERT ... SELECT FROM unnest per batch. A batch that fails to write
-(the database restarting) is kept and retried, with newer entries queued behind it: none is lost
-while the process lives. Writes are idempotent by invocation id, so a retried batch that had in
-fact been committed adds nothing twice.
+BATCH_SIZE are waiting; a batch is all that waits), one COPY per batch: a third of the client CPU
+of an INSERT ... SELECT FROM unnest, whose arrays asyncpg checks element by element
+(bench/README.md, records-ingest). A batch that fails to write (the database restarting) is kept
+and retried, with newer entries queued behind it: none is lost while the process lives. COPY
+cannot skip rows, so a batch that meets an invocation id already recorded (a retried batch that
+had in fact been committed, or a client's own x-request-id seen twice) is written again with
+store.add_invocations, which is idempotent: nothing is added twice. At most MAX_PENDING entries
+wait (~30 s of the gateway's highest rate here while the database is away); beyond that the
+streams are not read until the database catches up: memory stays bounded, gRPC's flow control
+holds Envoy back, and Envoy drops what overflows its own buffer (its access-log `logs_dropped`
+counter) rather than this process growing without end.
 
 After each batch, the chutes' `invocation_count` (the registry's) grows by the calls the batch
 recorded that an instance answered; counts the registry could not take are sent with the next
@@ -26,6 +33,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
@@ -36,9 +44,12 @@ from services.metrics import store
 
 log = logging.getLogger(__name__)
 
-#: The longest an entry waits to be written, and the most written in one statement.
+#: The longest an entry waits to be written, and how many waiting are written at once.
 FLUSH_SECONDS = 0.5
 BATCH_SIZE = 1000
+#: The most entries held before the streams wait for the writer: ~0.6 KB each in memory (~60 MB),
+#: and ~1-2 s of writing at the measured rate (so a stop drains them within DRAIN_SECONDS).
+MAX_PENDING = 100 * BATCH_SIZE
 #: Waits between attempts of a batch that failed to write (then the last, repeated).
 RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0)
 REGISTRY_SECONDS = 5.0
@@ -47,31 +58,42 @@ REGISTRY_SECONDS = 5.0
 DRAIN_SECONDS = 4.0
 CHUTE_HEADER = "x-chutes-chute-id"
 VIA_UPSTREAM = "via_upstream"
-
-
-def _ms(duration: Any) -> float:
-    return float(duration.seconds * 1000 + duration.nanos / 1e6)
+#: The columns of a Record, in its order (store.Record).
+COLUMNS = (
+    "invocation_id", "chute_id", "instance_id", "path", "user_id", "status", "duration_ms", "ttfb_ms",
+    "bytes_in", "bytes_out", "error", "started_at",
+)  # fmt: skip
 
 
 def record_of(entry: Any) -> store.Record | None:
-    """The record of one HTTPAccessLogEntry; None for calls that named no chute (an unknown host)."""
-    request, response, common = entry.request, entry.response, entry.common_properties
-    chute_id = request.request_headers.get(CHUTE_HEADER) or common.custom_tags.get("chute_id")
-    if not chute_id or not request.request_id:
+    """The record of one HTTPAccessLogEntry; None for calls that named no chute (an unknown host).
+    Hot: every field is read once into a local (each read of a protobuf field builds an object)."""
+    request, common = entry.request, entry.common_properties
+    headers = request.request_headers
+    chute_id = headers.get(CHUTE_HEADER) or common.custom_tags.get("chute_id")
+    request_id = request.request_id
+    if not chute_id or not request_id:
         return None
+    response = entry.response
     details = response.response_code_details
-    started = common.start_time
+    started, duration = common.start_time, common.duration
+    path = request.path
+    if "?" in path:
+        path = path.partition("?")[0]
+    if common.HasField("time_to_first_upstream_rx_byte"):
+        first = common.time_to_first_upstream_rx_byte
+        ttfb_ms: float | None = first.seconds * 1000 + first.nanos / 1e6
+    else:
+        ttfb_ms = None
     return (
-        request.request_id,
+        request_id,
         chute_id,
         common.custom_tags.get("instance_id") or None,
-        request.path.partition("?")[0],
-        request.request_headers.get(USER_ID_HEADER) or None,
+        path,
+        headers.get(USER_ID_HEADER) or None,
         response.response_code.value,
-        _ms(common.duration),
-        _ms(common.time_to_first_upstream_rx_byte)
-        if common.HasField("time_to_first_upstream_rx_byte")
-        else None,
+        duration.seconds * 1000 + duration.nanos / 1e6,
+        ttfb_ms,
         request.request_body_bytes,
         response.response_body_bytes,
         None if details == VIA_UPSTREAM else details or None,
@@ -87,6 +109,9 @@ class Records(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
         #: Invocations not yet added to the registry's counts, per chute.
         self._counts: dict[str, int] = {}
         self._full = asyncio.Event()
+        #: Set while fewer than MAX_PENDING entries wait (the streams read on).
+        self._room = asyncio.Event()
+        self._room.set()
         self._writing: asyncio.Task[None] | None = None
         #: Set by `drain`: the writer empties what is pending and the counts, then ends.
         self._stopping = False
@@ -101,11 +126,13 @@ class Records(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
         async for message in request_iterator:
             # The writer swaps `_pending` for a new list, only while this loop awaits.
             pending = self._pending
-            for entry in message.http_logs.log_entry:
-                if (record := record_of(entry)) is not None:
-                    pending.append(record)
+            # filter(None, ...) drops the Nones (a record is a non-empty tuple), all in C.
+            pending.extend(filter(None, map(record_of, message.http_logs.log_entry)))
             if len(pending) >= BATCH_SIZE:
                 self._full.set()
+                if len(pending) >= MAX_PENDING:
+                    self._room.clear()
+                    await self._room.wait()
         return als_pb2.StreamAccessLogsResponse()
 
     def _ensure_writer(self) -> None:
@@ -143,8 +170,12 @@ class Records(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
                     pass
             self._full.clear()
             if self._pending:
-                batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
+                # All that waits, in one COPY (at most MAX_PENDING): taking BATCH_SIZE at a time
+                # copied the rest of the list each time.
+                batch, self._pending = self._pending, []
                 answered = await self._write(batch)
+                if len(self._pending) < MAX_PENDING:
+                    self._room.set()
                 counts = self._counts
                 for chute_id in answered:
                     counts[chute_id] = counts.get(chute_id, 0) + 1
@@ -160,7 +191,13 @@ class Records(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
         while True:
             try:
                 async with self.db.raw() as connection:
-                    return await store.add_invocations(connection, batch)
+                    try:
+                        await connection.copy_records_to_table("invocations", records=batch, columns=COLUMNS)
+                    except asyncpg.UniqueViolationError:
+                        # Some are recorded already: this statement skips them (and so does the
+                        # count, which it takes from the rows it actually added).
+                        return await store.add_invocations(connection, batch)
+                    return [record[1] for record in batch if record[10] is None]
             except asyncio.CancelledError:
                 self._pending[:0] = batch
                 raise
