@@ -173,5 +173,5 @@ def test_utilization_counts_only_the_time_instances_were_routable() -> None:
     assert row["utilization_1h"] == pytest.approx(30 / (2 * 3610))
     assert row["rate_limit_ratio_5m"] == pytest.approx(2 / 8)
     assert row["instance_count"] == 3
-    idle = capacity.load_row(internal_pb2.ChuteFleet(chute_id="c2", concurrency=1), None, now)
+    idle = capacity.load_row(internal_pb2.ChuteFleet(chute_id="c2", concurrency=1), capacity.no_calls(), now)
     assert idle["utilization_current"] == 0.0 and idle["total_requests_1h"] == 0.0

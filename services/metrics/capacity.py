@@ -34,6 +34,9 @@ from services.metrics import store
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
+#: The 15-minute and hour windows are read this often (store.LONG_WINDOWS says why); in between,
+#: their sums are the last ones read while the instances' part of the window is computed anew.
+LONG_SECONDS = 15.0
 REGISTRY_SECONDS = 5.0
 
 
@@ -51,18 +54,22 @@ def ratio(part: float, other: float) -> float:
     return part / (part + other) if part + other > 0 else 0.0
 
 
-def load_row(chute: internal_pb2.ChuteFleet, seen: Any, now: datetime) -> dict[str, Any]:
+def no_calls() -> dict[str, Any]:
+    """The sums of a chute without records."""
+    sums = {f"busy_{name}": 0.0 for name in store.UTILIZATION_WINDOWS}
+    for name in store.COUNT_WINDOWS:
+        sums |= {f"{kind}_{name}": 0.0 for kind in ("total", "completed", "rate_limited")}
+    return sums
+
+
+def load_row(chute: internal_pb2.ChuteFleet, seen: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The capacity-log columns of a chute (without action and target) from its records' sums."""
     row: dict[str, Any] = {"chute_id": chute.chute_id, "timestamp": now}
     for name, seconds in store.UTILIZATION_WINDOWS.items():
         capacity = chute.concurrency * held_seconds(chute, seconds, now)
-        busy = seen[f"busy_{name}"] if seen is not None else 0.0
-        row[f"utilization_{name}"] = busy / capacity if capacity > 0 else 0.0
+        row[f"utilization_{name}"] = seen[f"busy_{name}"] / capacity if capacity > 0 else 0.0
     for name in store.COUNT_WINDOWS:
-        counts = {
-            kind: float(seen[f"{kind}_{name}"]) if seen else 0.0
-            for kind in ("total", "completed", "rate_limited")
-        }
+        counts = {kind: float(seen[f"{kind}_{name}"]) for kind in ("total", "completed", "rate_limited")}
         row[f"total_requests_{name}"] = counts["total"]
         row[f"completed_requests_{name}"] = counts["completed"]
         row[f"rate_limited_requests_{name}"] = counts["rate_limited"]
@@ -94,6 +101,8 @@ class Capacity:
         self.latest: list[metrics_internal_pb2.ChuteLoad] = []
         self.computed_at: datetime | None = None
         self._logged_at: dict[str, datetime] = {}
+        self._long: dict[str, dict[str, Any]] = {}
+        self._long_at: datetime | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -122,29 +131,51 @@ class Capacity:
         """Compute every chute's numbers; log those due. Returns the rows logged."""
         fleet = await self.registry.ListFleet(internal_pb2.ListFleetRequest(), timeout=REGISTRY_SECONDS)
         now = datetime.now(UTC)
+        chute_ids = [c.chute_id for c in fleet.chutes]
+        due = {c.chute_id for c in fleet.chutes if self._due(c, now)}
         async with self.db.raw() as connection:
-            seen = await store.load(connection, [c.chute_id for c in fleet.chutes], now)
-        rows = [load_row(chute, seen.get(chute.chute_id), now) for chute in fleet.chutes]
+            # Logged rows are read whole at their moment; in between, the long windows may lag.
+            age = (now - self._long_at).total_seconds() if self._long_at is not None else None
+            if age is None or age >= LONG_SECONDS or (due and age > 0):
+                self._long = await store.load(connection, chute_ids, now, store.LONG_WINDOWS)
+                self._long_at = now
+            short = await store.load(connection, chute_ids, now, store.SHORT_WINDOWS)
+        rows = [
+            load_row(
+                chute, no_calls() | self._long.get(chute.chute_id, {}) | short.get(chute.chute_id, {}), now
+            )
+            for chute in fleet.chutes
+        ]
         self.latest, self.computed_at = [load_message(row) for row in rows], now
-        due = [row for chute, row in zip(fleet.chutes, rows, strict=True) if self._due(chute, row, now)]
-        if due:
+        logged = []
+        for chute, row in zip(fleet.chutes, rows, strict=True):
+            if chute.chute_id in due:
+                self._decided(chute, row)
+                logged.append(row)
+        if logged:
             async with self.db.raw() as connection:
-                if not await store.add_capacity_rows(connection, due):
+                if not await store.add_capacity_rows(connection, logged):
                     return []
-            for row in due:
+            for row in logged:
                 self._logged_at[row["chute_id"]] = now
-        return due
+        return logged
 
-    def _due(self, chute: internal_pb2.ChuteFleet, row: dict[str, Any], now: datetime) -> bool:
-        """Whether to log the chute now; sets the row's action and target."""
+    def _acted(self, chute: internal_pb2.ChuteFleet) -> bool:
+        """Whether the scheduler changed something for the chute since it was last logged."""
         last = self._logged_at.get(chute.chute_id)
-        acted = bool(chute.last_action) and (last is None or chute.last_action_at.ToDatetime(UTC) > last)
-        row["action_taken"] = chute.last_action if acted else "no_action"
-        active = sum(1 for i in chute.instances if i.active)
-        row["target_count"] = chute.target_count if chute.HasField("target_count") else active
-        if acted:
+        return bool(chute.last_action) and (last is None or chute.last_action_at.ToDatetime(UTC) > last)
+
+    def _due(self, chute: internal_pb2.ChuteFleet, now: datetime) -> bool:
+        if self._acted(chute):
             return True
         # Chutes idle for an hour with nothing running are not logged again (demand rows stay).
-        if not chute.instances and not row["total_requests_1h"]:
+        if not chute.instances and not self._long.get(chute.chute_id, {}).get("total_1h"):
             return False
+        last = self._logged_at.get(chute.chute_id)
         return last is None or (now - last).total_seconds() >= self.log_seconds
+
+    def _decided(self, chute: internal_pb2.ChuteFleet, row: dict[str, Any]) -> None:
+        """The scheduler's part of a logged row: its action since the last row, its target."""
+        row["action_taken"] = chute.last_action if self._acted(chute) else "no_action"
+        active = sum(1 for i in chute.instances if i.active)
+        row["target_count"] = chute.target_count if chute.HasField("target_count") else active

@@ -21,7 +21,7 @@ from services.kit.channels import channel_at
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.5
 STALE_SECONDS = 30.0
 METRICS_SECONDS = 2.0
 
