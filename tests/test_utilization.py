@@ -22,6 +22,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from chutes.registry.v1 import internal_pb2
 from services.metrics import capacity, views
+from services.registry.scheduler import plan
+from tests import test_scheduler as plans
 from tests.conftest import RunningSuite, suite_with_miner, wait_for
 from tests.test_identity import Hotkey, User, admin
 from tests.test_invocation_records import fetch
@@ -175,3 +177,29 @@ def test_utilization_counts_only_the_time_instances_were_routable() -> None:
     assert row["instance_count"] == 3
     idle = capacity.load_row(internal_pb2.ChuteFleet(chute_id="c2", concurrency=1), capacity.no_calls(), now)
     assert idle["utilization_current"] == 0.0 and idle["total_requests_1h"] == 0.0
+
+
+def test_the_plan_says_each_chute_s_target_and_what_changed() -> None:
+    busy = plan(
+        [plans.chute([plans.instance("i1")], max_instances=2)],
+        [plans.node(used=[0])],
+        lambda _: 0.9,
+        plans.NOW,
+    )
+    assert (busy.targets, busy.actions) == ({"c1": 2}, {"c1": "scaled_up"})
+    full = plan(
+        [plans.chute([plans.instance("i1")], max_instances=2)],
+        [plans.node(used=[0, 1])],
+        lambda _: 0.9,
+        plans.NOW,
+    )
+    assert (full.targets, full.actions) == ({"c1": 2}, {"c1": "scale_up_skipped"})
+    quiet = plan(
+        [plans.chute([plans.instance("i1"), plans.instance("i2")], max_instances=2)],
+        [plans.node(used=[0, 1])],
+        lambda _: 0.1,
+        plans.NOW,
+    )
+    assert (quiet.targets, quiet.actions) == ({"c1": 1}, {"c1": "scaled_down"})
+    steady = plan([plans.chute([plans.instance("i1")])], [plans.node(used=[0])], lambda _: 0.5, plans.NOW)
+    assert (steady.targets, steady.actions) == ({"c1": 1}, {})
