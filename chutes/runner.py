@@ -24,6 +24,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from chutes.evidence import EVIDENCE_PATH, EvidenceEndpoint
+
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
@@ -123,14 +125,20 @@ def load_chute(ref: str) -> LoadedChute:
 class ChuteServer:
     """The ASGI app `chutes run` serves: the chute itself, with the server's lifespan bound to
     `chute.initialize()` (startup hooks, then the cord routes) and `chute.shutdown()` (shutdown
-    hooks), so uvicorn runs both around the serving period, including on SIGTERM/Ctrl-C."""
+    hooks), so uvicorn runs both around the serving period, including on SIGTERM/Ctrl-C. An
+    instance of a TEE chute on a node that offers a TEE also answers evidence requests
+    (chutes/evidence.py)."""
 
-    def __init__(self, chute: Chute) -> None:
+    def __init__(self, chute: Chute, evidence: EvidenceEndpoint | None = None) -> None:
         self.chute = chute
+        self.evidence = evidence
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if self.evidence is not None and scope["type"] == "http" and scope["path"] == EVIDENCE_PATH:
+            await self.evidence(scope, send)
             return
         await self.chute(scope, receive, send)
 
@@ -160,8 +168,9 @@ class ChuteServer:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def serve(chute: Chute, host: str, port: int) -> int:
-    """Serve the chute until SIGINT/SIGTERM. Exit status: 0 after a clean shutdown, 3 (uvicorn's
+def serve(chute: Chute, host: str, port: int, code: bytes | None = None) -> int:
+    """Serve the chute until SIGINT/SIGTERM (`code`: the chute file, which TEE evidence
+    measures). Exit status: 0 after a clean shutdown, 3 (uvicorn's
     startup-failure status, which it also exits with itself) when the chute could not start: a
     startup hook raised, or the port is taken."""
     import uvicorn
@@ -178,7 +187,11 @@ def serve(chute: Chute, host: str, port: int) -> int:
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)
 
-    config = uvicorn.Config(ChuteServer(chute), host=host, port=port, lifespan="on", log_level="info")
+    # The platform decides (the deployed chute's `tee`): the miner gives TEE chutes' instances
+    # its node key, and only them.
+    evidence = EvidenceEndpoint.from_environment(code or b"")
+    app = ChuteServer(chute, evidence)
+    config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="info")
     server = Server(config)
     server.run()
     # uvicorn sets `started` only once the lifespan startup completed and the socket listens.

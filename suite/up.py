@@ -142,6 +142,8 @@ class Supervisor:
         ]
         if not detect_nvidia():
             argv += ["--gpus", self.settings.local_miner_gpus]
+        if software_tee_enabled():
+            argv.append("--software-tee")
         self.spawn("miner", argv, env={**os.environ, "CHUTES_MINER_API_KEY": key})
 
     def wait_healthy(self, admin_file: Path, deadline: float) -> None:
@@ -250,11 +252,31 @@ def _envoy_ready(admin_file: Path) -> bool:
         return False
 
 
+#: Where a TDX guest kernel exposes its attestation device.
+TDX_GUEST_DEVICE = Path("/dev/tdx_guest")
+
+
+def software_tee_enabled() -> bool:
+    """Whether the attestation service trusts software quotes (`CHUTES_TEE_SOFTWARE`, read by
+    services/attestation/trust.py) and the local miner offers them."""
+    return os.environ.get("CHUTES_TEE_SOFTWARE", "").lower() in ("1", "true", "yes")
+
+
 def up(settings: Settings | None = None) -> int:
     settings = settings or get_settings()
 
     def log(message: str) -> None:
         print(f"chutes-suite: {message}", file=sys.stderr, flush=True)
+
+    # A machine without TDX runs TEE chutes on the software TEE unless told otherwise, so that the
+    # whole evidence path works on a laptop; every evidence item names it as its trust root.
+    if "CHUTES_TEE_SOFTWARE" not in os.environ and not TDX_GUEST_DEVICE.exists():
+        os.environ["CHUTES_TEE_SOFTWARE"] = "true"
+    if software_tee_enabled():
+        log(
+            "software TEE enabled (no TDX here): TEE chutes run on nodes that offer it, and their "
+            "evidence is verified as trust root 'software', never as TDX (CHUTES_TEE_SOFTWARE=false: off)"
+        )
 
     stopping = False
 

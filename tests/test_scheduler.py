@@ -44,9 +44,16 @@ def instance(
     }
 
 
-def node(node_id: str = "n1", gpus: str = "a100", count: int = 2, used: list[int] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def node(
+    node_id: str = "n1",
+    gpus: str = "a100",
+    count: int = 2,
+    used: list[int] = (),  # type: ignore[assignment]
+    tee: bool = False,
+) -> dict[str, Any]:
     return {
         "node_id": node_id,
+        "tee": tee,
         "gpus": json.dumps([{"gpu_identifier": gpus, "device_index": i} for i in range(count)]),
         "used": json.dumps(list(used)),
     }
@@ -65,6 +72,17 @@ def test_a_wanted_chute_without_instances_gets_one_on_a_fitting_node() -> None:
 def test_no_fitting_node_leaves_the_chute_cold_and_says_why() -> None:
     decided = plan([chute()], [node(gpus="h100"), node("full", used=[0, 1])], idle, NOW)
     assert decided.launches == [] and decided.unplaceable == ["c1"]
+
+
+def test_tee_chutes_run_only_on_nodes_that_offer_a_tee() -> None:
+    nodes = [node("plain", count=8), node("tee", tee=True, used=[0, 1])]
+    assert plan([chute(tee=True)], nodes, idle, NOW).unplaceable == ["c1"]
+    decided = plan([chute(tee=True)], [*nodes, node("tee2", tee=True)], idle, NOW)
+    assert decided.launches == [Launch("c1", "v2", "tee2", (0,))]
+    # Other chutes may still use a TEE node (the most free GPUs wins).
+    assert plan([chute()], [node("plain", used=[0]), node("tee2", tee=True)], idle, NOW).launches == [
+        Launch("c1", "v2", "tee2", (0,))
+    ]
 
 
 def test_idle_chutes_scale_to_zero() -> None:

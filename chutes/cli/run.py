@@ -27,7 +27,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     loaded = load_chute(args.chute)
     if args.job_method is None:
-        return serve(loaded.chute, args.host, args.port)
+        code = loaded.file.read_bytes() if loaded.file is not None else None
+        return serve(loaded.chute, args.host, args.port, code)
 
     import asyncio
 

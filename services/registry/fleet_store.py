@@ -37,14 +37,17 @@ async def register_node(
     host: str,
     gpus: Sequence[Mapping[str, Any]],
     simulated: bool,
+    tee: str | None = None,
+    tee_public_key: str | None = None,
 ) -> Any:
     """Insert the miner's node, or update it (same miner, same name: same node)."""
     return await connection.fetchrow(
         """
-        INSERT INTO nodes (node_id, user_id, username, name, host, gpus, simulated)
-        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
+        INSERT INTO nodes (node_id, user_id, username, name, host, gpus, simulated, tee, tee_public_key)
+        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)
         ON CONFLICT (node_id) DO UPDATE
-          SET host = EXCLUDED.host, gpus = EXCLUDED.gpus, simulated = EXCLUDED.simulated
+          SET host = EXCLUDED.host, gpus = EXCLUDED.gpus, simulated = EXCLUDED.simulated,
+              tee = EXCLUDED.tee, tee_public_key = EXCLUDED.tee_public_key
         RETURNING *
         """,
         node_id_of(user_id, name),
@@ -54,6 +57,8 @@ async def register_node(
         host,
         json.dumps(list(gpus)),
         simulated,
+        tee,
+        tee_public_key,
     )
 
 
@@ -175,7 +180,7 @@ async def warmup_instances(connection: Any, chute_id: str) -> list[Any]:
 
 #: Every chute that has demand or instances: what it should run and what it runs.
 _SCALING_VIEW = """
-SELECT c.chute_id, c.version, c.node_selector::text AS node_selector,
+SELECT c.chute_id, c.version, c.node_selector::text AS node_selector, c.tee,
        COALESCE(c.concurrency, 1) AS concurrency, c.max_instances, c.scaling_threshold,
        c.shutdown_after_seconds, c.disabled,
        jsonb_array_length(c.cords) > 0 AS has_cords, d.wanted_at, d.last_invoked_at,
@@ -199,7 +204,7 @@ async def connected_nodes(connection: Any, stale_seconds: float) -> list[Any]:
     """Nodes whose miner is connected, with the device indexes their instances hold."""
     rows: list[Any] = await connection.fetch(
         """
-        SELECT n.node_id, n.gpus::text AS gpus,
+        SELECT n.node_id, n.gpus::text AS gpus, n.tee IS NOT NULL AS tee,
                COALESCE((SELECT json_agg(d) FROM instances i, jsonb_array_elements(i.device_indexes) d
                          WHERE i.node_id = n.node_id), '[]')::text AS used
         FROM nodes n WHERE n.connected AND n.last_seen_at > now() - make_interval(secs => $1)
@@ -214,7 +219,9 @@ async def launch(connection: Any, chute_id: str, version: str, node_id: str, dev
     """Place a new instance of the chute's current version on a node, and send the node its work."""
     instance_id = str(uuid.uuid4())
     source = await connection.fetchrow(
-        "SELECT code, filename, ref_str FROM chutes WHERE chute_id = $1 AND version = $2", chute_id, version
+        "SELECT code, filename, ref_str, tee FROM chutes WHERE chute_id = $1 AND version = $2",
+        chute_id,
+        version,
     )
     await connection.execute(
         """
@@ -240,6 +247,7 @@ async def launch(connection: Any, chute_id: str, version: str, node_id: str, dev
             "filename": filename,
             "ref_str": ref_str,
             "device_indexes": list(devices),
+            "tee": source["tee"],
         },
     )
     return instance_id

@@ -1,6 +1,6 @@
 """RegistryInternalService: where jobs run, for the jobs service; the chute history's GPU counts,
 the chutes' invocation counts and the fleet with the scheduler's decisions, for the metrics
-service.
+service; a TEE chute's instances and their nodes' keys, for the attestation service.
 
 The jobs service owns jobs (rows, tokens, files); the registry places each job's instance on
 exactly one node: ScheduleJob records the launch, the scheduler places it in the transaction
@@ -15,12 +15,14 @@ from typing import Any
 
 from chutes.chute import NodeSelector
 from chutes.registry.v1 import internal_pb2, internal_pb2_grpc
+from services.kit.caller import caller_from_proto
 from services.kit.db import Database
 from services.kit.errors import NotFound
 from services.kit.requests import Context
 from services.registry import fleet_store, store
 from services.registry.pricing import multiplier_factors
 from services.registry.scheduler import Scheduler
+from services.registry.subnets import substrings_managed_by
 
 _STATES = {
     "pending": internal_pb2.JOB_PLACEMENT_STATE_PENDING,
@@ -107,6 +109,34 @@ class JobPlacementServicer(internal_pb2_grpc.RegistryInternalServiceServicer):
         async with self.db.raw() as connection:
             rows = await store.fleet(connection, request.standard_template, request.chute_ids)
         return internal_pb2.ListFleetResponse(chutes=[self._fleet_message(row) for row in rows])
+
+    async def GetTeeInstances(
+        self, request: internal_pb2.GetTeeInstancesRequest, context: Context
+    ) -> internal_pb2.TeeInstances:
+        caller = caller_from_proto(request.caller) if request.HasField("caller") else None
+        patterns = [f"%{s}%" for s in substrings_managed_by(caller, admin_only=False)]
+        viewer = store.Viewer(caller.user_id if caller else None, patterns)
+        async with self.db.raw() as connection:
+            row = await store.tee_instances(connection, request.chute_id_or_name, viewer)
+        if row is None:
+            raise NotFound("Chute not found")
+        return internal_pb2.TeeInstances(
+            chute_id=row["chute_id"],
+            tee=row["tee"],
+            chutes_version=row["chutes_version"],
+            code_sha256=row["code_sha256"],
+            instances=[
+                internal_pb2.TeeInstance(
+                    instance_id=i["instance_id"],
+                    host=i["host"],
+                    port=i["port"] or 0,
+                    node_id=i["node_id"] or "",
+                    node_tee=i["node_tee"],
+                    node_tee_public_key=bytes.fromhex(i["node_tee_public_key"]),
+                )
+                for i in json.loads(row["instances"])
+            ],
+        )
 
     def _fleet_message(self, row: Any) -> internal_pb2.ChuteFleet:
         multiplier = 1.0

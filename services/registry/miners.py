@@ -55,6 +55,7 @@ def work_message(row: Any) -> miners_pb2.Work:
             filename=payload["filename"],
             ref_str=payload["ref_str"],
             device_indexes=payload["device_indexes"],
+            tee=payload.get("tee", False),
             job=miners_pb2.JobLaunch(
                 job_id=job["job_id"],
                 method=job["method"],
@@ -88,6 +89,10 @@ class MinerServicer(miners_pb2_grpc.MinerServiceServicer):
         unknown = sorted({g.gpu_identifier for g in request.gpus} - set(GPUS))
         if unknown:
             raise InvalidArgument(f"Unknown GPU(s): {', '.join(unknown)}")
+        if request.tee not in ("", "software"):
+            raise InvalidArgument(f'Unknown TEE {request.tee!r}: a node offers "software" or none')
+        if bool(request.tee) != (len(request.tee_public_key) == 32):
+            raise InvalidArgument("A node that offers a TEE gives its 32-byte Ed25519 key, and only then")
         gpus = [{"gpu_identifier": g.gpu_identifier, "device_index": g.device_index} for g in request.gpus]
         async with self.db.raw() as connection:
             row = await fleet_store.register_node(
@@ -98,6 +103,8 @@ class MinerServicer(miners_pb2_grpc.MinerServiceServicer):
                 host=request.host,
                 gpus=gpus,
                 simulated=request.simulated,
+                tee=request.tee or None,
+                tee_public_key=request.tee_public_key.hex() or None,
             )
         log.info(
             "node %s (%s) registered: %s%s",
@@ -112,6 +119,8 @@ class MinerServicer(miners_pb2_grpc.MinerServiceServicer):
             host=row["host"],
             gpus=request.gpus,
             simulated=row["simulated"],
+            tee=row["tee"] or "",
+            tee_public_key=bytes.fromhex(row["tee_public_key"] or ""),
         )
 
     async def WatchWork(

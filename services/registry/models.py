@@ -214,6 +214,10 @@ class Node(RegistryTable, table=True):
     gpus: Any = _json(nullable=False, server_default="[]")
     #: GPUs declared on a machine without them (CPU chutes on a laptop), never real hardware.
     simulated: bool = _flag()
+    #: The TEE the node offers ("software"; None: none) and the hex Ed25519 key that signs its
+    #: software quotes (chutes/tee.py).
+    tee: str | None = Field(default=None, sa_type=TEXT)
+    tee_public_key: str | None = Field(default=None, sa_type=TEXT)
     #: Whether the miner's work stream is open; `last_seen_at` is when that last changed or was
     #: confirmed.
     connected: bool = _flag()

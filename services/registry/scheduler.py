@@ -86,6 +86,7 @@ class Plan:
 class _Node:
     node_id: str
     free: dict[str, list[int]]  # gpu identifier -> free device indexes
+    tee: bool = False  # offers a TEE (TEE chutes run only there)
 
     def take(self, supported: Sequence[str], count: int) -> tuple[int, ...] | None:
         for gpu in sorted(supported, key=lambda g: -len(self.free.get(g, []))):
@@ -107,7 +108,7 @@ def nodes_of(rows: Sequence[Mapping[str, Any]]) -> list[_Node]:
         for gpu in json.loads(row["gpus"]):
             if gpu["device_index"] not in used:
                 free.setdefault(gpu["gpu_identifier"], []).append(gpu["device_index"])
-        nodes.append(_Node(row["node_id"], free))
+        nodes.append(_Node(row["node_id"], free, bool(row.get("tee"))))
     return nodes
 
 
@@ -166,7 +167,7 @@ def plan(
         selector = NodeSelector(**json.loads(chute["node_selector"]))
         decided.actions[chute["chute_id"]] = "scaled_up"
         for placing in range(missing):
-            placed = _place(nodes, selector)
+            placed = _place(nodes, selector, tee=bool(chute.get("tee")))
             if placed is None:
                 decided.unplaceable.append(chute["chute_id"])
                 if placing == 0:
@@ -177,10 +178,14 @@ def plan(
     return decided
 
 
-def _place(nodes: Sequence[_Node], selector: NodeSelector) -> tuple[_Node, tuple[int, ...]] | None:
-    """The node with the most free GPUs the selector accepts, and the GPUs taken there."""
+def _place(
+    nodes: Sequence[_Node], selector: NodeSelector, *, tee: bool = False
+) -> tuple[_Node, tuple[int, ...]] | None:
+    """The node with the most free GPUs the selector accepts (offering a TEE when `tee`), and the
+    GPUs taken there."""
     supported = selector.supported_gpus
-    for node in sorted(nodes, key=lambda n: -n.capacity(supported)):
+    fitting = [node for node in nodes if node.tee or not tee]
+    for node in sorted(fitting, key=lambda n: -n.capacity(supported)):
         devices = node.take(supported, selector.gpu_count)
         if devices is not None:
             return node, devices

@@ -86,6 +86,25 @@ LIMIT 1
 """
 
 
+#: A chute with its routable serving instances and their nodes' TEE: whom the attestation
+#: service asks for evidence (RegistryInternalService.GetTeeInstances).
+_TEE_INSTANCES = f"""
+SELECT c.chute_id, c.tee, COALESCE(c.chutes_version, '') AS chutes_version,
+       encode(sha256(convert_to(c.code, 'UTF8')), 'hex') AS code_sha256,
+       COALESCE((SELECT json_agg(json_build_object(
+           'instance_id', i.instance_id, 'host', i.host, 'port', i.port, 'node_id', i.node_id,
+           'node_tee', COALESCE(n.tee, ''), 'node_tee_public_key', COALESCE(n.tee_public_key, ''))
+           ORDER BY i.created_at)
+         FROM instances i LEFT JOIN nodes n ON n.node_id = i.node_id
+         WHERE i.chute_id = c.chute_id AND i.active AND i.verified AND i.job_id IS NULL
+           AND i.host IS NOT NULL), '[]')::text AS instances
+FROM chutes c
+WHERE (c.chute_id = $1 OR c.name = $1) AND {_VISIBLE}
+ORDER BY (c.user_id = $2) DESC NULLS LAST, (c.username = 'chutes') DESC, c.created_at
+LIMIT 1
+"""
+
+
 @dataclass(frozen=True)
 class Viewer:
     """Who is reading, as the visibility SQL takes it: their user id (None when anonymous) and the
@@ -98,6 +117,11 @@ class Viewer:
 async def find_chute(connection: Any, reference: str, viewer: Viewer) -> Any:
     """The light row (id, updated_at, instances) of the chute `reference` names, if visible."""
     return await connection.fetchrow(_FIND_CHUTE, reference, viewer.user_id, viewer.subnet_patterns)
+
+
+async def tee_instances(connection: Any, reference: str, viewer: Viewer) -> Any:
+    """The chute `reference` names, if visible, with what evidence collection needs."""
+    return await connection.fetchrow(_TEE_INSTANCES, reference, viewer.user_id, viewer.subnet_patterns)
 
 
 async def chute_rows(connection: Any, chute_ids: Sequence[str]) -> list[Any]:

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from chutes.registry.v1 import miners_pb2, miners_pb2_grpc
+from chutes.tee import load_or_create_node_key, public_key_bytes
 from suite.miner import instances
 from suite.miner.gpus import Inventory
 from suite.miner.instances import FAILED, READY, STARTED, STOPPED, Instance, LaunchError
@@ -55,6 +56,13 @@ class MinerSettings:
     inventory: Inventory
     ready_timeout: float = 120.0
     stop_timeout: float = 30.0
+    #: Offer the software TEE (chutes/tee.py): the node signs its TEE chutes' evidence with the
+    #: key in `tee_key_file`, which it registers.
+    software_tee: bool = False
+
+    @property
+    def tee_key_file(self) -> Path:
+        return self.work_dir / "tee-node-key.pem"
 
 
 def grpc_target(gateway: str) -> tuple[str, bool]:
@@ -196,6 +204,10 @@ class Miner:
             ],
             simulated=inventory.simulated,
         )
+        if self.settings.software_tee:
+            key = load_or_create_node_key(self.settings.tee_key_file)
+            request.tee = "software"
+            request.tee_public_key = public_key_bytes(key.public_key())
         delay = BACKOFF_MIN
         while True:
             try:
@@ -220,6 +232,12 @@ class Miner:
                 gpus,
                 ", simulated" if node.simulated else "",
             )
+            if node.tee:
+                log.info(
+                    "node offers the %s TEE (never TDX): its TEE chutes' evidence is signed by key %s",
+                    node.tee,
+                    node.tee_public_key.hex(),
+                )
             return node
 
     async def report(
@@ -314,7 +332,14 @@ class Miner:
             list(launch.device_indexes) or "none",
         )
         try:
-            instance = await instances.spawn(launch, self.instances_dir, self.settings.host)
+            instance = await instances.spawn(
+                launch,
+                self.instances_dir,
+                self.settings.host,
+                tee_key_file=self.settings.tee_key_file
+                if self.settings.software_tee and launch.tee
+                else None,
+            )
         except LaunchError as error:
             self._in_background(self.report(launch.instance_id, FAILED, reason=str(error)))
             return

@@ -45,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="no NVIDIA GPUs: declare a simulated inventory (one a100 unless --gpus says otherwise)",
     )
     parser.add_argument(
+        "--software-tee",
+        action="store_true",
+        default=env.get("CHUTES_MINER_SOFTWARE_TEE", "").lower() in ("1", "true", "yes"),
+        help="offer the software TEE on a machine without TDX: TEE chutes run here and their evidence "
+        "is signed by a node key kept in the work dir (a distinct trust root, never TDX; env "
+        "CHUTES_MINER_SOFTWARE_TEE)",
+    )
+    parser.add_argument(
         "--ready-timeout",
         type=float,
         default=120.0,
@@ -80,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         inventory=inventory,
         ready_timeout=args.ready_timeout,
         stop_timeout=args.stop_timeout,
+        software_tee=args.software_tee,
     )
     if not settings.api_key:
         log.warning("no --api-key (CHUTES_MINER_API_KEY): the registry will refuse an anonymous miner")

@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chutes.evidence import NODE_KEY_ENV
 from chutes.registry.v1 import miners_pb2
 
 # The instance's first act, before it becomes `python -m chutes.cli run ...` by exec: ask for
@@ -52,9 +53,12 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def instance_env(device_indexes: list[int]) -> dict[str, str]:
-    """The miner's environment without its CHUTES_* settings, with the reserved GPUs visible."""
+def instance_env(device_indexes: list[int], tee_key_file: Path | None = None) -> dict[str, str]:
+    """The miner's environment without its CHUTES_* settings, with the reserved GPUs visible (and
+    the node's TEE key, chutes/evidence.py)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CHUTES_")}
+    if tee_key_file is not None:
+        env[NODE_KEY_ENV] = str(tee_key_file)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in device_indexes)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -122,8 +126,11 @@ class Instance:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-async def spawn(launch: miners_pb2.Launch, instances_dir: Path, host: str) -> Instance:
-    """Write the chute file into the instance's directory and start `chutes run` on it."""
+async def spawn(
+    launch: miners_pb2.Launch, instances_dir: Path, host: str, tee_key_file: Path | None = None
+) -> Instance:
+    """Write the chute file into the instance's directory and start `chutes run` on it. With
+    `tee_key_file` (a node offering the software TEE), a TEE chute's instance signs evidence with it."""
     if not _SAFE_ID.match(launch.instance_id):
         raise LaunchError(f"instance id {launch.instance_id!r} is not a safe directory name")
     if not _SAFE_FILENAME.match(launch.filename):
@@ -157,7 +164,7 @@ async def spawn(launch: miners_pb2.Launch, instances_dir: Path, host: str) -> In
                 *wrapper,
                 *argv,
                 cwd=directory,
-                env=instance_env(list(launch.device_indexes)),
+                env=instance_env(list(launch.device_indexes), tee_key_file),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,

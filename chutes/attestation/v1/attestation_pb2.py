@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'chutes/attestation/v1/attestation.proto\x12\x15\x63hutes.attestation.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"Q\n\x1aGetTeeChuteEvidenceRequest\x12\x1e\n\x10\x63hute_id_or_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05nonce\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"m\n\x10TeeChuteEvidence\x12<\n\x08\x65vidence\x18\x01 \x03(\x0b\x32*.chutes.attestation.v1.TeeInstanceEvidence\x12\x1b\n\x13\x66\x61iled_instance_ids\x18\x02 \x03(\t\"}\n\x13TeeInstanceEvidence\x12\r\n\x05quote\x18\x01 \x01(\t\x12-\n\x0cgpu_evidence\x18\x02 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\t2\xb8\x01\n\x12\x41ttestationService\x12\xa1\x01\n\x13GetTeeChuteEvidence\x12\x31.chutes.attestation.v1.GetTeeChuteEvidenceRequest\x1a\'.chutes.attestation.v1.TeeChuteEvidence\".\x82\xd3\xe4\x93\x02(\x12&/chutes/{chute_id_or_name=**}/evidenceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'chutes/attestation/v1/attestation.proto\x12\x15\x63hutes.attestation.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"`\n\x1aGetTeeChuteEvidenceRequest\x12\x1e\n\x10\x63hute_id_or_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\x05nonce\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02H\x00\x88\x01\x01\x42\x08\n\x06_nonce\"m\n\x10TeeChuteEvidence\x12<\n\x08\x65vidence\x18\x01 \x03(\x0b\x32*.chutes.attestation.v1.TeeInstanceEvidence\x12\x1b\n\x13\x66\x61iled_instance_ids\x18\x02 \x03(\t\"\xb3\x01\n\x13TeeInstanceEvidence\x12\r\n\x05quote\x18\x01 \x01(\t\x12-\n\x0cgpu_evidence\x18\x02 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\t\x12\x10\n\x08verified\x18\x05 \x01(\x08\x12\x12\n\ntrust_root\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t2\xb8\x01\n\x12\x41ttestationService\x12\xa1\x01\n\x13GetTeeChuteEvidence\x12\x31.chutes.attestation.v1.GetTeeChuteEvidenceRequest\x1a\'.chutes.attestation.v1.TeeChuteEvidence\".\x82\xd3\xe4\x93\x02(\x12&/chutes/{chute_id_or_name=**}/evidenceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,11 +41,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTESTATIONSERVICE'].methods_by_name['GetTeeChuteEvidence']._loaded_options = None
   _globals['_ATTESTATIONSERVICE'].methods_by_name['GetTeeChuteEvidence']._serialized_options = b'\202\323\344\223\002(\022&/chutes/{chute_id_or_name=**}/evidence'
   _globals['_GETTEECHUTEEVIDENCEREQUEST']._serialized_start=159
-  _globals['_GETTEECHUTEEVIDENCEREQUEST']._serialized_end=240
-  _globals['_TEECHUTEEVIDENCE']._serialized_start=242
-  _globals['_TEECHUTEEVIDENCE']._serialized_end=351
-  _globals['_TEEINSTANCEEVIDENCE']._serialized_start=353
-  _globals['_TEEINSTANCEEVIDENCE']._serialized_end=478
-  _globals['_ATTESTATIONSERVICE']._serialized_start=481
-  _globals['_ATTESTATIONSERVICE']._serialized_end=665
+  _globals['_GETTEECHUTEEVIDENCEREQUEST']._serialized_end=255
+  _globals['_TEECHUTEEVIDENCE']._serialized_start=257
+  _globals['_TEECHUTEEVIDENCE']._serialized_end=366
+  _globals['_TEEINSTANCEEVIDENCE']._serialized_start=369
+  _globals['_TEEINSTANCEEVIDENCE']._serialized_end=548
+  _globals['_ATTESTATIONSERVICE']._serialized_start=551
+  _globals['_ATTESTATIONSERVICE']._serialized_end=735
 # @@protoc_insertion_point(module_scope)

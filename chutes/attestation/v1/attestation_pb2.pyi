@@ -45,13 +45,15 @@ class GetTeeChuteEvidenceRequest(_message.Message):
         self,
         *,
         chute_id_or_name: _builtins.str = ...,
-        nonce: _builtins.str = ...,
+        nonce: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_nonce", b"_nonce", "nonce", b"nonce"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chute_id_or_name", b"chute_id_or_name", "nonce", b"nonce"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_nonce", b"_nonce", "chute_id_or_name", b"chute_id_or_name", "nonce", b"nonce"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__nonce: _TypeAlias = _typing.Literal["nonce"]  # noqa: Y015
+    _WhichOneofArgType__nonce: _TypeAlias = _typing.Literal["_nonce", b"_nonce"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__nonce) -> _WhichOneofReturnType__nonce | None: ...
 
 Global___GetTeeChuteEvidenceRequest: _TypeAlias = GetTeeChuteEvidenceRequest  # noqa: Y015
 
@@ -97,6 +99,9 @@ class TeeInstanceEvidence(_message.Message):
     GPU_EVIDENCE_FIELD_NUMBER: _builtins.int
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     CERTIFICATE_FIELD_NUMBER: _builtins.int
+    VERIFIED_FIELD_NUMBER: _builtins.int
+    TRUST_ROOT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     quote: _builtins.str
     """Base64 of the raw Intel TDX quote bytes. Its report data binds the request's nonce
     and a hash of `certificate`; clients verify both.
@@ -105,8 +110,17 @@ class TeeInstanceEvidence(_message.Message):
     """UUID of the instance that produced this evidence."""
     certificate: _builtins.str
     """Base64 of the DER-encoded TLS certificate that the instance's attestation endpoint
-    presented on the connection the evidence came over.
+    presented on the connection the evidence came over; here, where instances serve plain HTTP,
+    the raw Ed25519 public key the instance names (chutes/evidence.py). What the quote binds.
     """
+    verified: _builtins.bool
+    """Beyond the real API: whether this service verified the evidence for the request's nonce."""
+    trust_root: _builtins.str
+    """The trust root that judged it: "tdx" (Intel's DCAP chain), "software" (a node key the
+    operator's registry holds; never TDX), or "" when none could (unknown or disabled root).
+    """
+    reason: _builtins.str
+    """Why it is not verified; "" when it is."""
     @_builtins.property
     def gpu_evidence(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
         """Per-GPU evidence objects, one per GPU, passed through as NVIDIA nvtrust produced them on
@@ -120,10 +134,13 @@ class TeeInstanceEvidence(_message.Message):
         gpu_evidence: _abc.Iterable[_struct_pb2.Struct] | None = ...,
         instance_id: _builtins.str = ...,
         certificate: _builtins.str = ...,
+        verified: _builtins.bool = ...,
+        trust_root: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "gpu_evidence", b"gpu_evidence", "instance_id", b"instance_id", "quote", b"quote"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "gpu_evidence", b"gpu_evidence", "instance_id", b"instance_id", "quote", b"quote", "reason", b"reason", "trust_root", b"trust_root", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -63,9 +63,10 @@ class AttestationServiceServicer:
     def GetTeeChuteEvidence(self, request, context):
         """Evidence of every active, verified instance of a TEE chute, with `nonce` bound into each
         TDX quote's report data. Instances that cannot be reached are listed in
-        `failed_instance_ids`; they are not an error.
-
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        `failed_instance_ids`; they are not an error. Beyond the real API, this service verifies
+        each item itself (`verified`, `trust_root`, `reason`): the quote's signature chains to its
+        trust root, its report data binds this nonce and the item's certificate, its measurements
+        are allowed (services/attestation/verify.py).
 
         Auth: optional (hotkey purpose "chutes"); identity widens which chutes are visible. Checks
         in this order, as the real API's evidence route:

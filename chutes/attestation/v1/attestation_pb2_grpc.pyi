@@ -47,9 +47,10 @@ class AttestationServiceStub:
     GetTeeChuteEvidence: _grpc.UnaryUnaryMultiCallable[_attestation_pb2.GetTeeChuteEvidenceRequest, _attestation_pb2.TeeChuteEvidence]
     """Evidence of every active, verified instance of a TEE chute, with `nonce` bound into each
     TDX quote's report data. Instances that cannot be reached are listed in
-    `failed_instance_ids`; they are not an error.
-
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    `failed_instance_ids`; they are not an error. Beyond the real API, this service verifies
+    each item itself (`verified`, `trust_root`, `reason`): the quote's signature chains to its
+    trust root, its report data binds this nonce and the item's certificate, its measurements
+    are allowed (services/attestation/verify.py).
 
     Auth: optional (hotkey purpose "chutes"); identity widens which chutes are visible. Checks
     in this order, as the real API's evidence route:
@@ -81,9 +82,10 @@ class AttestationServiceAsyncStub(AttestationServiceStub):
     GetTeeChuteEvidence: _aio.UnaryUnaryMultiCallable[_attestation_pb2.GetTeeChuteEvidenceRequest, _attestation_pb2.TeeChuteEvidence]  # type: ignore[assignment]
     """Evidence of every active, verified instance of a TEE chute, with `nonce` bound into each
     TDX quote's report data. Instances that cannot be reached are listed in
-    `failed_instance_ids`; they are not an error.
-
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    `failed_instance_ids`; they are not an error. Beyond the real API, this service verifies
+    each item itself (`verified`, `trust_root`, `reason`): the quote's signature chains to its
+    trust root, its report data binds this nonce and the item's certificate, its measurements
+    are allowed (services/attestation/verify.py).
 
     Auth: optional (hotkey purpose "chutes"); identity widens which chutes are visible. Checks
     in this order, as the real API's evidence route:
@@ -118,9 +120,10 @@ class AttestationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_attestation_pb2.TeeChuteEvidence, _abc.Awaitable[_attestation_pb2.TeeChuteEvidence]]:
         """Evidence of every active, verified instance of a TEE chute, with `nonce` bound into each
         TDX quote's report data. Instances that cannot be reached are listed in
-        `failed_instance_ids`; they are not an error.
-
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        `failed_instance_ids`; they are not an error. Beyond the real API, this service verifies
+        each item itself (`verified`, `trust_root`, `reason`): the quote's signature chains to its
+        trust root, its report data binds this nonce and the item's certificate, its measurements
+        are allowed (services/attestation/verify.py).
 
         Auth: optional (hotkey purpose "chutes"); identity widens which chutes are visible. Checks
         in this order, as the real API's evidence route:

@@ -22,48 +22,55 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from chutes.identity.v1 import identity_pb2 as chutes_dot_identity_dot_v1_dot_identity__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!chutes/registry/v1/internal.proto\x12\x12\x63hutes.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x10ListFleetRequest\x12\x19\n\x11standard_template\x18\x01 \x01(\t\x12\x11\n\tchute_ids\x18\x02 \x03(\t\"C\n\x11ListFleetResponse\x12.\n\x06\x63hutes\x18\x01 \x03(\x0b\x32\x1e.chutes.registry.v1.ChuteFleet\"\xcf\x02\n\nChuteFleet\x12\x10\n\x08\x63hute_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06public\x18\x03 \x01(\x08\x12\x19\n\x11standard_template\x18\x04 \x01(\t\x12\x18\n\x10invocation_count\x18\x05 \x01(\x03\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\x05\x12\x1c\n\x14\x65\x66\x66\x65\x63tive_multiplier\x18\x07 \x01(\x01\x12\x34\n\tinstances\x18\x08 \x03(\x0b\x32!.chutes.registry.v1.FleetInstance\x12\x19\n\x0ctarget_count\x18\t \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x0blast_action\x18\n \x01(\t\x12\x32\n\x0elast_action_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0f\n\r_target_count\"x\n\rFleetInstance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x14\n\x0cminer_hotkey\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12,\n\x08ready_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x15\x41\x64\x64InvocationsRequest\x12.\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x1e.chutes.registry.v1.ChuteCount\"-\n\nChuteCount\x12\x10\n\x08\x63hute_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\x18\n\x16\x41\x64\x64InvocationsResponse\"\x16\n\x14ListGpuCountsRequest\"I\n\x15ListGpuCountsResponse\x12\x30\n\x05items\x18\x01 \x03(\x0b\x32!.chutes.registry.v1.ChuteGpuCount\"4\n\rChuteGpuCount\x12\x10\n\x08\x63hute_id\x18\x01 \x01(\t\x12\x11\n\tgpu_count\x18\x02 \x01(\x05\"~\n\x12ScheduleJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hute_id\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x11\n\tdata_json\x18\x04 \x01(\t\x12\x12\n\nstatus_url\x18\x05 \x01(\t\x12\x0f\n\x07\x64isk_gb\x18\x06 \x01(\x05\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"*\n\x17GetJobPlacementsRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\"P\n\x18GetJobPlacementsResponse\x12\x34\n\nplacements\x18\x01 \x03(\x0b\x32 .chutes.registry.v1.JobPlacement\"\x8c\x01\n\x0cJobPlacement\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x34\n\x05state\x18\x02 \x01(\x0e\x32%.chutes.registry.v1.JobPlacementState\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tsucceeded\x18\x05 \x01(\x08*\xb9\x01\n\x11JobPlacementState\x12#\n\x1fJOB_PLACEMENT_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bJOB_PLACEMENT_STATE_PENDING\x10\x01\x12\x1e\n\x1aJOB_PLACEMENT_STATE_PLACED\x10\x02\x12\x1f\n\x1bJOB_PLACEMENT_STATE_RUNNING\x10\x03\x12\x1d\n\x19JOB_PLACEMENT_STATE_ENDED\x10\x04\x32\xeb\x04\n\x17RegistryInternalService\x12Y\n\x0bScheduleJob\x12&.chutes.registry.v1.ScheduleJobRequest\x1a .chutes.registry.v1.JobPlacement\"\x00\x12U\n\tCancelJob\x12$.chutes.registry.v1.CancelJobRequest\x1a .chutes.registry.v1.JobPlacement\"\x00\x12o\n\x10GetJobPlacements\x12+.chutes.registry.v1.GetJobPlacementsRequest\x1a,.chutes.registry.v1.GetJobPlacementsResponse\"\x00\x12\x66\n\rListGpuCounts\x12(.chutes.registry.v1.ListGpuCountsRequest\x1a).chutes.registry.v1.ListGpuCountsResponse\"\x00\x12i\n\x0e\x41\x64\x64Invocations\x12).chutes.registry.v1.AddInvocationsRequest\x1a*.chutes.registry.v1.AddInvocationsResponse\"\x00\x12Z\n\tListFleet\x12$.chutes.registry.v1.ListFleetRequest\x1a%.chutes.registry.v1.ListFleetResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!chutes/registry/v1/internal.proto\x12\x12\x63hutes.registry.v1\x1a!chutes/identity/v1/identity.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x16GetTeeInstancesRequest\x12\x18\n\x10\x63hute_id_or_name\x18\x01 \x01(\t\x12*\n\x06\x63\x61ller\x18\x02 \x01(\x0b\x32\x1a.chutes.identity.v1.Caller\"\x8e\x01\n\x0cTeeInstances\x12\x10\n\x08\x63hute_id\x18\x01 \x01(\t\x12\x0b\n\x03tee\x18\x02 \x01(\x08\x12\x16\n\x0e\x63hutes_version\x18\x03 \x01(\t\x12\x13\n\x0b\x63ode_sha256\x18\x04 \x01(\t\x12\x32\n\tinstances\x18\x05 \x03(\x0b\x32\x1f.chutes.registry.v1.TeeInstance\"~\n\x0bTeeInstance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x10\n\x08node_tee\x18\x05 \x01(\t\x12\x1b\n\x13node_tee_public_key\x18\x06 \x01(\x0c\"@\n\x10ListFleetRequest\x12\x19\n\x11standard_template\x18\x01 \x01(\t\x12\x11\n\tchute_ids\x18\x02 \x03(\t\"C\n\x11ListFleetResponse\x12.\n\x06\x63hutes\x18\x01 \x03(\x0b\x32\x1e.chutes.registry.v1.ChuteFleet\"\xcf\x02\n\nChuteFleet\x12\x10\n\x08\x63hute_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06public\x18\x03 \x01(\x08\x12\x19\n\x11standard_template\x18\x04 \x01(\t\x12\x18\n\x10invocation_count\x18\x05 \x01(\x03\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\x05\x12\x1c\n\x14\x65\x66\x66\x65\x63tive_multiplier\x18\x07 \x01(\x01\x12\x34\n\tinstances\x18\x08 \x03(\x0b\x32!.chutes.registry.v1.FleetInstance\x12\x19\n\x0ctarget_count\x18\t \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x0blast_action\x18\n \x01(\t\x12\x32\n\x0elast_action_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0f\n\r_target_count\"x\n\rFleetInstance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x14\n\x0cminer_hotkey\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12,\n\x08ready_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x15\x41\x64\x64InvocationsRequest\x12.\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x1e.chutes.registry.v1.ChuteCount\"-\n\nChuteCount\x12\x10\n\x08\x63hute_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\x18\n\x16\x41\x64\x64InvocationsResponse\"\x16\n\x14ListGpuCountsRequest\"I\n\x15ListGpuCountsResponse\x12\x30\n\x05items\x18\x01 \x03(\x0b\x32!.chutes.registry.v1.ChuteGpuCount\"4\n\rChuteGpuCount\x12\x10\n\x08\x63hute_id\x18\x01 \x01(\t\x12\x11\n\tgpu_count\x18\x02 \x01(\x05\"~\n\x12ScheduleJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hute_id\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x11\n\tdata_json\x18\x04 \x01(\t\x12\x12\n\nstatus_url\x18\x05 \x01(\t\x12\x0f\n\x07\x64isk_gb\x18\x06 \x01(\x05\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"*\n\x17GetJobPlacementsRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\"P\n\x18GetJobPlacementsResponse\x12\x34\n\nplacements\x18\x01 \x03(\x0b\x32 .chutes.registry.v1.JobPlacement\"\x8c\x01\n\x0cJobPlacement\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x34\n\x05state\x18\x02 \x01(\x0e\x32%.chutes.registry.v1.JobPlacementState\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tsucceeded\x18\x05 \x01(\x08*\xb9\x01\n\x11JobPlacementState\x12#\n\x1fJOB_PLACEMENT_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bJOB_PLACEMENT_STATE_PENDING\x10\x01\x12\x1e\n\x1aJOB_PLACEMENT_STATE_PLACED\x10\x02\x12\x1f\n\x1bJOB_PLACEMENT_STATE_RUNNING\x10\x03\x12\x1d\n\x19JOB_PLACEMENT_STATE_ENDED\x10\x04\x32\xce\x05\n\x17RegistryInternalService\x12Y\n\x0bScheduleJob\x12&.chutes.registry.v1.ScheduleJobRequest\x1a .chutes.registry.v1.JobPlacement\"\x00\x12U\n\tCancelJob\x12$.chutes.registry.v1.CancelJobRequest\x1a .chutes.registry.v1.JobPlacement\"\x00\x12o\n\x10GetJobPlacements\x12+.chutes.registry.v1.GetJobPlacementsRequest\x1a,.chutes.registry.v1.GetJobPlacementsResponse\"\x00\x12\x66\n\rListGpuCounts\x12(.chutes.registry.v1.ListGpuCountsRequest\x1a).chutes.registry.v1.ListGpuCountsResponse\"\x00\x12i\n\x0e\x41\x64\x64Invocations\x12).chutes.registry.v1.AddInvocationsRequest\x1a*.chutes.registry.v1.AddInvocationsResponse\"\x00\x12Z\n\tListFleet\x12$.chutes.registry.v1.ListFleetRequest\x1a%.chutes.registry.v1.ListFleetResponse\"\x00\x12\x61\n\x0fGetTeeInstances\x12*.chutes.registry.v1.GetTeeInstancesRequest\x1a .chutes.registry.v1.TeeInstances\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chutes.registry.v1.internal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBPLACEMENTSTATE']._serialized_start=1434
-  _globals['_JOBPLACEMENTSTATE']._serialized_end=1619
-  _globals['_LISTFLEETREQUEST']._serialized_start=90
-  _globals['_LISTFLEETREQUEST']._serialized_end=154
-  _globals['_LISTFLEETRESPONSE']._serialized_start=156
-  _globals['_LISTFLEETRESPONSE']._serialized_end=223
-  _globals['_CHUTEFLEET']._serialized_start=226
-  _globals['_CHUTEFLEET']._serialized_end=561
-  _globals['_FLEETINSTANCE']._serialized_start=563
-  _globals['_FLEETINSTANCE']._serialized_end=683
-  _globals['_ADDINVOCATIONSREQUEST']._serialized_start=685
-  _globals['_ADDINVOCATIONSREQUEST']._serialized_end=756
-  _globals['_CHUTECOUNT']._serialized_start=758
-  _globals['_CHUTECOUNT']._serialized_end=803
-  _globals['_ADDINVOCATIONSRESPONSE']._serialized_start=805
-  _globals['_ADDINVOCATIONSRESPONSE']._serialized_end=829
-  _globals['_LISTGPUCOUNTSREQUEST']._serialized_start=831
-  _globals['_LISTGPUCOUNTSREQUEST']._serialized_end=853
-  _globals['_LISTGPUCOUNTSRESPONSE']._serialized_start=855
-  _globals['_LISTGPUCOUNTSRESPONSE']._serialized_end=928
-  _globals['_CHUTEGPUCOUNT']._serialized_start=930
-  _globals['_CHUTEGPUCOUNT']._serialized_end=982
-  _globals['_SCHEDULEJOBREQUEST']._serialized_start=984
-  _globals['_SCHEDULEJOBREQUEST']._serialized_end=1110
-  _globals['_CANCELJOBREQUEST']._serialized_start=1112
-  _globals['_CANCELJOBREQUEST']._serialized_end=1162
-  _globals['_GETJOBPLACEMENTSREQUEST']._serialized_start=1164
-  _globals['_GETJOBPLACEMENTSREQUEST']._serialized_end=1206
-  _globals['_GETJOBPLACEMENTSRESPONSE']._serialized_start=1208
-  _globals['_GETJOBPLACEMENTSRESPONSE']._serialized_end=1288
-  _globals['_JOBPLACEMENT']._serialized_start=1291
-  _globals['_JOBPLACEMENT']._serialized_end=1431
-  _globals['_REGISTRYINTERNALSERVICE']._serialized_start=1622
-  _globals['_REGISTRYINTERNALSERVICE']._serialized_end=2241
+  _globals['_JOBPLACEMENTSTATE']._serialized_start=1838
+  _globals['_JOBPLACEMENTSTATE']._serialized_end=2023
+  _globals['_GETTEEINSTANCESREQUEST']._serialized_start=125
+  _globals['_GETTEEINSTANCESREQUEST']._serialized_end=219
+  _globals['_TEEINSTANCES']._serialized_start=222
+  _globals['_TEEINSTANCES']._serialized_end=364
+  _globals['_TEEINSTANCE']._serialized_start=366
+  _globals['_TEEINSTANCE']._serialized_end=492
+  _globals['_LISTFLEETREQUEST']._serialized_start=494
+  _globals['_LISTFLEETREQUEST']._serialized_end=558
+  _globals['_LISTFLEETRESPONSE']._serialized_start=560
+  _globals['_LISTFLEETRESPONSE']._serialized_end=627
+  _globals['_CHUTEFLEET']._serialized_start=630
+  _globals['_CHUTEFLEET']._serialized_end=965
+  _globals['_FLEETINSTANCE']._serialized_start=967
+  _globals['_FLEETINSTANCE']._serialized_end=1087
+  _globals['_ADDINVOCATIONSREQUEST']._serialized_start=1089
+  _globals['_ADDINVOCATIONSREQUEST']._serialized_end=1160
+  _globals['_CHUTECOUNT']._serialized_start=1162
+  _globals['_CHUTECOUNT']._serialized_end=1207
+  _globals['_ADDINVOCATIONSRESPONSE']._serialized_start=1209
+  _globals['_ADDINVOCATIONSRESPONSE']._serialized_end=1233
+  _globals['_LISTGPUCOUNTSREQUEST']._serialized_start=1235
+  _globals['_LISTGPUCOUNTSREQUEST']._serialized_end=1257
+  _globals['_LISTGPUCOUNTSRESPONSE']._serialized_start=1259
+  _globals['_LISTGPUCOUNTSRESPONSE']._serialized_end=1332
+  _globals['_CHUTEGPUCOUNT']._serialized_start=1334
+  _globals['_CHUTEGPUCOUNT']._serialized_end=1386
+  _globals['_SCHEDULEJOBREQUEST']._serialized_start=1388
+  _globals['_SCHEDULEJOBREQUEST']._serialized_end=1514
+  _globals['_CANCELJOBREQUEST']._serialized_start=1516
+  _globals['_CANCELJOBREQUEST']._serialized_end=1566
+  _globals['_GETJOBPLACEMENTSREQUEST']._serialized_start=1568
+  _globals['_GETJOBPLACEMENTSREQUEST']._serialized_end=1610
+  _globals['_GETJOBPLACEMENTSRESPONSE']._serialized_start=1612
+  _globals['_GETJOBPLACEMENTSRESPONSE']._serialized_end=1692
+  _globals['_JOBPLACEMENT']._serialized_start=1695
+  _globals['_JOBPLACEMENT']._serialized_end=1835
+  _globals['_REGISTRYINTERNALSERVICE']._serialized_start=2026
+  _globals['_REGISTRYINTERNALSERVICE']._serialized_end=2744
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 isort:skip_file
 The registry as the suite's own services ask it (never routed by the gateway)."""
 
+from chutes.identity.v1 import identity_pb2 as _identity_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -48,6 +49,104 @@ JOB_PLACEMENT_STATE_RUNNING: JobPlacementState.ValueType  # 3
 JOB_PLACEMENT_STATE_ENDED: JobPlacementState.ValueType  # 4
 """Over: the instance exited, failed, was stopped or lost."""
 Global___JobPlacementState: _TypeAlias = JobPlacementState  # noqa: Y015
+
+@_typing.final
+class GetTeeInstancesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUTE_ID_OR_NAME_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    chute_id_or_name: _builtins.str
+    @_builtins.property
+    def caller(self) -> _identity_pb2.Caller:
+        """The caller as the attestation service authenticated it; unset: anonymous."""
+
+    def __init__(
+        self,
+        *,
+        chute_id_or_name: _builtins.str = ...,
+        caller: _identity_pb2.Caller | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "chute_id_or_name", b"chute_id_or_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTeeInstancesRequest: _TypeAlias = GetTeeInstancesRequest  # noqa: Y015
+
+@_typing.final
+class TeeInstances(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUTE_ID_FIELD_NUMBER: _builtins.int
+    TEE_FIELD_NUMBER: _builtins.int
+    CHUTES_VERSION_FIELD_NUMBER: _builtins.int
+    CODE_SHA256_FIELD_NUMBER: _builtins.int
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    chute_id: _builtins.str
+    tee: _builtins.bool
+    chutes_version: _builtins.str
+    code_sha256: _builtins.str
+    """sha256 (hex) of the chute's code: the `code` measurement its instances' software quotes
+    must carry.
+    """
+    @_builtins.property
+    def instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___TeeInstance]:
+        """Active and verified instances serving cords (not jobs), oldest first."""
+
+    def __init__(
+        self,
+        *,
+        chute_id: _builtins.str = ...,
+        tee: _builtins.bool = ...,
+        chutes_version: _builtins.str = ...,
+        code_sha256: _builtins.str = ...,
+        instances: _abc.Iterable[Global___TeeInstance] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chute_id", b"chute_id", "chutes_version", b"chutes_version", "code_sha256", b"code_sha256", "instances", b"instances", "tee", b"tee"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TeeInstances: _TypeAlias = TeeInstances  # noqa: Y015
+
+@_typing.final
+class TeeInstance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    NODE_TEE_FIELD_NUMBER: _builtins.int
+    NODE_TEE_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    host: _builtins.str
+    """Where its evidence endpoint listens (chutes/evidence.py): the instance's own HTTP server."""
+    port: _builtins.int
+    node_id: _builtins.str
+    node_tee: _builtins.str
+    """The TEE its node offers ("software" or "") and the node's raw Ed25519 key (software quotes)."""
+    node_tee_public_key: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+        node_id: _builtins.str = ...,
+        node_tee: _builtins.str = ...,
+        node_tee_public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "instance_id", b"instance_id", "node_id", b"node_id", "node_tee", b"node_tee", "node_tee_public_key", b"node_tee_public_key", "port", b"port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TeeInstance: _TypeAlias = TeeInstance  # noqa: Y015
 
 @_typing.final
 class ListFleetRequest(_message.Message):

@@ -67,6 +67,11 @@ class RegistryInternalServiceStub:
                 request_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetRequest.SerializeToString,
                 response_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetResponse.FromString,
                 _registered_method=True)
+        self.GetTeeInstances = channel.unary_unary(
+                '/chutes.registry.v1.RegistryInternalService/GetTeeInstances',
+                request_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.GetTeeInstancesRequest.SerializeToString,
+                response_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.TeeInstances.FromString,
+                _registered_method=True)
 
 
 class RegistryInternalServiceServicer:
@@ -127,6 +132,16 @@ class RegistryInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTeeInstances(self, request, context):
+        """A chute's instances as the attestation service asks them for TEE evidence: the chute that
+        `chute_id_or_name` names for `caller` (the visibility of every read), with its routable
+        instances, where to reach them, and what signs and measures their evidence.
+        - Returns NOT_FOUND if no such chute is visible to the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +174,11 @@ def add_RegistryInternalServiceServicer_to_server(servicer, server):
                     servicer.ListFleet,
                     request_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetRequest.FromString,
                     response_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetResponse.SerializeToString,
+            ),
+            'GetTeeInstances': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTeeInstances,
+                    request_deserializer=chutes_dot_registry_dot_v1_dot_internal__pb2.GetTeeInstancesRequest.FromString,
+                    response_serializer=chutes_dot_registry_dot_v1_dot_internal__pb2.TeeInstances.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -326,6 +346,33 @@ class RegistryInternalService:
             '/chutes.registry.v1.RegistryInternalService/ListFleet',
             chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetRequest.SerializeToString,
             chutes_dot_registry_dot_v1_dot_internal__pb2.ListFleetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTeeInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chutes.registry.v1.RegistryInternalService/GetTeeInstances',
+            chutes_dot_registry_dot_v1_dot_internal__pb2.GetTeeInstancesRequest.SerializeToString,
+            chutes_dot_registry_dot_v1_dot_internal__pb2.TeeInstances.FromString,
             options,
             channel_credentials,
             insecure,

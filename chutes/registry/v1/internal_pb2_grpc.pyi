@@ -63,6 +63,12 @@ class RegistryInternalServiceStub:
     `standard_template`: every chute of that template, instances or not; else every chute that
     has instances or demand. By invocation_count descending.
     """
+    GetTeeInstances: _grpc.UnaryUnaryMultiCallable[_internal_pb2.GetTeeInstancesRequest, _internal_pb2.TeeInstances]
+    """A chute's instances as the attestation service asks them for TEE evidence: the chute that
+    `chute_id_or_name` names for `caller` (the visibility of every read), with its routable
+    instances, where to reach them, and what signs and measures their evidence.
+    - Returns NOT_FOUND if no such chute is visible to the caller.
+    """
 
 @_typing.type_check_only
 class RegistryInternalServiceAsyncStub(RegistryInternalServiceStub):
@@ -98,6 +104,12 @@ class RegistryInternalServiceAsyncStub(RegistryInternalServiceStub):
     from. With `chute_ids`: those chutes (unknown ones absent), instances or not; with
     `standard_template`: every chute of that template, instances or not; else every chute that
     has instances or demand. By invocation_count descending.
+    """
+    GetTeeInstances: _aio.UnaryUnaryMultiCallable[_internal_pb2.GetTeeInstancesRequest, _internal_pb2.TeeInstances]  # type: ignore[assignment]
+    """A chute's instances as the attestation service asks them for TEE evidence: the chute that
+    `chute_id_or_name` names for `caller` (the visibility of every read), with its routable
+    instances, where to reach them, and what signs and measures their evidence.
+    - Returns NOT_FOUND if no such chute is visible to the caller.
     """
 
 class RegistryInternalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -167,6 +179,18 @@ class RegistryInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         from. With `chute_ids`: those chutes (unknown ones absent), instances or not; with
         `standard_template`: every chute of that template, instances or not; else every chute that
         has instances or demand. By invocation_count descending.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTeeInstances(
+        self,
+        request: _internal_pb2.GetTeeInstancesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.TeeInstances, _abc.Awaitable[_internal_pb2.TeeInstances]]:
+        """A chute's instances as the attestation service asks them for TEE evidence: the chute that
+        `chute_id_or_name` names for `caller` (the visibility of every read), with its routable
+        instances, where to reach them, and what signs and measures their evidence.
+        - Returns NOT_FOUND if no such chute is visible to the caller.
         """
 
 def add_RegistryInternalServiceServicer_to_server(servicer: RegistryInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,37 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63hutes/registry/v1/miners.proto\x12\x12\x63hutes.registry.v1\"k\n\x13RegisterNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12%\n\x04gpus\x18\x03 \x03(\x0b\x32\x17.chutes.registry.v1.Gpu\x12\x11\n\tsimulated\x18\x04 \x01(\x08\"3\n\x03Gpu\x12\x16\n\x0egpu_identifier\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65vice_index\x18\x02 \x01(\x05\"m\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12%\n\x04gpus\x18\x04 \x03(\x0b\x32\x17.chutes.registry.v1.Gpu\x12\x11\n\tsimulated\x18\x05 \x01(\x08\";\n\x10WatchWorkRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\x03\"\xad\x01\n\x04Work\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12,\n\x06launch\x18\x02 \x01(\x0b\x32\x1a.chutes.registry.v1.LaunchH\x00\x12(\n\x04stop\x18\x03 \x01(\x0b\x32\x18.chutes.registry.v1.StopH\x00\x12\x33\n\nkeep_alive\x18\x04 \x01(\x0b\x32\x1d.chutes.registry.v1.KeepAliveH\x00\x42\x06\n\x04kind\"\xb5\x01\n\x06Launch\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hute_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\x12\x0f\n\x07ref_str\x18\x06 \x01(\t\x12\x16\n\x0e\x64\x65vice_indexes\x18\x07 \x03(\x05\x12*\n\x03job\x18\x08 \x01(\x0b\x32\x1d.chutes.registry.v1.JobLaunch\"c\n\tJobLaunch\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x11\n\tdata_json\x18\x03 \x01(\t\x12\x12\n\nstatus_url\x18\x04 \x01(\t\x12\x0f\n\x07\x64isk_gb\x18\x05 \x01(\x05\"\x1b\n\x04Stop\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x0b\n\tKeepAlive\"\x8a\x01\n\x15ReportInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.chutes.registry.v1.InstanceState\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\"(\n\x16ReportInstanceResponse\x12\x0e\n\x06wanted\x18\x01 \x01(\x08*\x9c\x01\n\rInstanceState\x12\x1e\n\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16INSTANCE_STATE_STARTED\x10\x01\x12\x18\n\x14INSTANCE_STATE_READY\x10\x02\x12\x19\n\x15INSTANCE_STATE_FAILED\x10\x03\x12\x1a\n\x16INSTANCE_STATE_STOPPED\x10\x04\x32\x9f\x02\n\x0cMinerService\x12S\n\x0cRegisterNode\x12\'.chutes.registry.v1.RegisterNodeRequest\x1a\x18.chutes.registry.v1.Node\"\x00\x12O\n\tWatchWork\x12$.chutes.registry.v1.WatchWorkRequest\x1a\x18.chutes.registry.v1.Work\"\x00\x30\x01\x12i\n\x0eReportInstance\x12).chutes.registry.v1.ReportInstanceRequest\x1a*.chutes.registry.v1.ReportInstanceResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63hutes/registry/v1/miners.proto\x12\x12\x63hutes.registry.v1\"\x90\x01\n\x13RegisterNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12%\n\x04gpus\x18\x03 \x03(\x0b\x32\x17.chutes.registry.v1.Gpu\x12\x11\n\tsimulated\x18\x04 \x01(\x08\x12\x0b\n\x03tee\x18\x05 \x01(\t\x12\x16\n\x0etee_public_key\x18\x06 \x01(\x0c\"3\n\x03Gpu\x12\x16\n\x0egpu_identifier\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65vice_index\x18\x02 \x01(\x05\"\x92\x01\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12%\n\x04gpus\x18\x04 \x03(\x0b\x32\x17.chutes.registry.v1.Gpu\x12\x11\n\tsimulated\x18\x05 \x01(\x08\x12\x0b\n\x03tee\x18\x06 \x01(\t\x12\x16\n\x0etee_public_key\x18\x07 \x01(\x0c\";\n\x10WatchWorkRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\x03\"\xad\x01\n\x04Work\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12,\n\x06launch\x18\x02 \x01(\x0b\x32\x1a.chutes.registry.v1.LaunchH\x00\x12(\n\x04stop\x18\x03 \x01(\x0b\x32\x18.chutes.registry.v1.StopH\x00\x12\x33\n\nkeep_alive\x18\x04 \x01(\x0b\x32\x1d.chutes.registry.v1.KeepAliveH\x00\x42\x06\n\x04kind\"\xc2\x01\n\x06Launch\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hute_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\x12\x0f\n\x07ref_str\x18\x06 \x01(\t\x12\x16\n\x0e\x64\x65vice_indexes\x18\x07 \x03(\x05\x12*\n\x03job\x18\x08 \x01(\x0b\x32\x1d.chutes.registry.v1.JobLaunch\x12\x0b\n\x03tee\x18\t \x01(\x08\"c\n\tJobLaunch\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x11\n\tdata_json\x18\x03 \x01(\t\x12\x12\n\nstatus_url\x18\x04 \x01(\t\x12\x0f\n\x07\x64isk_gb\x18\x05 \x01(\x05\"\x1b\n\x04Stop\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\x0b\n\tKeepAlive\"\x8a\x01\n\x15ReportInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.chutes.registry.v1.InstanceState\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\"(\n\x16ReportInstanceResponse\x12\x0e\n\x06wanted\x18\x01 \x01(\x08*\x9c\x01\n\rInstanceState\x12\x1e\n\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16INSTANCE_STATE_STARTED\x10\x01\x12\x18\n\x14INSTANCE_STATE_READY\x10\x02\x12\x19\n\x15INSTANCE_STATE_FAILED\x10\x03\x12\x1a\n\x16INSTANCE_STATE_STOPPED\x10\x04\x32\x9f\x02\n\x0cMinerService\x12S\n\x0cRegisterNode\x12\'.chutes.registry.v1.RegisterNodeRequest\x1a\x18.chutes.registry.v1.Node\"\x00\x12O\n\tWatchWork\x12$.chutes.registry.v1.WatchWorkRequest\x1a\x18.chutes.registry.v1.Work\"\x00\x30\x01\x12i\n\x0eReportInstance\x12).chutes.registry.v1.ReportInstanceRequest\x1a*.chutes.registry.v1.ReportInstanceResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chutes.registry.v1.miners_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSTANCESTATE']._serialized_start=1076
-  _globals['_INSTANCESTATE']._serialized_end=1232
-  _globals['_REGISTERNODEREQUEST']._serialized_start=55
-  _globals['_REGISTERNODEREQUEST']._serialized_end=162
-  _globals['_GPU']._serialized_start=164
-  _globals['_GPU']._serialized_end=215
-  _globals['_NODE']._serialized_start=217
-  _globals['_NODE']._serialized_end=326
-  _globals['_WATCHWORKREQUEST']._serialized_start=328
-  _globals['_WATCHWORKREQUEST']._serialized_end=387
-  _globals['_WORK']._serialized_start=390
-  _globals['_WORK']._serialized_end=563
-  _globals['_LAUNCH']._serialized_start=566
-  _globals['_LAUNCH']._serialized_end=747
-  _globals['_JOBLAUNCH']._serialized_start=749
-  _globals['_JOBLAUNCH']._serialized_end=848
-  _globals['_STOP']._serialized_start=850
-  _globals['_STOP']._serialized_end=877
-  _globals['_KEEPALIVE']._serialized_start=879
-  _globals['_KEEPALIVE']._serialized_end=890
-  _globals['_REPORTINSTANCEREQUEST']._serialized_start=893
-  _globals['_REPORTINSTANCEREQUEST']._serialized_end=1031
-  _globals['_REPORTINSTANCERESPONSE']._serialized_start=1033
-  _globals['_REPORTINSTANCERESPONSE']._serialized_end=1073
-  _globals['_MINERSERVICE']._serialized_start=1235
-  _globals['_MINERSERVICE']._serialized_end=1522
+  _globals['_INSTANCESTATE']._serialized_start=1165
+  _globals['_INSTANCESTATE']._serialized_end=1321
+  _globals['_REGISTERNODEREQUEST']._serialized_start=56
+  _globals['_REGISTERNODEREQUEST']._serialized_end=200
+  _globals['_GPU']._serialized_start=202
+  _globals['_GPU']._serialized_end=253
+  _globals['_NODE']._serialized_start=256
+  _globals['_NODE']._serialized_end=402
+  _globals['_WATCHWORKREQUEST']._serialized_start=404
+  _globals['_WATCHWORKREQUEST']._serialized_end=463
+  _globals['_WORK']._serialized_start=466
+  _globals['_WORK']._serialized_end=639
+  _globals['_LAUNCH']._serialized_start=642
+  _globals['_LAUNCH']._serialized_end=836
+  _globals['_JOBLAUNCH']._serialized_start=838
+  _globals['_JOBLAUNCH']._serialized_end=937
+  _globals['_STOP']._serialized_start=939
+  _globals['_STOP']._serialized_end=966
+  _globals['_KEEPALIVE']._serialized_start=968
+  _globals['_KEEPALIVE']._serialized_end=979
+  _globals['_REPORTINSTANCEREQUEST']._serialized_start=982
+  _globals['_REPORTINSTANCEREQUEST']._serialized_end=1120
+  _globals['_REPORTINSTANCERESPONSE']._serialized_start=1122
+  _globals['_REPORTINSTANCERESPONSE']._serialized_end=1162
+  _globals['_MINERSERVICE']._serialized_start=1324
+  _globals['_MINERSERVICE']._serialized_end=1611
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,8 @@ class RegisterNodeRequest(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     GPUS_FIELD_NUMBER: _builtins.int
     SIMULATED_FIELD_NUMBER: _builtins.int
+    TEE_FIELD_NUMBER: _builtins.int
+    TEE_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The node's name, unique per miner (e.g. the machine's hostname)."""
     host: _builtins.str
@@ -68,6 +70,13 @@ class RegisterNodeRequest(_message.Message):
     """True when the GPUs are declared on a machine without them (a developer's laptop running CPU
     chutes); shown on the node so nobody mistakes it for real hardware.
     """
+    tee: _builtins.str
+    """The TEE the node offers its instances: "" (none) or "software" (chutes/tee.py: evidence
+    signed by the node key below; a distinct trust root, never TDX). TEE chutes run only on
+    nodes that offer one.
+    """
+    tee_public_key: _builtins.bytes
+    """The raw Ed25519 public key (32 bytes) that signs the node's software quotes."""
     @_builtins.property
     def gpus(self) -> _containers.RepeatedCompositeFieldContainer[Global___Gpu]:
         """The GPUs the node offers."""
@@ -79,10 +88,12 @@ class RegisterNodeRequest(_message.Message):
         host: _builtins.str = ...,
         gpus: _abc.Iterable[Global___Gpu] | None = ...,
         simulated: _builtins.bool = ...,
+        tee: _builtins.str = ...,
+        tee_public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gpus", b"gpus", "host", b"host", "name", b"name", "simulated", b"simulated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gpus", b"gpus", "host", b"host", "name", b"name", "simulated", b"simulated", "tee", b"tee", "tee_public_key", b"tee_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -121,11 +132,15 @@ class Node(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     GPUS_FIELD_NUMBER: _builtins.int
     SIMULATED_FIELD_NUMBER: _builtins.int
+    TEE_FIELD_NUMBER: _builtins.int
+    TEE_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """UUID v5 of "{miner user id}:{name}"."""
     name: _builtins.str
     host: _builtins.str
     simulated: _builtins.bool
+    tee: _builtins.str
+    tee_public_key: _builtins.bytes
     @_builtins.property
     def gpus(self) -> _containers.RepeatedCompositeFieldContainer[Global___Gpu]: ...
     def __init__(
@@ -136,10 +151,12 @@ class Node(_message.Message):
         host: _builtins.str = ...,
         gpus: _abc.Iterable[Global___Gpu] | None = ...,
         simulated: _builtins.bool = ...,
+        tee: _builtins.str = ...,
+        tee_public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gpus", b"gpus", "host", b"host", "name", b"name", "node_id", b"node_id", "simulated", b"simulated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gpus", b"gpus", "host", b"host", "name", b"name", "node_id", b"node_id", "simulated", b"simulated", "tee", b"tee", "tee_public_key", b"tee_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,6 +237,7 @@ class Launch(_message.Message):
     REF_STR_FIELD_NUMBER: _builtins.int
     DEVICE_INDEXES_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
+    TEE_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     chute_id: _builtins.str
     version: _builtins.str
@@ -230,6 +248,10 @@ class Launch(_message.Message):
     """
     filename: _builtins.str
     ref_str: _builtins.str
+    tee: _builtins.bool
+    """A TEE chute: the instance serves evidence signed with its node's TEE key
+    (chutes/evidence.py). Only nodes that offer a TEE get these.
+    """
     @_builtins.property
     def device_indexes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """The GPUs (device indexes) reserved for the instance."""
@@ -253,10 +275,11 @@ class Launch(_message.Message):
         ref_str: _builtins.str = ...,
         device_indexes: _abc.Iterable[_builtins.int] | None = ...,
         job: Global___JobLaunch | None = ...,
+        tee: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chute_id", b"chute_id", "code", b"code", "device_indexes", b"device_indexes", "filename", b"filename", "instance_id", b"instance_id", "job", b"job", "ref_str", b"ref_str", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chute_id", b"chute_id", "code", b"code", "device_indexes", b"device_indexes", "filename", b"filename", "instance_id", b"instance_id", "job", b"job", "ref_str", b"ref_str", "tee", b"tee", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
