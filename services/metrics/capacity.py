@@ -10,7 +10,7 @@ gRPC), from the records of the last hour:
   above 1 until it has passed.
 - rate-limit ratio = rate-limited / (rate-limited + completed), as the real autoscaler has it.
 The numbers stay in memory for the registry's scheduler (ListUtilization; the registry asks every
-second) and go to the capacity log every `capacity_log_seconds` per chute, and at once when the
+0.5 s) and go to the capacity log every `capacity_log_seconds` per chute, and at once when the
 scheduler changed something for it (its action and target come with the fleet).
 
 Records reach the table about a second after a call ends (the gateway's ALS flush, 0.5 s, then

@@ -151,7 +151,8 @@ class MetricsInternalServicer(metrics_internal_pb2_grpc.MetricsInternalServiceSe
     ) -> metrics_internal_pb2.ListUtilizationResponse:
         capacity = self.metrics.capacity
         if capacity is None or capacity.computed_at is None:
-            raise Unavailable("Utilization has not been computed yet")
+            # Not computed yet (just started): no chute is known to be busy.
+            return metrics_internal_pb2.ListUtilizationResponse()
         return metrics_internal_pb2.ListUtilizationResponse(
             items=capacity.latest, computed_at_ms=int(capacity.computed_at.timestamp() * 1000)
         )
