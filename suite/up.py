@@ -183,7 +183,10 @@ def write_gateway_config(path: Path, settings: Settings) -> Path:
         # The access log goes to both: the metrics service keeps one record per call
         # (services/metrics/records.py), the registry scales on it: cold calls start instances,
         # answered calls keep them (services/registry/activity.py).
-        als_addresses=(settings.address_of("registry"), settings.address_of("metrics")),
+        als_addresses=(
+            settings.address_of("registry"),
+            *([settings.address_of("metrics")] if settings.gateway_invocation_records else []),
+        ),
         invocation_authz_address=settings.registry_authz_address,
     )
 

@@ -133,22 +133,28 @@ def main(argv: Sequence[str]) -> int:
     warn_if_busy()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     results, transfers = [], []
+    # One suite per set of settings (most scenarios: the default one), in the order they first come.
+    suites: dict[tuple[tuple[str, str], ...], list[Scenario]] = {}
+    for scenario in scenarios:
+        suites.setdefault(scenario.settings, []).append(scenario)
     with tempfile.TemporaryDirectory(prefix="chutes-bench-load-") as loads:
         try:
-            with running_suite(miner=any(s.invocation for s in scenarios)) as suite, ExitStack() as baseline:
-                for scenario in scenarios:
-                    if scenario.seeded and suite.seeded is None:
-                        suite.seeded = seed(suite, args.seed_chutes)
-                    if scenario.invocation and suite.chute is None:
-                        suite.chute = prepare(suite, args.connections)
-                    if scenario.target == "baseline" and suite.baseline is None:
-                        suite.baseline = baseline.enter_context(running_baseline(suite))
-                    if scenario.client in ("upload", "download"):
-                        if suite.job_chute is None:
-                            suite.job_chute = transfer.prepare(suite)
-                        transfers.append(transfer.bench(suite, scenario, args.repeat))
-                        continue
-                    results.append(bench_scenario(suite, scenario, load, args.repeat, Path(loads)))
+            for settings, group in suites.items():
+                miner = any(s.invocation for s in group)
+                with running_suite(miner, dict(settings)) as suite, ExitStack() as baseline:
+                    for scenario in group:
+                        if scenario.seeded and suite.seeded is None:
+                            suite.seeded = seed(suite, args.seed_chutes)
+                        if scenario.invocation and suite.chute is None:
+                            suite.chute = prepare(suite, args.connections)
+                        if scenario.target == "baseline" and suite.baseline is None:
+                            suite.baseline = baseline.enter_context(running_baseline(suite))
+                        if scenario.client in ("upload", "download"):
+                            if suite.job_chute is None:
+                                suite.job_chute = transfer.prepare(suite)
+                            transfers.append(transfer.bench(suite, scenario, args.repeat))
+                            continue
+                        results.append(bench_scenario(suite, scenario, load, args.repeat, Path(loads)))
         except SuiteFailed as failure:
             tail = f"--- chutes-suite up stderr (tail) ---\n{failure.stderr_tail}"
             print(f"the suite failed to start: {failure}\n{tail}", file=sys.stderr)

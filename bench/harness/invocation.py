@@ -71,7 +71,7 @@ POLL_SECONDS = 0.002
 WARMUP_TIMEOUT_SECONDS = 120.0
 GONE_TIMEOUT_SECONDS = 60.0
 #: Only these clients get an unrecorded warm-up run: the cold-start ones had theirs in prepare().
-WARMS_UP = ("sse",)
+WARMS_UP = ("sse", "ingest")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import invocation
+from . import invocation, records
 from .credentials import SIGNATURES_PER_SECOND, SIGNED_WRK_SCRIPT
 from .processes import CLOCK_TICKS
 from .scenarios import Scenario
@@ -36,6 +36,9 @@ class Run:
     errors: int
     #: Process name -> CPU µs per completed request ("loadgen" is wrk/h2load itself).
     cpu_us: dict[str, float] = field(default_factory=dict)
+    #: Invocation records: (calls to account for, rows that do): the ingestion runs' entries sent,
+    #: or the calls Envoy completed on the echo chute's host (records.py).
+    records: tuple[int, int] | None = None
 
 
 class ToolMissing(Exception):
@@ -184,11 +187,12 @@ def _loadgen_cpu_seconds(scenario: Scenario) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def effective_load(scenario: Scenario, load: Load) -> Load:
-    """The scenario's own concurrency where it fixes one (the 1-connection rows)."""
-    if scenario.connections is None:
-        return load
-    return Load(load.duration, scenario.connections, min(load.threads, scenario.connections))
+def effective_load(scenario: Scenario, load: Load, warm_up: bool = False) -> Load:
+    """The scenario's own concurrency and duration where it fixes them (the 1-connection rows,
+    the 60-second records row; not for the 1-second warm-up)."""
+    duration = scenario.duration if scenario.duration is not None and not warm_up else load.duration
+    connections = load.connections if scenario.connections is None else scenario.connections
+    return Load(duration, connections, min(load.threads, connections))
 
 
 def client_run(suite: Suite, scenario: Scenario, warm_up: bool) -> Run:
@@ -208,7 +212,9 @@ def client_run(suite: Suite, scenario: Scenario, warm_up: bool) -> Run:
 
 def run_load(suite: Suite, scenario: Scenario, load: Load, workdir: Path, warm_up: bool = False) -> Run:
     """One measured run; CPU per request comes from /proc deltas around the load generator."""
-    load = effective_load(scenario, load)
+    load = effective_load(scenario, load, warm_up)
+    if scenario.client == "ingest":
+        return ingest_run(suite, scenario, load)
     if scenario.tool == "client":
         before, loadgen_before = suite.snapshot(), _loadgen_cpu_seconds(scenario)
         run = client_run(suite, scenario, warm_up)
@@ -225,6 +231,9 @@ def run_load(suite: Suite, scenario: Scenario, load: Load, workdir: Path, warm_u
         data = workdir / f"{scenario.name}.grpc"
         data.write_bytes(grpc_frame(scenario.grpc_request()))
         command = h2load_command(url, load, data, log)
+    accounting = records_accounting(suite) if scenario.records and not warm_up else None
+    if accounting is not None:
+        accounting.start()
     before, loadgen_before = suite.snapshot(), _loadgen_cpu_seconds(scenario)
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     after, loadgen_after = suite.snapshot(), _loadgen_cpu_seconds(scenario)
@@ -234,6 +243,35 @@ def run_load(suite: Suite, scenario: Scenario, load: Load, workdir: Path, warm_u
         run = parse_wrk(completed.stdout)
     else:
         run = parse_h2load(completed.stdout, log.read_text())
+    _cpu_per_request(run, before, after, loadgen_after - loadgen_before)
+    if accounting is not None:
+        run.records = accounting.settle()
+        calls, rows = run.records
+        print(f"    records: {rows:,} rows of {calls:,} calls Envoy completed (wrk counted {run.requests:,})")
+    return run
+
+
+def records_accounting(suite: Suite) -> records.Accounting:
+    assert suite.chute is not None, "the echo chute is not deployed"
+    admin = (suite.workdir / "data" / "envoy-admin-address").read_text().strip()
+    return records.Accounting(suite.database_url(), admin, suite.chute.chute_id)
+
+
+def ingest_run(suite: Suite, scenario: Scenario, load: Load) -> Run:
+    """The pure-ingestion run (records.py): records per second from the first message sent to
+    the last row written; CPU per record over the same span."""
+    before, loadgen_before = suite.snapshot(), _loadgen_cpu_seconds(scenario)
+    got = records.ingest(suite.database_url(), suite.addresses["metrics"], load.duration)
+    after, loadgen_after = suite.snapshot(), _loadgen_cpu_seconds(scenario)
+    print(
+        f"    ingest: {got.sent:,} entries sent in {load.duration} s, {got.written:,} rows, the last"
+        f" {got.lag * 1000:.0f} ms after the last message",
+        flush=True,
+    )  # fmt: skip
+    run = Run(
+        requests=got.sent, rps=got.sent / got.elapsed, p50_ms=0.0, p99_ms=0.0, non_2xx=0,
+        errors=got.sent - got.written, records=(got.sent, got.written),
+    )  # fmt: skip
     _cpu_per_request(run, before, after, loadgen_after - loadgen_before)
     return run
 

@@ -58,8 +58,8 @@ def check_same_json(suite: Suite, baseline: Scenario) -> None:
 
 def probe(suite: Suite, scenario: Scenario) -> str | None:
     """Send one request and describe the answer (gRPC errors ride in trailers; h2load counts them as 2xx).
-    None for the cold-start measurements, which count their own failures."""
-    if scenario.client in ("warmup", "routable"):
+    None for the cold-start measurements and the ingestion runs, which count their own failures."""
+    if scenario.client in ("warmup", "routable", "ingest"):
         return None
     url = suite.scenario_url(scenario)
     if scenario.grpc_request is None:

@@ -60,15 +60,20 @@ def table_row(result: Result, command: str, date: str) -> str:
     if result.probe not in (None, "HTTP 200", "grpc OK"):
         non_2xx += f" (each: {result.probe})"
     errors = _median([r.errors for r in runs])
-    if errors:
+    if errors and result.scenario.client != "ingest":  # ingestion: lost entries, in `records`
         non_2xx += f" ({errors:,.0f} failed)"
+    accounted = [r.records for r in runs if r.records is not None]
+    if accounted:
+        # All runs, not a median: one lost record is a failure.
+        expected, rows = sum(e for e, _ in accounted), sum(r for _, r in accounted)
+        non_2xx += f" (records: {rows:,} of {expected:,}, {len(accounted)} runs)"
     rates = [r.rps for r in runs if r.rps is not None]
     whole = _median([sum(v for k, v in r.cpu_us.items() if k != "loadgen") for r in runs])
     cells = [
         result.scenario.name,
         _rate(rates),
-        f"{_median([r.p50_ms for r in runs]):.2f}",
-        f"{_median([r.p99_ms for r in runs]):.2f}",
+        f"{_median([r.p50_ms for r in runs]):.2f}" if result.scenario.latency else "-",
+        f"{_median([r.p99_ms for r in runs]):.2f}" if result.scenario.latency else "-",
         non_2xx,
         cpu("envoy"),
         cpu(serving) if serving is None or not result.scenario.cpu else f"{cpu(serving)} ({serving})",

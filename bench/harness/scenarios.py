@@ -58,9 +58,19 @@ class Scenario:
     repeat: int | None = None
     #: tool "client": which measurement (invocation.measure; "upload" and "download" are the job
     #: file transfers of transfer.py, with a table of their own).
-    client: Literal["sse", "warmup", "routable", "upload", "download"] | None = None
+    client: Literal["sse", "warmup", "routable", "upload", "download", "ingest"] | None = None
     #: False: the CPU columns are not per request and show "-" (the per-run lines still print them).
     cpu: bool = True
+    #: False: no latency is measured and p50/p99 show "-" (the pure-ingestion row).
+    latency: bool = True
+    #: Fixed seconds per measured run, whatever --duration says.
+    duration: int | None = None
+    #: After each run, wait until the echo chute's invocation records account for every call Envoy
+    #: completed on its host (Envoy's counters), and show both in the table (records.py).
+    records: bool = False
+    #: Settings of the suite the scenario runs in (`CHUTES_*` variables): scenarios with other
+    #: settings than the default run in a suite of their own, started after the others.
+    settings: tuple[tuple[str, str], ...] = ()
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -162,6 +172,25 @@ SCENARIOS: tuple[Scenario, ...] = (
         "a fresh copy: the registry records READY (probe passed) -> first 200 through the gateway",
         method="POST", body=ECHO_BODY, invocation=True, auth="api_key", client="routable", repeat=1,
         cpu=False,
+    ),
+    # Invocation records (issue 11): the metrics service's ingestion of the gateway's access log,
+    # alone and behind the gateway for a minute, and what the metrics stream costs Envoy.
+    Scenario(
+        "records-ingest", "client", "metrics", "StreamAccessLogs", "metrics",
+        "pre-built ALS messages (100 entries each) on 4 gRPC streams straight to the metrics"
+        " service, as fast as it takes them; until every entry is a row", client="ingest", latency=False,
+    ),
+    Scenario(
+        "records-invoke-60s", "wrk", "gateway", "/echo", "metrics",
+        "invoke-gateway-api-key for 60 s: every call is a record (Envoy's counters of calls on the"
+        " chute's host vs the rows)", method="POST", body=ECHO_BODY, invocation=True, auth="api_key",
+        duration=60, records=True,
+    ),
+    Scenario(
+        "invoke-gateway-api-key-records-off", "wrk", "gateway", "/echo", "instance",
+        "invoke-gateway-api-key in a suite whose gateway sends the metrics service no access log"
+        " (the registry's stays)", method="POST", body=ECHO_BODY, invocation=True, auth="api_key",
+        settings=(("CHUTES_GATEWAY_INVOCATION_RECORDS", "false"),),
     ),
     # Job output files (issue 10): 1 GiB through the gateway each way, the harness playing the
     # job's instance (upload, job token) and its owner (download, API key).

@@ -54,6 +54,8 @@ class Suite:
     addresses: dict[str, str]
     #: Run `up`'s local miner (only for invocation scenarios: the read paths are measured without it).
     miner: bool = False
+    #: `CHUTES_*` settings of this suite beyond the harness's own (Scenario.settings).
+    settings: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     #: name -> (pid, start time): the start time guards against killing a reused pid.
     pids: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -98,7 +100,7 @@ class Suite:
         )
         for name, address in self.addresses.items():
             env[f"CHUTES_{name.upper()}_ADDRESS"] = address
-
+        env.update(self.settings)
         return env
 
     def start(self) -> None:
@@ -203,16 +205,17 @@ class Suite:
 
 
 @contextmanager
-def running_suite(miner: bool = False) -> Iterator[Suite]:
+def running_suite(miner: bool = False, settings: dict[str, str] | None = None) -> Iterator[Suite]:
     workdir = Path(tempfile.mkdtemp(prefix="chutes-bench-"))
     ports = free_ports(3 + len(SERVICES))
     # The two ext_authz endpoints (identity's signature check, the registry's invocation check)
     # have addresses too.
     names = (*SERVICES, "identity_authz", "registry_authz")
     addresses = {name: f"127.0.0.1:{port}" for name, port in zip(names, ports[1:], strict=True)}
-    suite = Suite(workdir, ports[0], addresses, miner)
+    suite = Suite(workdir, ports[0], addresses, miner, settings or {})
     try:
-        print(f"starting chutes-suite up (gateway port {suite.gateway_port}, data {workdir})", flush=True)
+        given = "".join(f", {name}={value}" for name, value in suite.settings.items())
+        print(f"starting chutes-suite up (gateway port {suite.gateway_port}, data {workdir}{given})")
         suite.start()
         yield suite
     except SuiteFailed as failure:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     chute_domain: str = "localhost"
     #: Add the benchmark-only direct-response route (`/__bench/direct`) that measures Envoy alone.
     gateway_bench_route: bool = False
+    #: The gateway streams its access log of chute calls to the metrics service (one invocation
+    #: record per call). Off only to measure what that stream costs Envoy (bench/README.md): the
+    #: records and the chutes' invocation counts stop.
+    gateway_invocation_records: bool = True
 
     #: Accept any registration token (a local suite); when false, tokens must be ones an operator
     #: created (`registration_tokens`).
