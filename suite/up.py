@@ -36,6 +36,10 @@ from suite.miner.gpus import detect_nvidia
 
 #: How long the suite may take to become ready before `up` gives up.
 STARTUP_TIMEOUT_SECONDS = 60.0
+#: How often Envoy sends its buffered access-log entries (gateway/render.py's
+#: `buffer_flush_interval` of the invocation access log), and a margin for the send itself.
+ACCESS_LOG_FLUSH_SECONDS = 0.5
+ACCESS_LOG_SEND_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1
 
 
@@ -157,6 +161,8 @@ class Supervisor:
         (self.data_dir / DATABASE_URL_FILE).unlink(missing_ok=True)
         for child in reversed(self.children):
             if child.exited() is None:
+                if child.name == "envoy":
+                    self.flush_gateway_access_log()
                 child.process.send_signal(child.stop_signal)
                 try:
                     child.process.wait(self.settings.shutdown_grace_seconds + 5)
@@ -164,6 +170,19 @@ class Supervisor:
                     self.log(f"{child.name} did not stop in time; killing it")
                     child.process.kill()
                     child.process.wait()
+
+    def flush_gateway_access_log(self) -> None:
+        """Envoy drops its access-log buffer when it stops, so the entries of the last calls (up
+        to one flush interval of them) would never reach the registry or the metrics service
+        (no invocation record, no count). Close its listeners (no new calls), then give the
+        buffer one flush interval to go out before the SIGTERM."""
+        try:
+            address = (self.data_dir / "envoy-admin-address").read_text().strip()
+            drain = urllib.request.Request(f"http://{address}/drain_listeners", method="POST")
+            urllib.request.urlopen(drain, timeout=1).close()
+        except OSError:  # not started, or already gone: nothing buffered to wait for
+            return
+        time.sleep(ACCESS_LOG_FLUSH_SECONDS + ACCESS_LOG_SEND_SECONDS)
 
 
 def write_gateway_config(path: Path, settings: Settings) -> Path:

@@ -187,10 +187,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         duration=60, records=True,
     ),
     Scenario(
-        "invoke-gateway-api-key-records-off", "wrk", "gateway", "/echo", "instance",
-        "invoke-gateway-api-key in a suite whose gateway sends the metrics service no access log"
-        " (the registry's stays)", method="POST", body=ECHO_BODY, invocation=True, auth="api_key",
-        settings=(("CHUTES_GATEWAY_INVOCATION_RECORDS", "false"),),
+        "records-als-on", "wrk", "gateway", "/echo", "metrics",
+        "invoke-gateway-api-key again, beside records-als-off (Envoy streams its access log to the"
+        " registry and the metrics service)", method="POST", body=ECHO_BODY, invocation=True,
+        auth="api_key",
+    ),
+    Scenario(
+        "records-als-off", "wrk", "gateway", "/echo", "metrics",
+        "the same in a suite whose gateway sends the metrics service no access log (the registry's"
+        " stays): CHUTES_GATEWAY_INVOCATION_RECORDS=false", method="POST", body=ECHO_BODY,
+        invocation=True, auth="api_key", settings=(("CHUTES_GATEWAY_INVOCATION_RECORDS", "false"),),
     ),
     # Job output files (issue 10): 1 GiB through the gateway each way, the harness playing the
     # job's instance (upload, job token) and its owner (download, API key).
