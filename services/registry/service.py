@@ -47,6 +47,7 @@ from services.kit.server import Closable, GrpcService, ServiceContext, ServiceSp
 from services.kit.settings import Settings
 from services.registry import ads, deploy, fleet_store, image_store, invocations, store, views, xds
 from services.registry.activity import Activity
+from services.registry.deploy import teeify
 from services.registry.deploy.request import SCALING_RANGES
 from services.registry.job_placements import JobPlacementServicer
 from services.registry.miners import MinerServicer
@@ -264,6 +265,17 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         async with self.db.engine.begin() as connection:
             chute_id = await deploy.deploy(connection, caller, request.chute, request.accept_fee)
         return await self._reload(chute_id)
+
+    async def TeeifyChute(
+        self, request: registry_pb2.TeeifyChuteRequest, context: Context
+    ) -> registry_pb2.Chute:
+        caller = require_caller()
+        async with self.db.engine.begin() as connection:
+            chute_id = await teeify.teeify_chute(connection, caller, request.chute_id)
+        # Answered priced, as GET /chutes/{id} is (the real route injects price and multiplier).
+        async with self.db.raw() as connection:
+            [row] = await store.chute_rows(connection, [chute_id])
+        return views.chute_message(row, priced=True, tao_usd=self.settings.tao_usd_rate)
 
     async def UpdateChute(
         self, request: registry_pb2.UpdateChuteRequest, context: Context

@@ -206,15 +206,28 @@ class RegistryServiceStub:
     Not built yet: answers UNIMPLEMENTED (REST 501).
     """
     TeeifyChute: _grpc.UnaryUnaryMultiCallable[_registry_pb2.TeeifyChuteRequest, _registry_pb2.Chute]
-    """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, owned by the
-    source chute's owner, and returns it with price, multiplier and bounty. Auth: required.
-    Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
-    - Returns INVALID_ARGUMENT (REST 400 "Must use chute UUID for teeify.") for a non-UUID,
-      and REST 400 if the chute's name lacks "affine".
+    """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, and returns it
+    priced as GetChute returns it (the real API also gives the new chute a bounty; not here).
+    Auth: required.
+    The copy's code is the original's with every build_sglang_chute, build_vllm_chute and Chute
+    call given node_selector=NodeSelector(gpu_count=N, include=["h200"]), tee=True and
+    name="{name}-TEE", re-emitted by ast.unparse, plus a line setting chute.chute._name. N is
+    the original's gpu_count times the smallest VRAM of its supported GPUs (80 GB when none) in
+    whole 140 GB h200s, rounded up to a power of 2, at most 8; the stored node_selector is
+    {"gpu_count": N, "include": ["h200"]}. The copy belongs to the source chute's owner, but its
+    id is uuid5("{caller's username}::chute::{name}-TEE") and its slug is made from the
+    caller's username; it copies the source's texts, image, cords, jobs and settings, with
+    tee and immutable true. Emits chute_created. Checks, in the real API's order:
+    - Returns INVALID_ARGUMENT (REST 400 "Must use chute UUID for teeify.") for a non-UUID.
     - Returns NOT_FOUND (REST 404 "Chute not found") if no chute has that id.
     - Returns PERMISSION_DENIED (REST 403 "Only subnet admins can promote chutes to TEE") if
       the caller is not a subnet_admin of the chute's integrated subnet.
+    - Returns INVALID_ARGUMENT (REST 400 "Only chutes with 'affine' in the name can be
+      TEE-ified") if the chute's name lacks "affine".
     - Returns ALREADY_EXISTS (REST 409 "TEE version already exists: {id}") if the copy exists.
+    - Returns INVALID_ARGUMENT (REST 400 "Cannot rewrite the chute's code for TEE: ...") for
+      code that does not parse, has no builder call, or passes a rewritten argument
+      positionally (the real API answers 500).
     """
     UpdateChute: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateChuteRequest, _registry_pb2.Chute]
     """Updates one of the caller's chutes: tagline, readme, tool description, logo, the disabled
@@ -420,15 +433,28 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     Not built yet: answers UNIMPLEMENTED (REST 501).
     """
     TeeifyChute: _aio.UnaryUnaryMultiCallable[_registry_pb2.TeeifyChuteRequest, _registry_pb2.Chute]  # type: ignore[assignment]
-    """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, owned by the
-    source chute's owner, and returns it with price, multiplier and bounty. Auth: required.
-    Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
-    - Returns INVALID_ARGUMENT (REST 400 "Must use chute UUID for teeify.") for a non-UUID,
-      and REST 400 if the chute's name lacks "affine".
+    """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, and returns it
+    priced as GetChute returns it (the real API also gives the new chute a bounty; not here).
+    Auth: required.
+    The copy's code is the original's with every build_sglang_chute, build_vllm_chute and Chute
+    call given node_selector=NodeSelector(gpu_count=N, include=["h200"]), tee=True and
+    name="{name}-TEE", re-emitted by ast.unparse, plus a line setting chute.chute._name. N is
+    the original's gpu_count times the smallest VRAM of its supported GPUs (80 GB when none) in
+    whole 140 GB h200s, rounded up to a power of 2, at most 8; the stored node_selector is
+    {"gpu_count": N, "include": ["h200"]}. The copy belongs to the source chute's owner, but its
+    id is uuid5("{caller's username}::chute::{name}-TEE") and its slug is made from the
+    caller's username; it copies the source's texts, image, cords, jobs and settings, with
+    tee and immutable true. Emits chute_created. Checks, in the real API's order:
+    - Returns INVALID_ARGUMENT (REST 400 "Must use chute UUID for teeify.") for a non-UUID.
     - Returns NOT_FOUND (REST 404 "Chute not found") if no chute has that id.
     - Returns PERMISSION_DENIED (REST 403 "Only subnet admins can promote chutes to TEE") if
       the caller is not a subnet_admin of the chute's integrated subnet.
+    - Returns INVALID_ARGUMENT (REST 400 "Only chutes with 'affine' in the name can be
+      TEE-ified") if the chute's name lacks "affine".
     - Returns ALREADY_EXISTS (REST 409 "TEE version already exists: {id}") if the copy exists.
+    - Returns INVALID_ARGUMENT (REST 400 "Cannot rewrite the chute's code for TEE: ...") for
+      code that does not parse, has no builder call, or passes a rewritten argument
+      positionally (the real API answers 500).
     """
     UpdateChute: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateChuteRequest, _registry_pb2.Chute]  # type: ignore[assignment]
     """Updates one of the caller's chutes: tagline, readme, tool description, logo, the disabled
@@ -727,15 +753,28 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.TeeifyChuteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.Chute, _abc.Awaitable[_registry_pb2.Chute]]:
-        """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, owned by the
-        source chute's owner, and returns it with price, multiplier and bounty. Auth: required.
-        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
-        - Returns INVALID_ARGUMENT (REST 400 "Must use chute UUID for teeify.") for a non-UUID,
-          and REST 400 if the chute's name lacks "affine".
+        """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, and returns it
+        priced as GetChute returns it (the real API also gives the new chute a bounty; not here).
+        Auth: required.
+        The copy's code is the original's with every build_sglang_chute, build_vllm_chute and Chute
+        call given node_selector=NodeSelector(gpu_count=N, include=["h200"]), tee=True and
+        name="{name}-TEE", re-emitted by ast.unparse, plus a line setting chute.chute._name. N is
+        the original's gpu_count times the smallest VRAM of its supported GPUs (80 GB when none) in
+        whole 140 GB h200s, rounded up to a power of 2, at most 8; the stored node_selector is
+        {"gpu_count": N, "include": ["h200"]}. The copy belongs to the source chute's owner, but its
+        id is uuid5("{caller's username}::chute::{name}-TEE") and its slug is made from the
+        caller's username; it copies the source's texts, image, cords, jobs and settings, with
+        tee and immutable true. Emits chute_created. Checks, in the real API's order:
+        - Returns INVALID_ARGUMENT (REST 400 "Must use chute UUID for teeify.") for a non-UUID.
         - Returns NOT_FOUND (REST 404 "Chute not found") if no chute has that id.
         - Returns PERMISSION_DENIED (REST 403 "Only subnet admins can promote chutes to TEE") if
           the caller is not a subnet_admin of the chute's integrated subnet.
+        - Returns INVALID_ARGUMENT (REST 400 "Only chutes with 'affine' in the name can be
+          TEE-ified") if the chute's name lacks "affine".
         - Returns ALREADY_EXISTS (REST 409 "TEE version already exists: {id}") if the copy exists.
+        - Returns INVALID_ARGUMENT (REST 400 "Cannot rewrite the chute's code for TEE: ...") for
+          code that does not parse, has no builder call, or passes a rewritten argument
+          positionally (the real API answers 500).
         """
 
     @_abc_1.abstractmethod
