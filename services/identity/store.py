@@ -205,6 +205,7 @@ def _caller_of(row: sa.Row[tuple[object, ...]], **extra: object) -> Caller:
         permissions_bitmask=row.permissions_bitmask,
         netuids=tuple(row.netuids),
         balance=row.balance,
+        hotkey=row.hotkey or "",
         **extra,  # type: ignore[arg-type]
     )
 

@@ -36,6 +36,8 @@ class Caller:
     scopes: tuple[Scope, ...] = field(default_factory=tuple)
     auth_method: str = "hotkey"
     api_key_id: str = ""
+    #: The user's hotkey SS58 address; "" when none.
+    hotkey: str = ""
 
     def has_role(self, role: Role) -> bool:
         return has_role(self.permissions_bitmask, role)
@@ -101,6 +103,7 @@ def caller_to_proto(caller: Caller) -> identity_pb2.Caller:
         scopes=[scope_to_proto(s) for s in caller.scopes],
         auth_method=caller.auth_method,
         api_key_id=caller.api_key_id,
+        hotkey=caller.hotkey,
     )
 
 
@@ -122,4 +125,5 @@ def caller_from_proto(message: identity_pb2.Caller) -> Caller:
         ),
         auth_method=message.auth_method,
         api_key_id=message.api_key_id,
+        hotkey=message.hotkey,
     )

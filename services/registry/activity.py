@@ -2,7 +2,8 @@
 
 The registry reads it where scaling must react at once:
 - a call answered "no healthy upstream" (the chute has no routable instance: the cold 503) marks
-  the chute wanted, which starts an instance (scale from zero, like the real API's bounty);
+  the chute wanted, which starts an instance (scale from zero), and puts a bounty on it for the
+  miner whose instance becomes routable first (bounties.py), as the real API's cold calls do;
 - answered calls mark the chute in use (idle shutdown reads it).
 Utilization (scaling out and in) comes from the metrics service's invocation records instead
 (utilization.py): it needs windows of minutes to an hour, which the records hold.
@@ -18,7 +19,7 @@ from typing import Any
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from services.kit.db import Database
-from services.registry import fleet_store
+from services.registry import bounties, fleet_store
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Activity(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
             async with self.db.raw() as connection:
                 for chute_id in wanted:
                     await fleet_store.mark_wanted(connection, chute_id)
+                    await bounties.cold(connection, chute_id)
                 if invoked:
                     await fleet_store.mark_invoked(connection, sorted(invoked))
         except Exception:

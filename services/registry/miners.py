@@ -25,7 +25,7 @@ from services.kit.db import Database
 from services.kit.errors import InvalidArgument, NotFound, PermissionDenied
 from services.kit.requests import Context
 from services.kit.roles import Role
-from services.registry import fleet_store
+from services.registry import bounties, fleet_store
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,11 @@ class MinerServicer(miners_pb2_grpc.MinerServiceServicer):
                     await fleet_store.job_started(connection, job_id)
             elif request.state == States.INSTANCE_STATE_READY:
                 wanted = await fleet_store.mark_ready(connection, request.instance_id, host, request.port)
+                if wanted and not job_id:
+                    # Routable from now on: the first such instance of the chute takes its bounty.
+                    claimed = await bounties.claim(connection, instance["chute_id"])
+                    if claimed is not None:
+                        log.info("instance %s claimed a bounty of %d", request.instance_id, claimed)
             elif request.state in (States.INSTANCE_STATE_FAILED, States.INSTANCE_STATE_STOPPED):
                 failed = request.state == States.INSTANCE_STATE_FAILED
                 if failed:

@@ -1,5 +1,5 @@
-"""The registry schema: images, chutes and their history, shares, instances, rolling updates and
-the event outbox.
+"""The registry schema: images, chutes and their history, shares, instances, rolling updates,
+bounties and boosts, and the event outbox.
 
 Owner usernames are copied onto images and chutes: the registry never reads identity's tables,
 and usernames never change, so the copy cannot go stale. History rows and outbox notifications
@@ -273,6 +273,49 @@ class RollingUpdate(RegistryTable, table=True):
     permitted: Any = _json(nullable=False, server_default="{}")
 
 
+class Bounty(RegistryTable, table=True):
+    """A reward for the first miner whose instance makes a cold chute routable (spec/chutes-api.md
+    6: Redis keys there). Live while `expires_at` is ahead: readers filter on it, and the
+    scheduler's tick deletes expired rows, so no cron is needed."""
+
+    __tablename__ = "bounties"
+
+    chute_id: str = Field(primary_key=True, sa_type=TEXT, foreign_key="chutes.chute_id", ondelete="CASCADE")
+    created_at: datetime | None = CREATED()
+    expires_at: datetime = Field(sa_type=TIMESTAMP)
+    #: The 30-second window (unix seconds // 30) of the last notification to miners: at most one
+    #: per chute per window.
+    notified_window: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class BountyCooldown(RegistryTable, table=True):
+    """No new bounty for a chute before `until` (600 s after a bounty is created or claimed)."""
+
+    __tablename__ = "bounty_cooldowns"
+
+    chute_id: str = Field(primary_key=True, sa_type=TEXT, foreign_key="chutes.chute_id", ondelete="CASCADE")
+    until: datetime = Field(sa_type=TIMESTAMP)
+
+
+class ChuteManualBoost(RegistryTable, table=True):
+    """A billing admin's multiplier for a chute, 1.0..4.0 (IncreaseChuteBounty)."""
+
+    __tablename__ = "chute_manual_boosts"
+
+    chute_id: str = Field(primary_key=True, sa_type=TEXT, foreign_key="chutes.chute_id", ondelete="CASCADE")
+    boost: float
+
+
+class PublicationLock(RegistryTable, table=True):
+    """An integrated subnet made chutes public: the next time it may is `until` (once a day,
+    shared by all the subnet's admins)."""
+
+    __tablename__ = "make_public_locks"
+
+    subnet: str = Field(primary_key=True, sa_type=TEXT)
+    until: datetime = Field(sa_type=TIMESTAMP)
+
+
 class OutboxEvent(RegistryTable, table=True):
     """A change for later consumers (miners' work streams), written in the same transaction as the
     change itself and announced with NOTIFY by a trigger. Work for a node (`instance_launch`,
@@ -307,3 +350,7 @@ nodes = table_of(Node)
 chute_demand = table_of(ChuteDemand)
 job_launches = table_of(JobLaunch)
 outbox = table_of(OutboxEvent)
+bounties = table_of(Bounty)
+bounty_cooldowns = table_of(BountyCooldown)
+chute_manual_boosts = table_of(ChuteManualBoost)
+make_public_locks = table_of(PublicationLock)

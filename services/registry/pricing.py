@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chutes.chute import NodeSelector
+from services.registry.bounties import boost as bounty_boost
 from services.registry.subnets import subnet_of
 
 #: The platform's own account: its chutes are never billed as private ones.
@@ -28,8 +29,8 @@ def legacy_billing(row: Mapping[str, Any]) -> bool:
 
 
 def multiplier_factors(row: Mapping[str, Any], selector: NodeSelector) -> dict[str, float]:
-    """The factors of the effective compute multiplier (manual boosts and bounties are not part
-    of this suite yet)."""
+    """The factors of the effective compute multiplier that the chute's row decides (cached with
+    its response); `live_factors` adds the manual boost and the bounty's at read time."""
     factors = {"base": selector.compute_multiplier}
     if not row["public"] and not legacy_billing(row) and row["username"] != SYSTEM_USERNAME:
         if subnet_of(row["name"]) is not None:
@@ -41,6 +42,17 @@ def multiplier_factors(row: Mapping[str, Any], selector: NodeSelector) -> dict[s
         factors["urgency_boost"] = boost
     if row["tee"]:
         factors["tee"] = TEE_FACTOR
+    return factors
+
+
+def live_factors(manual_boost: float | None, bounty_age: float | None) -> dict[str, float]:
+    """The factors that change without a write to the chute: a billing admin's manual boost
+    (kept within (0, 20], counted when not 1.0) and the live bounty's boost."""
+    factors = {}
+    if manual_boost is not None and 0 < manual_boost <= 20 and manual_boost != 1.0:
+        factors["manual_boost"] = manual_boost
+    if bounty_age is not None and (boost := bounty_boost(bounty_age)) > 1:
+        factors["bounty_boost"] = boost
     return factors
 
 

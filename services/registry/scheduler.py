@@ -31,7 +31,7 @@ from typing import Any
 
 from chutes.chute import NodeSelector
 from services.kit.db import Database
-from services.registry import fleet_store
+from services.registry import bounties, fleet_store
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,8 @@ class Scheduler:
             )
             if lost:
                 log.warning("scheduler: %d instance(s) of disconnected nodes removed", lost)
+            # Bounties expire here rather than by a cron (reads ignore expired ones anyway).
+            await bounties.expire(connection)
             now = await connection.fetchval("SELECT now()")
             decided = plan(
                 await fleet_store.scaling_view(connection),

@@ -10,6 +10,7 @@ RPCs not built yet answer UNIMPLEMENTED (REST 501) naming themselves.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -43,14 +44,27 @@ from services.kit.errors import (
 from services.kit.identity_client import IdentityClient
 from services.kit.messages import has_field
 from services.kit.requests import Context, page_of
+from services.kit.roles import Role
 from services.kit.server import Closable, GrpcService, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
-from services.registry import ads, deploy, fleet_store, image_store, invocations, store, views, xds
+from services.registry import (
+    ads,
+    affine,
+    bounties,
+    deploy,
+    fleet_store,
+    hf_info,
+    image_store,
+    invocations,
+    store,
+    views,
+    xds,
+)
 from services.registry.activity import Activity
 from services.registry.deploy import teeify
 from services.registry.deploy.request import SCALING_RANGES
 from services.registry.job_placements import JobPlacementServicer
-from services.registry.miners import MinerServicer
+from services.registry.miners import MinerServicer, require_miner
 from services.registry.routing import RouteFollower
 from services.registry.scheduler import Scheduler
 from services.registry.subnets import substrings_managed_by
@@ -71,7 +85,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.db: Database = context.db
         self.settings = context.settings
         self.identity = IdentityClient(channel_at(context.settings.address_of("identity")))
+        self.owners = affine.Owners(self.identity)
         self.responses = views.ResponseCache()
+        self.hf_infos = hf_info.HfInfoCache()
         self.routing = xds.RoutingTable(context.settings.chute_domain)
         self.ads = ads.AdsServicer(self.routing)
         self.activity = Activity(self.db, on_wanted=lambda: self.scheduler.wake())
@@ -151,8 +167,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             if found is None:
                 raise NotFound(NOT_YOURS)
             [response] = await self._responses(connection, "get", [found])
-        chute: registry_pb2.Chute = response
-        return chute
+        return views.with_live_boosts(response, found)
 
     async def GetChuteCode(
         self, request: registry_pb2.GetChuteCodeRequest, context: Context
@@ -182,13 +197,27 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             total, found = await store.list_chutes(connection, wanted, limit=page.limit, offset=page.offset)
             built = await self._responses(connection, "list", found)
         response = registry_pb2.ListChutesResponse(total=total, page=page.page, limit=page.limit)
-        for item, cords in built:
-            response.items.append(item)
+        for (item, cords), light in zip(built, found, strict=True):
+            response.items.append(views.with_live_boosts(item, light))
             if item.cord_ref_id not in response.cord_refs:
                 if not request.include_schemas:
                     cords = [{k: v for k, v in cord.items() if k not in views.SCHEMA_KEYS} for cord in cords]
                 response.cord_refs[item.cord_ref_id].extend(cords)
         return response
+
+    async def GetChuteHfInfo(
+        self, request: registry_pb2.GetChuteHfInfoRequest, context: Context
+    ) -> registry_pb2.HfInfo:
+        require_miner()
+        info = self.hf_infos.get(request.chute_id)
+        if info is None:
+            async with self.db.raw() as connection:
+                row = await store.code_and_revision(connection, request.chute_id)
+            info = hf_info.hf_info(row["code"], row["revision"]) if row is not None else None
+            if info is None:
+                raise NotFound("Chute not found or does not use a Hugging Face model")
+            self.hf_infos.put(request.chute_id, info)
+        return registry_pb2.HfInfo(repo_id=info.repo_id, revision=info.revision)
 
     # ---- running chutes ---------------------------------------------------------------------
 
@@ -204,6 +233,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 raise NotFound(NOT_YOURS)
             chute_id = found["chute_id"]
             await fleet_store.mark_wanted(connection, chute_id)
+            await bounties.cold(connection, chute_id)
         self.scheduler.wake()
         if request.quick:
             async with self.db.raw() as connection:
@@ -234,6 +264,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 yield _sse({"status": "cold", "log": f"waiting for instances ...{why}"})
                 async with self.db.raw() as connection:
                     await fleet_store.mark_wanted(connection, chute_id)
+                    await bounties.cold(connection, chute_id)
             await asyncio.sleep(WARMUP_POLL_SECONDS)
 
     async def _routed(self) -> None:
@@ -242,6 +273,27 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             await asyncio.wait_for(self.routing.wait_acked(), ROUTED_WAIT_SECONDS)
         except TimeoutError:
             pass
+
+    async def ListBoostedChutes(
+        self, request: registry_pb2.ListBoostedChutesRequest, context: Context
+    ) -> registry_pb2.ListBoostedChutesResponse:
+        async with self.db.raw() as connection:
+            rows = await store.boosted_chutes(connection)
+        return registry_pb2.ListBoostedChutesResponse(items=[views.boosted_message(r) for r in rows])
+
+    async def ListAffineAvailableChutes(
+        self, request: registry_pb2.ListAffineAvailableChutesRequest, context: Context
+    ) -> registry_pb2.ListAffineAvailableChutesResponse:
+        async with self.db.raw() as connection:
+            rows = await store.affine_chutes(connection)
+        owners = await self.owners.of({r["user_id"] for r in rows})
+        return registry_pb2.ListAffineAvailableChutesResponse(
+            items=[
+                views.affine_message(r, owner.hotkey)
+                for r in rows
+                if affine.available(owner := owners[r["user_id"]]) and owner is not None
+            ]
+        )
 
     async def ListRollingUpdates(
         self, request: registry_pb2.ListRollingUpdatesRequest, context: Context
@@ -358,6 +410,28 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             status=f"Successfully unshared chute.name='{chute['name']}' "
             f"with user.username='{target.username}' (if share exists)"
         )
+
+    # ---- bounties ---------------------------------------------------------------------------
+
+    async def ListBounties(
+        self, request: registry_pb2.ListBountiesRequest, context: Context
+    ) -> registry_pb2.ListBountiesResponse:
+        async with self.db.raw() as connection:
+            rows = await bounties.live(connection)
+        return registry_pb2.ListBountiesResponse(items=[views.bounty_message(r) for r in rows])
+
+    async def IncreaseChuteBounty(
+        self, request: registry_pb2.IncreaseChuteBountyRequest, context: Context
+    ) -> registry_pb2.IncreaseChuteBountyResponse:
+        caller = require_caller()
+        if not caller.has_role(Role.BILLING_ADMIN):
+            raise PermissionDenied("Only billing admins may perform this action")
+        boost = request.boost if request.HasField("boost") else None
+        async with self.db.raw() as connection:
+            outcome = await bounties.increase(connection, request.chute_id, boost)
+        if outcome is None:
+            raise NotFound("Chute not found")
+        return registry_pb2.IncreaseChuteBountyResponse(**dataclasses.asdict(outcome))
 
 
 def _check_update(request: registry_pb2.UpdateChuteRequest) -> None:

@@ -54,6 +54,12 @@ INSTANCES_SELECT = """COALESCE((SELECT json_agg(json_build_object(
     'last_verified_at', n.last_verified_at) ORDER BY n.instance_id)
   FROM instances n WHERE n.chute_id = c.chute_id), '[]')::text AS instances"""
 
+#: What a chute's response carries that changes without any write to the chute, so it is added to
+#: cached responses at read time: its live bounty's age (seconds) and its manual boost.
+LIVE_SELECT = """(SELECT extract(epoch FROM now() - b.created_at)::float8 FROM bounties b
+    WHERE b.chute_id = c.chute_id AND b.expires_at > now()) AS bounty_age,
+  (SELECT m.boost FROM chute_manual_boosts m WHERE m.chute_id = c.chute_id) AS manual_boost"""
+
 #: Who may see a chute: discoverable (public, or affine by name), the caller's own (`$2`, NULL when
 #: anonymous), shared with the caller, or in a subnet the caller manages (`$3`, LIKE patterns).
 _VISIBLE = """(c.discoverable OR c.user_id = $2 OR lower(c.name) LIKE ANY($3::text[])
@@ -63,7 +69,7 @@ _VISIBLE = """(c.discoverable OR c.user_id = $2 OR lower(c.name) LIKE ANY($3::te
 #: response (for the cache), not the response. Among same-named chutes the caller's own comes
 #: first, then the platform's.
 _FIND_CHUTE = f"""
-SELECT c.chute_id, c.updated_at, c.invocation_count, {INSTANCES_SELECT}
+SELECT c.chute_id, c.updated_at, c.invocation_count, {INSTANCES_SELECT}, {LIVE_SELECT}
 FROM chutes c
 WHERE (c.chute_id = $1 OR c.name = $1) AND {_VISIBLE}
 ORDER BY (c.user_id = $2) DESC NULLS LAST, (c.username = 'chutes') DESC, c.created_at
@@ -115,7 +121,8 @@ class Viewer:
 
 
 async def find_chute(connection: Any, reference: str, viewer: Viewer) -> Any:
-    """The light row (id, updated_at, instances) of the chute `reference` names, if visible."""
+    """The light row (id, updated_at, instances, live bounty and boost) of the chute `reference`
+    names, if visible."""
     return await connection.fetchrow(_FIND_CHUTE, reference, viewer.user_id, viewer.subnet_patterns)
 
 
@@ -185,7 +192,7 @@ async def list_chutes(
         where.append(f"c.slug ILIKE {param(wanted.slug)}")
     condition = " AND ".join(where)
     page_sql = (
-        f"SELECT c.chute_id, c.updated_at, c.invocation_count, {INSTANCES_SELECT}"
+        f"SELECT c.chute_id, c.updated_at, c.invocation_count, {INSTANCES_SELECT}, {LIVE_SELECT}"
         f" FROM {source} WHERE {condition}"
         f" ORDER BY c.invocation_count DESC, c.chute_id LIMIT {int(limit)} OFFSET {int(offset)}"
     )
@@ -337,6 +344,42 @@ async def unshare(connection: AsyncConnection, chute_id: str, shared_by: str, sh
             chute_shares.c.shared_to == shared_to,
         )
     )
+
+
+async def code_and_revision(connection: Any, chute_id: str) -> Any:
+    """Any chute's code and pinned revision, by id (hf_info: no visibility check)."""
+    return await connection.fetchrow("SELECT code, revision FROM chutes WHERE chute_id = $1", chute_id)
+
+
+# ---- boosted and affine chutes -----------------------------------------------------------------
+
+
+async def boosted_chutes(connection: Any) -> list[Any]:
+    """Chutes with an autoscaler boost or a manual boost above 1."""
+    rows: list[Any] = await connection.fetch(
+        """
+        SELECT c.chute_id, c.name, c.boost, m.boost AS manual_boost
+        FROM chutes c LEFT JOIN chute_manual_boosts m ON m.chute_id = c.chute_id
+        WHERE c.boost > 1 OR m.boost > 1
+        ORDER BY c.chute_id
+        """
+    )
+    return rows
+
+
+async def affine_chutes(connection: Any) -> list[Any]:
+    """Chutes whose name contains "affine" (any case), with whether one of their serving
+    instances is routable."""
+    rows: list[Any] = await connection.fetch(
+        """
+        SELECT c.chute_id, c.user_id, c.name,
+               EXISTS (SELECT 1 FROM instances i WHERE i.chute_id = c.chute_id AND i.active
+                       AND i.verified AND i.job_id IS NULL) AS has_active_instance
+        FROM chutes c WHERE lower(c.name) LIKE '%affine%'
+        ORDER BY c.created_at, c.chute_id
+        """
+    )
+    return rows
 
 
 # ---- invocations (the gateway's check of a call to a chute host) -------------------------------

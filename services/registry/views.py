@@ -15,7 +15,8 @@ from google.protobuf import struct_pb2
 from chutes.chute import NodeSelector
 from chutes.registry.v1 import registry_pb2
 from services.kit.messages import timestamp
-from services.registry.pricing import estimated_price, legacy_billing, multiplier_factors
+from services.registry import bounties
+from services.registry.pricing import estimated_price, legacy_billing, live_factors, multiplier_factors
 
 #: Cord keys dropped from `cord_refs` unless the list asks for schemas.
 SCHEMA_KEYS = ("input_schema", "minimal_input_schema", "output_schema")
@@ -218,6 +219,25 @@ def chute_message(
     return chute
 
 
+def with_live_boosts(chute: registry_pb2.Chute, light: Mapping[str, Any]) -> registry_pb2.Chute:
+    """A cached response with what changes without a write to the chute (spec 8.3): the live
+    bounty's amount and boost, and the manual boost, multiplied in. The cached message is
+    shared, so a changed one is a copy."""
+    age = light["bounty_age"]
+    factors = live_factors(light["manual_boost"], age)
+    if not factors and age is None:
+        return chute
+    live = registry_pb2.Chute()
+    live.CopyFrom(chute)
+    if age is not None:
+        live.bounty = bounties.amount(age)
+    if live.HasField("effective_compute_multiplier"):
+        for value in factors.values():
+            live.effective_compute_multiplier *= value
+        live.compute_multiplier_factors.update(factors)
+    return live
+
+
 def rolling_update_message(row: Mapping[str, Any]) -> registry_pb2.RollingUpdate:
     return registry_pb2.RollingUpdate(
         chute_id=row["chute_id"],
@@ -225,4 +245,30 @@ def rolling_update_message(row: Mapping[str, Any]) -> registry_pb2.RollingUpdate
         new_version=row["new_version"],
         started_at=timestamp(row["started_at"]),
         permitted=loads(row["permitted"]),
+    )
+
+
+def bounty_message(row: Mapping[str, Any]) -> registry_pb2.Bounty:
+    return registry_pb2.Bounty(
+        chute_id=row["chute_id"],
+        bounty_amount=bounties.amount(row["age"]),
+        seconds_elapsed=int(row["age"]),
+        time_remaining=max(int(row["remaining"]), 0),
+        created_at=row["created_at"],
+    )
+
+
+def boosted_message(row: Mapping[str, Any]) -> registry_pb2.BoostedChute:
+    return registry_pb2.BoostedChute(
+        chute_id=row["chute_id"], name=row["name"], boost=row["boost"], manual_boost=row["manual_boost"]
+    )
+
+
+def affine_message(row: Mapping[str, Any], hotkey: str) -> registry_pb2.AffineChute:
+    return registry_pb2.AffineChute(
+        chute_id=row["chute_id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        hotkey=hotkey,
+        has_active_instance=row["has_active_instance"],
     )

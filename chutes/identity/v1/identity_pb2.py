@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!chutes/identity/v1/identity.proto\x12\x12\x63hutes.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\x0f\x46indUserRequest\x12\x1d\n\x0fuser_id_or_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\r\n\x0bPingRequest\"\x1f\n\x0cPingResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\"8\n\x19\x41uthenticateApiKeyRequest\x12\x1b\n\rauthorization\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\")\n\x10GetCallerRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xd3\x01\n\x06\x43\x61ller\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x1b\n\x13permissions_bitmask\x18\x03 \x01(\x05\x12\x0f\n\x07netuids\x18\x04 \x03(\x05\x12\x0f\n\x07\x62\x61lance\x18\x05 \x01(\x01\x12\r\n\x05\x61\x64min\x18\x06 \x01(\x08\x12/\n\x06scopes\x18\x07 \x03(\x0b\x32\x1f.chutes.identity.v1.ApiKeyScope\x12\x13\n\x0b\x61uth_method\x18\x08 \x01(\t\x12\x12\n\napi_key_id\x18\t \x01(\t\"h\n\x13RegisterUserRequest\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12<\n\x0cregistration\x18\x02 \x01(\x0b\x32 .chutes.identity.v1.RegistrationB\x04\xe2\x41\x01\x02\"=\n\x0cRegistration\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x63oldkey\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"g\n\x14RegisterUserResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x17\n\x0fpayment_address\x18\x03 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\"\x17\n\x15GetCurrentUserRequest\"\xb8\x02\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x13\n\x06hotkey\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63oldkey\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x1b\n\x13permissions_bitmask\x18\x05 \x01(\x05\x12\x13\n\x0bpermissions\x18\x06 \x03(\t\x12\x0f\n\x07netuids\x18\x07 \x03(\x05\x12\x0f\n\x07\x62\x61lance\x18\x08 \x01(\x01\x12\x17\n\x0fpayment_address\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07_hotkeyB\n\n\x08_coldkey\"n\n\x0b\x41piKeyScope\x12\x19\n\x0bobject_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\tobject_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x06\x61\x63tion\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0c\n\n_object_idB\t\n\x07_action\"o\n\x13\x43reateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61\x64min\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x02\x12/\n\x06scopes\x18\x03 \x03(\x0b\x32\x1f.chutes.identity.v1.ApiKeyScope\"\xc9\x01\n\x10\x41piKeyWithSecret\x12\x12\n\napi_key_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05\x61\x64min\x18\x04 \x01(\x08\x12/\n\x06scopes\x18\x05 \x03(\x0b\x32\x1f.chutes.identity.v1.ApiKeyScope\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsecret_key\x18\x07 \x01(\t\"@\n\x12ListApiKeysRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_limit\"l\n\x13ListApiKeysResponse\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12)\n\x05items\x18\x04 \x03(\x0b\x32\x1a.chutes.identity.v1.ApiKey\"\xdd\x01\n\x06\x41piKey\x12\x12\n\napi_key_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05\x61\x64min\x18\x04 \x01(\x08\x12/\n\x06scopes\x18\x05 \x03(\x0b\x32\x1f.chutes.identity.v1.ApiKeyScope\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x10GetApiKeyRequest\x12\x18\n\napi_key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"/\n\x13\x44\x65leteApiKeyRequest\x12\x18\n\napi_key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x14\x44\x65leteApiKeyResponse\x12\x12\n\napi_key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\x32\xbb\x06\n\x0fIdentityService\x12X\n\x04Ping\x12\x1f.chutes.identity.v1.PingRequest\x1a .chutes.identity.v1.PingResponse\"\r\x82\xd3\xe4\x93\x02\x07\x12\x05/ping\x12\x88\x01\n\x0cRegisterUser\x12\'.chutes.identity.v1.RegisterUserRequest\x1a(.chutes.identity.v1.RegisterUserResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x0f/users/register:\x0cregistration\x12h\n\x0eGetCurrentUser\x12).chutes.identity.v1.GetCurrentUserRequest\x1a\x18.chutes.identity.v1.User\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/users/me\x12s\n\x0c\x43reateApiKey\x12\'.chutes.identity.v1.CreateApiKeyRequest\x1a$.chutes.identity.v1.ApiKeyWithSecret\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/api_keys:\x01*\x12q\n\x0bListApiKeys\x12&.chutes.identity.v1.ListApiKeysRequest\x1a\'.chutes.identity.v1.ListApiKeysResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/api_keys\x12m\n\tGetApiKey\x12$.chutes.identity.v1.GetApiKeyRequest\x1a\x1a.chutes.identity.v1.ApiKey\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/api_keys/{api_key_id}\x12\x81\x01\n\x0c\x44\x65leteApiKey\x12\'.chutes.identity.v1.DeleteApiKeyRequest\x1a(.chutes.identity.v1.DeleteApiKeyResponse\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/api_keys/{api_key_id}2\x96\x02\n\x17IdentityInternalService\x12_\n\x12\x41uthenticateApiKey\x12-.chutes.identity.v1.AuthenticateApiKeyRequest\x1a\x1a.chutes.identity.v1.Caller\x12M\n\tGetCaller\x12$.chutes.identity.v1.GetCallerRequest\x1a\x1a.chutes.identity.v1.Caller\x12K\n\x08\x46indUser\x12#.chutes.identity.v1.FindUserRequest\x1a\x1a.chutes.identity.v1.Callerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!chutes/identity/v1/identity.proto\x12\x12\x63hutes.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\x0f\x46indUserRequest\x12\x1d\n\x0fuser_id_or_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\r\n\x0bPingRequest\"\x1f\n\x0cPingResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\"8\n\x19\x41uthenticateApiKeyRequest\x12\x1b\n\rauthorization\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\")\n\x10GetCallerRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xe3\x01\n\x06\x43\x61ller\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x1b\n\x13permissions_bitmask\x18\x03 \x01(\x05\x12\x0f\n\x07netuids\x18\x04 \x03(\x05\x12\x0f\n\x07\x62\x61lance\x18\x05 \x01(\x01\x12\r\n\x05\x61\x64min\x18\x06 \x01(\x08\x12/\n\x06scopes\x18\x07 \x03(\x0b\x32\x1f.chutes.identity.v1.ApiKeyScope\x12\x13\n\x0b\x61uth_method\x18\x08 \x01(\t\x12\x12\n\napi_key_id\x18\t \x01(\t\x12\x0e\n\x06hotkey\x18\n \x01(\t\"h\n\x13RegisterUserRequest\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12<\n\x0cregistration\x18\x02 \x01(\x0b\x32 .chutes.identity.v1.RegistrationB\x04\xe2\x41\x01\x02\"=\n\x0cRegistration\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x63oldkey\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"g\n\x14RegisterUserResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x17\n\x0fpayment_address\x18\x03 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\"\x17\n\x15GetCurrentUserRequest\"\xb8\x02\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x13\n\x06hotkey\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63oldkey\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x1b\n\x13permissions_bitmask\x18\x05 \x01(\x05\x12\x13\n\x0bpermissions\x18\x06 \x03(\t\x12\x0f\n\x07netuids\x18\x07 \x03(\x05\x12\x0f\n\x07\x62\x61lance\x18\x08 \x01(\x01\x12\x17\n\x0fpayment_address\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07_hotkeyB\n\n\x08_coldkey\"n\n\x0b\x41piKeyScope\x12\x19\n\x0bobject_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\tobject_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x06\x61\x63tion\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0c\n\n_object_idB\t\n\x07_action\"o\n\x13\x43reateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x61\x64min\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x02\x12/\n\x06scopes\x18\x03 \x03(\x0b\x32\x1f.chutes.identity.v1.ApiKeyScope\"\xc9\x01\n\x10\x41piKeyWithSecret\x12\x12\n\napi_key_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05\x61\x64min\x18\x04 \x01(\x08\x12/\n\x06scopes\x18\x05 \x03(\x0b\x32\x1f.chutes.identity.v1.ApiKeyScope\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsecret_key\x18\x07 \x01(\t\"@\n\x12ListApiKeysRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_limit\"l\n\x13ListApiKeysResponse\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12)\n\x05items\x18\x04 \x03(\x0b\x32\x1a.chutes.identity.v1.ApiKey\"\xdd\x01\n\x06\x41piKey\x12\x12\n\napi_key_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05\x61\x64min\x18\x04 \x01(\x08\x12/\n\x06scopes\x18\x05 \x03(\x0b\x32\x1f.chutes.identity.v1.ApiKeyScope\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x10GetApiKeyRequest\x12\x18\n\napi_key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"/\n\x13\x44\x65leteApiKeyRequest\x12\x18\n\napi_key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x14\x44\x65leteApiKeyResponse\x12\x12\n\napi_key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\x32\xbb\x06\n\x0fIdentityService\x12X\n\x04Ping\x12\x1f.chutes.identity.v1.PingRequest\x1a .chutes.identity.v1.PingResponse\"\r\x82\xd3\xe4\x93\x02\x07\x12\x05/ping\x12\x88\x01\n\x0cRegisterUser\x12\'.chutes.identity.v1.RegisterUserRequest\x1a(.chutes.identity.v1.RegisterUserResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x0f/users/register:\x0cregistration\x12h\n\x0eGetCurrentUser\x12).chutes.identity.v1.GetCurrentUserRequest\x1a\x18.chutes.identity.v1.User\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/users/me\x12s\n\x0c\x43reateApiKey\x12\'.chutes.identity.v1.CreateApiKeyRequest\x1a$.chutes.identity.v1.ApiKeyWithSecret\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/api_keys:\x01*\x12q\n\x0bListApiKeys\x12&.chutes.identity.v1.ListApiKeysRequest\x1a\'.chutes.identity.v1.ListApiKeysResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/api_keys\x12m\n\tGetApiKey\x12$.chutes.identity.v1.GetApiKeyRequest\x1a\x1a.chutes.identity.v1.ApiKey\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/api_keys/{api_key_id}\x12\x81\x01\n\x0c\x44\x65leteApiKey\x12\'.chutes.identity.v1.DeleteApiKeyRequest\x1a(.chutes.identity.v1.DeleteApiKeyResponse\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/api_keys/{api_key_id}2\x96\x02\n\x17IdentityInternalService\x12_\n\x12\x41uthenticateApiKey\x12-.chutes.identity.v1.AuthenticateApiKeyRequest\x1a\x1a.chutes.identity.v1.Caller\x12M\n\tGetCaller\x12$.chutes.identity.v1.GetCallerRequest\x1a\x1a.chutes.identity.v1.Caller\x12K\n\x08\x46indUser\x12#.chutes.identity.v1.FindUserRequest\x1a\x1a.chutes.identity.v1.Callerb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -83,37 +83,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCALLERREQUEST']._serialized_start=309
   _globals['_GETCALLERREQUEST']._serialized_end=350
   _globals['_CALLER']._serialized_start=353
-  _globals['_CALLER']._serialized_end=564
-  _globals['_REGISTERUSERREQUEST']._serialized_start=566
-  _globals['_REGISTERUSERREQUEST']._serialized_end=670
-  _globals['_REGISTRATION']._serialized_start=672
-  _globals['_REGISTRATION']._serialized_end=733
-  _globals['_REGISTERUSERRESPONSE']._serialized_start=735
-  _globals['_REGISTERUSERRESPONSE']._serialized_end=838
-  _globals['_GETCURRENTUSERREQUEST']._serialized_start=840
-  _globals['_GETCURRENTUSERREQUEST']._serialized_end=863
-  _globals['_USER']._serialized_start=866
-  _globals['_USER']._serialized_end=1178
-  _globals['_APIKEYSCOPE']._serialized_start=1180
-  _globals['_APIKEYSCOPE']._serialized_end=1290
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1292
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1403
-  _globals['_APIKEYWITHSECRET']._serialized_start=1406
-  _globals['_APIKEYWITHSECRET']._serialized_end=1607
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1609
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1673
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1675
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1783
-  _globals['_APIKEY']._serialized_start=1786
-  _globals['_APIKEY']._serialized_end=2007
-  _globals['_GETAPIKEYREQUEST']._serialized_start=2009
-  _globals['_GETAPIKEYREQUEST']._serialized_end=2053
-  _globals['_DELETEAPIKEYREQUEST']._serialized_start=2055
-  _globals['_DELETEAPIKEYREQUEST']._serialized_end=2102
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=2104
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=2163
-  _globals['_IDENTITYSERVICE']._serialized_start=2166
-  _globals['_IDENTITYSERVICE']._serialized_end=2993
-  _globals['_IDENTITYINTERNALSERVICE']._serialized_start=2996
-  _globals['_IDENTITYINTERNALSERVICE']._serialized_end=3274
+  _globals['_CALLER']._serialized_end=580
+  _globals['_REGISTERUSERREQUEST']._serialized_start=582
+  _globals['_REGISTERUSERREQUEST']._serialized_end=686
+  _globals['_REGISTRATION']._serialized_start=688
+  _globals['_REGISTRATION']._serialized_end=749
+  _globals['_REGISTERUSERRESPONSE']._serialized_start=751
+  _globals['_REGISTERUSERRESPONSE']._serialized_end=854
+  _globals['_GETCURRENTUSERREQUEST']._serialized_start=856
+  _globals['_GETCURRENTUSERREQUEST']._serialized_end=879
+  _globals['_USER']._serialized_start=882
+  _globals['_USER']._serialized_end=1194
+  _globals['_APIKEYSCOPE']._serialized_start=1196
+  _globals['_APIKEYSCOPE']._serialized_end=1306
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1308
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1419
+  _globals['_APIKEYWITHSECRET']._serialized_start=1422
+  _globals['_APIKEYWITHSECRET']._serialized_end=1623
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1625
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1689
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1691
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1799
+  _globals['_APIKEY']._serialized_start=1802
+  _globals['_APIKEY']._serialized_end=2023
+  _globals['_GETAPIKEYREQUEST']._serialized_start=2025
+  _globals['_GETAPIKEYREQUEST']._serialized_end=2069
+  _globals['_DELETEAPIKEYREQUEST']._serialized_start=2071
+  _globals['_DELETEAPIKEYREQUEST']._serialized_end=2118
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=2120
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=2179
+  _globals['_IDENTITYSERVICE']._serialized_start=2182
+  _globals['_IDENTITYSERVICE']._serialized_end=3009
+  _globals['_IDENTITYINTERNALSERVICE']._serialized_start=3012
+  _globals['_IDENTITYINTERNALSERVICE']._serialized_end=3290
 # @@protoc_insertion_point(module_scope)

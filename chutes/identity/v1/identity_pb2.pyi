@@ -156,6 +156,7 @@ class Caller(_message.Message):
     SCOPES_FIELD_NUMBER: _builtins.int
     AUTH_METHOD_FIELD_NUMBER: _builtins.int
     API_KEY_ID_FIELD_NUMBER: _builtins.int
+    HOTKEY_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The user's UUID."""
     username: _builtins.str
@@ -170,6 +171,8 @@ class Caller(_message.Message):
     """How the caller proved who they are: "api_key" or "hotkey"."""
     api_key_id: _builtins.str
     """UUID of the API key used, for auth_method "api_key"; "" for hotkey callers."""
+    hotkey: _builtins.str
+    """The user's hotkey SS58 address; "" when the user has none."""
     @_builtins.property
     def netuids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Netuids of the Bittensor subnets the user administers; [] when none."""
@@ -190,10 +193,11 @@ class Caller(_message.Message):
         scopes: _abc.Iterable[Global___ApiKeyScope] | None = ...,
         auth_method: _builtins.str = ...,
         api_key_id: _builtins.str = ...,
+        hotkey: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "api_key_id", b"api_key_id", "auth_method", b"auth_method", "balance", b"balance", "netuids", b"netuids", "permissions_bitmask", b"permissions_bitmask", "scopes", b"scopes", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "api_key_id", b"api_key_id", "auth_method", b"auth_method", "balance", b"balance", "hotkey", b"hotkey", "netuids", b"netuids", "permissions_bitmask", b"permissions_bitmask", "scopes", b"scopes", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

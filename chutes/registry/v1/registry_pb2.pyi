@@ -190,8 +190,8 @@ class Chute(_message.Message):
     effective_compute_multiplier: _builtins.float
     """Product of compute_multiplier_factors; absent when not injected."""
     bounty: _builtins.int
-    """Current bounty amount (see Bounty.bounty_amount); absent when the chute has no bounty
-    (always, until bounties are built) or when not injected.
+    """Current bounty amount (see Bounty.bounty_amount); absent when the chute has no live
+    bounty or when not injected.
     """
     logo: _builtins.str
     """Logo URL "https://logos.chutes.ai/logos/{logo_id}.webp"; "" when no logo."""
@@ -270,8 +270,8 @@ class Chute(_message.Message):
         """Factors of effective_compute_multiplier, by name: "base" (node_selector's
         compute_multiplier); "private" 2.0 or "integrated_subnet" 3.0 for private chutes not under
         legacy billing and not the "chutes" user's; "urgency_boost" (boost, when 0 < boost <= 20);
-        "tee" 2.25. The real API also has "manual_boost" and "bounty_boost", not built here. {}
-        when not injected.
+        "tee" 2.25; "manual_boost" (IncreaseChuteBounty's boost, when not 1.0); "bounty_boost"
+        (1.5 ramping to 2.5 over 180 minutes of the live bounty's age). {} when not injected.
         """
 
     def __init__(

@@ -216,9 +216,8 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListBoostedChutes(self, request, context):
-        """Chutes with an autoscaler boost > 1 or a manual boost > 1. REST: bare JSON array.
-        Auth: none.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Chutes with an autoscaler boost > 1 or a manual boost > 1 (IncreaseChuteBounty), by
+        chute_id. REST: bare JSON array. Auth: none. Never fails.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -226,8 +225,10 @@ class RegistryServiceServicer:
 
     def ListAffineAvailableChutes(self, request, context):
         """Chutes whose name contains "affine" and whose owner either has a positive balance and a
-        hotkey registered on netuid 120, or holds subnet_admin. REST: bare JSON array. Auth: none.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        hotkey registered on netuid 120, or holds subnet_admin. With no chain here, "registered on
+        netuid 120" is the owner having a hotkey and 120 among their netuids. REST: bare JSON
+        array, oldest chute first. Auth: none.
+        - Returns UNAVAILABLE (REST 503) if the identity service cannot be asked about owners.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -268,10 +269,11 @@ class RegistryServiceServicer:
 
     def GetChuteHfInfo(self, request, context):
         """Hugging Face repo and revision of a vLLM/SGLang chute, for miners to pre-download. No
-        visibility check. Auth: hotkey headers (purpose "cache") of a miner registered on netuid 64.
-        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
-        - Returns UNAUTHENTICATED (REST 401) without hotkey headers or for a hotkey not registered
-        on netuid 64.
+        visibility check. Answers are cached 300 s per chute. Auth: a miner (a user with the miner
+        role, where the real API wants a hotkey registered on netuid 64; hotkey purpose "cache").
+        - Returns UNAUTHENTICATED (REST 401) without credentials.
+        - Returns PERMISSION_DENIED (REST 403 "Only miners may do this ...") for a user who is not a
+        miner.
         - Returns NOT_FOUND (REST 404 "Chute not found or does not use a Hugging Face model") if
         the chute does not exist or its code calls no build_vllm_chute / build_sglang_chute with
         a literal model_name.
@@ -422,8 +424,10 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListBounties(self, request, context):
-        """Active bounties, by created_at ascending. REST: bare JSON array. Auth: none.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Active bounties, by created_at ascending. A bounty is created by a call to a chute with no
+        routable instance (the cold 503) or a warmup of one, and claimed (removed) by the first
+        instance of the chute that becomes routable; expired ones are never listed. REST: bare JSON
+        array. Auth: none. Never fails.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -432,8 +436,9 @@ class RegistryServiceServicer:
     def IncreaseChuteBounty(self, request, context):
         """Creates a bounty (lifetime 3600 s) unless the chute is disabled, already has one or is in
         its 600 s cooldown; notifies miners (at most once per chute per 30 s); optionally stores a
-        manual boost. A GET in the real API. Auth: required, API key only (no hotkey purpose).
-        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+        manual boost. Unlike a cold call's, this bounty is created even while the chute has
+        instances. A GET in the real API. Auth: required, API key only (no hotkey purpose).
+        - Returns INVALID_ARGUMENT (REST 422) if boost is not a number.
         - Returns PERMISSION_DENIED (REST 403 "Only billing admins may perform this action") if
         the caller lacks role billing_admin.
         - Returns NOT_FOUND (REST 404 "Chute not found") if no chute has that id.

@@ -91,14 +91,15 @@ class RegistryServiceStub:
       last 24 hours (one success per subnet per 86400 s, shared by all its admins).
     """
     ListBoostedChutes: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListBoostedChutesRequest, _registry_pb2.ListBoostedChutesResponse]
-    """Chutes with an autoscaler boost > 1 or a manual boost > 1. REST: bare JSON array.
-    Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Chutes with an autoscaler boost > 1 or a manual boost > 1 (IncreaseChuteBounty), by
+    chute_id. REST: bare JSON array. Auth: none. Never fails.
     """
     ListAffineAvailableChutes: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAffineAvailableChutesRequest, _registry_pb2.ListAffineAvailableChutesResponse]
     """Chutes whose name contains "affine" and whose owner either has a positive balance and a
-    hotkey registered on netuid 120, or holds subnet_admin. REST: bare JSON array. Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    hotkey registered on netuid 120, or holds subnet_admin. With no chain here, "registered on
+    netuid 120" is the owner having a hotkey and 120 among their netuids. REST: bare JSON
+    array, oldest chute first. Auth: none.
+    - Returns UNAVAILABLE (REST 503) if the identity service cannot be asked about owners.
     """
     ListChutes: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListChutesRequest, _registry_pb2.ListChutesResponse]
     """Lists and filters chutes, by invocation_count descending (then chute_id). Auth: optional
@@ -123,10 +124,11 @@ class RegistryServiceStub:
     """
     GetChuteHfInfo: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetChuteHfInfoRequest, _registry_pb2.HfInfo]
     """Hugging Face repo and revision of a vLLM/SGLang chute, for miners to pre-download. No
-    visibility check. Auth: hotkey headers (purpose "cache") of a miner registered on netuid 64.
-    Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
-    - Returns UNAUTHENTICATED (REST 401) without hotkey headers or for a hotkey not registered
-      on netuid 64.
+    visibility check. Answers are cached 300 s per chute. Auth: a miner (a user with the miner
+    role, where the real API wants a hotkey registered on netuid 64; hotkey purpose "cache").
+    - Returns UNAUTHENTICATED (REST 401) without credentials.
+    - Returns PERMISSION_DENIED (REST 403 "Only miners may do this ...") for a user who is not a
+      miner.
     - Returns NOT_FOUND (REST 404 "Chute not found or does not use a Hugging Face model") if
       the chute does not exist or its code calls no build_vllm_chute / build_sglang_chute with
       a literal model_name.
@@ -241,14 +243,17 @@ class RegistryServiceStub:
       Only deletion is allowed.") for an immutable chute.
     """
     ListBounties: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListBountiesRequest, _registry_pb2.ListBountiesResponse]
-    """Active bounties, by created_at ascending. REST: bare JSON array. Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Active bounties, by created_at ascending. A bounty is created by a call to a chute with no
+    routable instance (the cold 503) or a warmup of one, and claimed (removed) by the first
+    instance of the chute that becomes routable; expired ones are never listed. REST: bare JSON
+    array. Auth: none. Never fails.
     """
     IncreaseChuteBounty: _grpc.UnaryUnaryMultiCallable[_registry_pb2.IncreaseChuteBountyRequest, _registry_pb2.IncreaseChuteBountyResponse]
     """Creates a bounty (lifetime 3600 s) unless the chute is disabled, already has one or is in
     its 600 s cooldown; notifies miners (at most once per chute per 30 s); optionally stores a
-    manual boost. A GET in the real API. Auth: required, API key only (no hotkey purpose).
-    Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+    manual boost. Unlike a cold call's, this bounty is created even while the chute has
+    instances. A GET in the real API. Auth: required, API key only (no hotkey purpose).
+    - Returns INVALID_ARGUMENT (REST 422) if boost is not a number.
     - Returns PERMISSION_DENIED (REST 403 "Only billing admins may perform this action") if
       the caller lacks role billing_admin.
     - Returns NOT_FOUND (REST 404 "Chute not found") if no chute has that id.
@@ -318,14 +323,15 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
       last 24 hours (one success per subnet per 86400 s, shared by all its admins).
     """
     ListBoostedChutes: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListBoostedChutesRequest, _registry_pb2.ListBoostedChutesResponse]  # type: ignore[assignment]
-    """Chutes with an autoscaler boost > 1 or a manual boost > 1. REST: bare JSON array.
-    Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Chutes with an autoscaler boost > 1 or a manual boost > 1 (IncreaseChuteBounty), by
+    chute_id. REST: bare JSON array. Auth: none. Never fails.
     """
     ListAffineAvailableChutes: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAffineAvailableChutesRequest, _registry_pb2.ListAffineAvailableChutesResponse]  # type: ignore[assignment]
     """Chutes whose name contains "affine" and whose owner either has a positive balance and a
-    hotkey registered on netuid 120, or holds subnet_admin. REST: bare JSON array. Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    hotkey registered on netuid 120, or holds subnet_admin. With no chain here, "registered on
+    netuid 120" is the owner having a hotkey and 120 among their netuids. REST: bare JSON
+    array, oldest chute first. Auth: none.
+    - Returns UNAVAILABLE (REST 503) if the identity service cannot be asked about owners.
     """
     ListChutes: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListChutesRequest, _registry_pb2.ListChutesResponse]  # type: ignore[assignment]
     """Lists and filters chutes, by invocation_count descending (then chute_id). Auth: optional
@@ -350,10 +356,11 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """
     GetChuteHfInfo: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetChuteHfInfoRequest, _registry_pb2.HfInfo]  # type: ignore[assignment]
     """Hugging Face repo and revision of a vLLM/SGLang chute, for miners to pre-download. No
-    visibility check. Auth: hotkey headers (purpose "cache") of a miner registered on netuid 64.
-    Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
-    - Returns UNAUTHENTICATED (REST 401) without hotkey headers or for a hotkey not registered
-      on netuid 64.
+    visibility check. Answers are cached 300 s per chute. Auth: a miner (a user with the miner
+    role, where the real API wants a hotkey registered on netuid 64; hotkey purpose "cache").
+    - Returns UNAUTHENTICATED (REST 401) without credentials.
+    - Returns PERMISSION_DENIED (REST 403 "Only miners may do this ...") for a user who is not a
+      miner.
     - Returns NOT_FOUND (REST 404 "Chute not found or does not use a Hugging Face model") if
       the chute does not exist or its code calls no build_vllm_chute / build_sglang_chute with
       a literal model_name.
@@ -468,14 +475,17 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
       Only deletion is allowed.") for an immutable chute.
     """
     ListBounties: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListBountiesRequest, _registry_pb2.ListBountiesResponse]  # type: ignore[assignment]
-    """Active bounties, by created_at ascending. REST: bare JSON array. Auth: none.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Active bounties, by created_at ascending. A bounty is created by a call to a chute with no
+    routable instance (the cold 503) or a warmup of one, and claimed (removed) by the first
+    instance of the chute that becomes routable; expired ones are never listed. REST: bare JSON
+    array. Auth: none. Never fails.
     """
     IncreaseChuteBounty: _aio.UnaryUnaryMultiCallable[_registry_pb2.IncreaseChuteBountyRequest, _registry_pb2.IncreaseChuteBountyResponse]  # type: ignore[assignment]
     """Creates a bounty (lifetime 3600 s) unless the chute is disabled, already has one or is in
     its 600 s cooldown; notifies miners (at most once per chute per 30 s); optionally stores a
-    manual boost. A GET in the real API. Auth: required, API key only (no hotkey purpose).
-    Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+    manual boost. Unlike a cold call's, this bounty is created even while the chute has
+    instances. A GET in the real API. Auth: required, API key only (no hotkey purpose).
+    - Returns INVALID_ARGUMENT (REST 422) if boost is not a number.
     - Returns PERMISSION_DENIED (REST 403 "Only billing admins may perform this action") if
       the caller lacks role billing_admin.
     - Returns NOT_FOUND (REST 404 "Chute not found") if no chute has that id.
@@ -566,9 +576,8 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListBoostedChutesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListBoostedChutesResponse, _abc.Awaitable[_registry_pb2.ListBoostedChutesResponse]]:
-        """Chutes with an autoscaler boost > 1 or a manual boost > 1. REST: bare JSON array.
-        Auth: none.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Chutes with an autoscaler boost > 1 or a manual boost > 1 (IncreaseChuteBounty), by
+        chute_id. REST: bare JSON array. Auth: none. Never fails.
         """
 
     @_abc_1.abstractmethod
@@ -578,8 +587,10 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListAffineAvailableChutesResponse, _abc.Awaitable[_registry_pb2.ListAffineAvailableChutesResponse]]:
         """Chutes whose name contains "affine" and whose owner either has a positive balance and a
-        hotkey registered on netuid 120, or holds subnet_admin. REST: bare JSON array. Auth: none.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        hotkey registered on netuid 120, or holds subnet_admin. With no chain here, "registered on
+        netuid 120" is the owner having a hotkey and 120 among their netuids. REST: bare JSON
+        array, oldest chute first. Auth: none.
+        - Returns UNAVAILABLE (REST 503) if the identity service cannot be asked about owners.
         """
 
     @_abc_1.abstractmethod
@@ -628,10 +639,11 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.HfInfo, _abc.Awaitable[_registry_pb2.HfInfo]]:
         """Hugging Face repo and revision of a vLLM/SGLang chute, for miners to pre-download. No
-        visibility check. Auth: hotkey headers (purpose "cache") of a miner registered on netuid 64.
-        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
-        - Returns UNAUTHENTICATED (REST 401) without hotkey headers or for a hotkey not registered
-          on netuid 64.
+        visibility check. Answers are cached 300 s per chute. Auth: a miner (a user with the miner
+        role, where the real API wants a hotkey registered on netuid 64; hotkey purpose "cache").
+        - Returns UNAUTHENTICATED (REST 401) without credentials.
+        - Returns PERMISSION_DENIED (REST 403 "Only miners may do this ...") for a user who is not a
+          miner.
         - Returns NOT_FOUND (REST 404 "Chute not found or does not use a Hugging Face model") if
           the chute does not exist or its code calls no build_vllm_chute / build_sglang_chute with
           a literal model_name.
@@ -800,8 +812,10 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListBountiesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListBountiesResponse, _abc.Awaitable[_registry_pb2.ListBountiesResponse]]:
-        """Active bounties, by created_at ascending. REST: bare JSON array. Auth: none.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Active bounties, by created_at ascending. A bounty is created by a call to a chute with no
+        routable instance (the cold 503) or a warmup of one, and claimed (removed) by the first
+        instance of the chute that becomes routable; expired ones are never listed. REST: bare JSON
+        array. Auth: none. Never fails.
         """
 
     @_abc_1.abstractmethod
@@ -812,8 +826,9 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.IncreaseChuteBountyResponse, _abc.Awaitable[_registry_pb2.IncreaseChuteBountyResponse]]:
         """Creates a bounty (lifetime 3600 s) unless the chute is disabled, already has one or is in
         its 600 s cooldown; notifies miners (at most once per chute per 30 s); optionally stores a
-        manual boost. A GET in the real API. Auth: required, API key only (no hotkey purpose).
-        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+        manual boost. Unlike a cold call's, this bounty is created even while the chute has
+        instances. A GET in the real API. Auth: required, API key only (no hotkey purpose).
+        - Returns INVALID_ARGUMENT (REST 422) if boost is not a number.
         - Returns PERMISSION_DENIED (REST 403 "Only billing admins may perform this action") if
           the caller lacks role billing_admin.
         - Returns NOT_FOUND (REST 404 "Chute not found") if no chute has that id.

@@ -1,0 +1,184 @@
+"""Registry operations of issue 13 through the real gateway: boosted and affine-available chutes
+(item 2), make_public (item 3), easy vLLM and diffusion deploys (item 4), hf_info for miners
+(item 5) and the manual boost on GET and list (item 6). Bounties and their claims, which need a
+miner, are in test_bounties.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import RunningSuite
+from tests.test_identity import Hotkey, User, admin, new_user
+from tests.test_registry import SDK_VERSION, deploy_body, key
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+VLLM_CODE = f'''from chutes.chute import NodeSelector
+from chutes.chute.template.vllm import build_vllm_chute
+
+chute = build_vllm_chute(
+    username="someone",
+    model_name="org/some-model",
+    revision="{REVISION}",
+    node_selector=NodeSelector(gpu_count=1),
+)
+'''
+
+
+@pytest.fixture(scope="module")
+def http(suite: RunningSuite) -> httpx.Client:
+    with httpx.Client(base_url=suite.gateway, timeout=30) as client:
+        yield client  # type: ignore[misc]
+
+
+def make_user(suite: RunningSuite, *options: str, hotkey: bool = True, balance: str = "100") -> User:
+    """A user with a balance, these roles/netuids (`--role x`, `--netuid n`) and an image."""
+    username = "o" + uuid.uuid4().hex[:10]
+    made_hotkey = Hotkey.new()
+    args = ["create-user", "--username", username, "--balance", balance, *options]
+    if hotkey:
+        args += ["--hotkey", made_hotkey.ss58]
+    made = admin(suite, *args)
+    admin(suite, "add-image", "--username", username, "--name", "base", "--tag", "1.0",
+          "--chutes-version", SDK_VERSION)  # fmt: skip
+    return User(str(made["user_id"]), username, str(made["api_key"]), made_hotkey)
+
+
+def deployed(http: httpx.Client, user: User, name: str, **changes: Any) -> dict[str, Any]:
+    body = deploy_body(name, f"{user.username}/base:1.0", **changes)
+    response = http.post(
+        "/chutes/?accept_fee=true", json=body, headers={**key(user), "X-Chutes-Version": SDK_VERSION}
+    )
+    assert response.status_code == 200, response.text
+    chute: dict[str, Any] = response.json()
+    return chute
+
+
+def sql(suite: RunningSuite, statement: str, *args: Any) -> Any:
+    async def run() -> Any:
+        connection = await asyncpg.connect(suite.env["CHUTES_DATABASE_URL"])
+        try:
+            return await connection.fetch(statement, *args)
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+# ---- item 2: boosted and affine-available chutes -----------------------------------------------
+
+
+def test_boosted_lists_automatic_and_manual_boosts_above_one(http: httpx.Client, suite: RunningSuite) -> None:
+    owner = make_user(suite)
+    billing = new_user(suite, "billing_admin")
+    manual, automatic, plain = (deployed(http, owner, f"boost{i}-{uuid.uuid4().hex[:6]}") for i in range(3))
+    raised = http.get(f"/bounties/{manual['chute_id']}/increase?boost=2.0", headers=key(billing))
+    assert raised.status_code == 200, raised.text
+    assert (
+        http.get(f"/bounties/{plain['chute_id']}/increase?boost=1.0", headers=key(billing)).status_code == 200
+    )
+    sql(suite, "UPDATE registry.chutes SET boost = 1.4 WHERE chute_id = $1", automatic["chute_id"])
+
+    response = http.get("/chutes/boosted")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    listed = {b["chute_id"]: b for b in response.json()}
+    assert listed[manual["chute_id"]] == {
+        "chute_id": manual["chute_id"],
+        "name": manual["name"],
+        "manual_boost": 2.0,
+    }
+    assert listed[automatic["chute_id"]] == {
+        "chute_id": automatic["chute_id"],
+        "name": automatic["name"],
+        "boost": 1.4,
+    }
+    assert plain["chute_id"] not in listed  # a manual boost of 1.0 boosts nothing
+
+    # GET and list carry the manual boost in the multiplier (item 6).
+    got = http.get(f"/chutes/{manual['chute_id']}", headers=key(owner)).json()
+    assert got["compute_multiplier_factors"]["manual_boost"] == 2.0
+    product = 1.0
+    for factor in got["compute_multiplier_factors"].values():
+        product *= factor
+    assert got["effective_compute_multiplier"] == pytest.approx(product)
+    [item] = http.get(f"/chutes/?name={manual['name']}", headers=key(owner)).json()["items"]
+    # (The billing admin's call also put a bounty on it, whose boost grows by the second.)
+    assert item["compute_multiplier_factors"].keys() == got["compute_multiplier_factors"].keys()
+    assert item["compute_multiplier_factors"]["manual_boost"] == 2.0 and item["bounty"] >= 100
+    assert item["effective_compute_multiplier"] == pytest.approx(product, rel=1e-3)
+    assert (
+        "manual_boost"
+        not in http.get(f"/chutes/{plain['chute_id']}", headers=key(owner)).json()[
+            "compute_multiplier_factors"
+        ]
+    )
+
+
+def test_affine_available_lists_chutes_of_qualifying_owners(http: httpx.Client, suite: RunningSuite) -> None:
+    # Registered on netuid 120 (hotkey + netuid) with a balance: available.
+    registered = make_user(suite, "--role", "unlimited_dev", "--netuid", "120")
+    # A balance but no registration: not available.
+    unregistered = make_user(suite, "--role", "unlimited_dev")
+    # A subnet admin without a hotkey: available through the admin bit.
+    subnet_admin = make_user(suite, "--role", "subnet_admin", "--netuid", "120", hotkey=False)
+    tag = uuid.uuid4().hex[:6]
+    one = deployed(http, registered, f"affine-one-{tag}")
+    two = deployed(http, unregistered, f"affine-two-{tag}")
+    three = deployed(http, subnet_admin, f"affine-three-{tag}")
+    sql(
+        suite,
+        "INSERT INTO registry.instances (instance_id, chute_id, active, verified)"
+        " VALUES ($1, $2, true, true)",
+        str(uuid.uuid4()),
+        three["chute_id"],
+    )
+
+    response = http.get("/chutes/affine_available")
+    assert response.status_code == 200
+    listed = {c["chute_id"]: c for c in response.json()}
+    assert listed[one["chute_id"]] == {
+        "chute_id": one["chute_id"], "user_id": registered.user_id, "name": one["name"],
+        "hotkey": registered.hotkey.ss58, "has_active_instance": False,
+    }  # fmt: skip
+    assert two["chute_id"] not in listed
+    assert listed[three["chute_id"]] == {
+        "chute_id": three["chute_id"], "user_id": subnet_admin.user_id, "name": three["name"],
+        "hotkey": "", "has_active_instance": True,
+    }  # fmt: skip
+
+
+# ---- item 5: hf_info ----------------------------------------------------------------------------
+
+
+def test_hf_info_is_for_miners_and_reads_the_model_from_the_code(
+    http: httpx.Client, suite: RunningSuite
+) -> None:
+    owner = make_user(suite)
+    miner = new_user(suite, "miner")
+    pinned = deployed(http, owner, f"hfmodel-{uuid.uuid4().hex[:6]}", code=VLLM_CODE, revision=REVISION)
+    unpinned = deployed(
+        http, owner, f"hfloose-{uuid.uuid4().hex[:6]}", code=VLLM_CODE.replace("revision=", "r=")
+    )
+    plain = deployed(http, owner, f"hfnone-{uuid.uuid4().hex[:6]}")
+
+    path = f"/chutes/{pinned['chute_id']}/hf_info"
+    assert http.get(path).status_code == 401
+    refused = http.get(path, headers=key(owner))
+    assert refused.status_code == 403 and "miner" in refused.json()["detail"]
+    answered = http.get(path, headers=key(miner))
+    assert answered.status_code == 200, answered.text
+    assert answered.json() == {"repo_id": "org/some-model", "revision": REVISION}
+    # No pinned revision, and no Hugging Face to ask: the revision is null (absent).
+    assert http.get(f"/chutes/{unpinned['chute_id']}/hf_info", headers=key(miner)).json() == {
+        "repo_id": "org/some-model"
+    }
+    for chute_id in (plain["chute_id"], str(uuid.uuid4())):
+        missing = http.get(f"/chutes/{chute_id}/hf_info", headers=key(miner))
+        assert missing.status_code == 404
+        assert missing.json() == {"detail": "Chute not found or does not use a Hugging Face model"}
