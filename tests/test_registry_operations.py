@@ -182,3 +182,81 @@ def test_hf_info_is_for_miners_and_reads_the_model_from_the_code(
         missing = http.get(f"/chutes/{chute_id}/hf_info", headers=key(miner))
         assert missing.status_code == 404
         assert missing.json() == {"detail": "Chute not found or does not use a Hugging Face model"}
+
+
+# ---- item 3: make_public ------------------------------------------------------------------------
+
+
+def make_public(http: httpx.Client, user: User, chute_ids: list[str]) -> httpx.Response:
+    return http.post("/chutes/make_public", json={"chutes": chute_ids}, headers=key(user))
+
+
+def refusal(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    detail: str = response.json()["detail"]
+    return detail
+
+
+def test_make_public_copies_updates_and_prunes_once_a_day(http: httpx.Client, suite: RunningSuite) -> None:
+    # Sources belong to a babelbit (netuid 59) admin; the publisher administers 59 and 78.
+    source_owner = make_user(suite, "--role", "subnet_admin", "--netuid", "59", "--netuid", "78")
+    publisher = make_user(suite, "--role", "subnet_admin_assign", "--netuid", "59", "--netuid", "78")
+    tag = uuid.uuid4().hex[:6]
+    a, b, c, d = (deployed(http, source_owner, f"babelbit-{x}-{tag}") for x in "abcd")
+    vocence = deployed(http, source_owner, f"vocence-{tag}")
+    outsider = deployed(http, source_owner, f"plain-{tag}")
+    ids = [a["chute_id"], b["chute_id"]]
+
+    assert refusal(make_public(http, publisher, []), 400) == "Must provide at least one chute ID"
+    assert refusal(make_public(http, source_owner, ids), 403) == "Requires subnet_admin_assign role"
+    no_subnet = make_user(suite, "--role", "subnet_admin_assign")
+    assert refusal(make_public(http, no_subnet, ids), 403)
+    assert refusal(make_public(http, publisher, ["nope"]), 400) == "Invalid chute UUID: nope"
+    unknown = str(uuid.uuid4())
+    assert refusal(make_public(http, publisher, [unknown]), 404) == f"Chute not found: {unknown}"
+    assert "subnet" in refusal(make_public(http, publisher, [outsider["chute_id"]]), 403)
+    assert "same subnet" in refusal(make_public(http, publisher, [a["chute_id"], vocence["chute_id"]]), 400)
+    four = [x["chute_id"] for x in (a, b, c, d)]
+    assert "At most 3" in refusal(make_public(http, publisher, four), 400)
+
+    first = make_public(http, publisher, ids)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["deleted"] == []
+    copy_a, copy_b = body["chutes"]
+    for copy, source in ((copy_a, a), (copy_b, b)):
+        assert copy["status"] == "created" and copy["source_chute_id"] == source["chute_id"]
+        assert copy["chute_id"] == str(uuid.uuid5(uuid.NAMESPACE_OID, f"public::{source['chute_id']}"))
+        assert copy["name"] == source["name"] and copy["version"] == source["version"]
+        assert copy["slug"].startswith(publisher.username.lower()) and copy["created_at"]
+    got = http.get(f"/chutes/{copy_a['chute_id']}").json()  # public: anyone sees it
+    assert got["public"] is True and got["immutable"] is True
+    assert got["tagline"] == f"PUBLIC_COPY:{a['chute_id']}" and got["user"]["user_id"] == publisher.user_id
+    assert got.get("max_instances") is None  # public copies are platform-scaled
+    listed = {x["chute_id"] for x in http.get("/bounties/").json()}
+    assert {copy_a["chute_id"], copy_b["chute_id"]} <= listed  # a new public chute gets a bounty
+
+    # Once a day per subnet, for every admin of it.
+    assert "hours" in refusal(make_public(http, publisher, ids), 429)
+
+    # A day later (the lock lifted), a changed source updates its copy; unlisted copies go.
+    sql(suite, "UPDATE registry.make_public_locks SET until = now()")
+    changed = deploy_body(a["name"], f"{source_owner.username}/base:1.0")
+    changed["code"] += "\n# changed\n"
+    redeployed = http.post(
+        "/chutes/?accept_fee=true",
+        json=changed,
+        headers={**key(source_owner), "X-Chutes-Version": SDK_VERSION},
+    )
+    assert redeployed.status_code == 200, redeployed.text
+    second = make_public(http, publisher, [a["chute_id"]]).json()
+    [updated] = second["chutes"]
+    assert updated["status"] == "updated" and updated["version"] == redeployed.json()["version"]
+    [deleted] = second["deleted"]
+    assert deleted["chute_id"] == copy_b["chute_id"] and deleted["status"] == "deleted"
+    assert "source_chute_id" not in deleted
+    assert http.get(f"/chutes/{copy_b['chute_id']}").status_code == 404
+
+    sql(suite, "UPDATE registry.make_public_locks SET until = now()")
+    [unchanged] = make_public(http, publisher, [a["chute_id"]]).json()["chutes"]
+    assert unchanged["status"] == "unchanged" and unchanged["chute_id"] == copy_a["chute_id"]

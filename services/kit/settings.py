@@ -68,6 +68,9 @@ class Settings(BaseSettings):
 
     #: USD per TAO, for prices in TAO next to USD; unset (no price feed here): USD only.
     tao_usd_rate: float | None = None
+    #: The integrated subnets (services/registry/subnets.py): a JSON list of {name, netuid,
+    #: substring[, max_public_chutes (3)]} replacing the real API's seven; unset: those seven.
+    integrated_subnets: str | None = None
 
     #: Where clients reach the gateway from outside (job status and upload URLs handed to job
     #: instances); unset: http://{gateway_host or 127.0.0.1}:{gateway_port}.

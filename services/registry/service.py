@@ -56,6 +56,7 @@ from services.registry import (
     hf_info,
     image_store,
     invocations,
+    public_copies,
     store,
     views,
     xds,
@@ -345,6 +346,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             values = _update_values(request, public=found["public"])
             if values.get("disabled") and not found["public"]:
                 await store.delete_instances(connection, found["chute_id"])
+                await store.delete_bounty(connection, found["chute_id"])
             await store.update_chute(connection, found["chute_id"], values)
             await store.emit(
                 connection, "chute_updated", {"chute_id": found["chute_id"], "version": found["version"]}
@@ -409,6 +411,22 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return registry_pb2.UnshareChuteResponse(
             status=f"Successfully unshared chute.name='{chute['name']}' "
             f"with user.username='{target.username}' (if share exists)"
+        )
+
+    # ---- public copies ----------------------------------------------------------------------
+
+    async def MakeChutesPublic(
+        self, request: registry_pb2.MakeChutesPublicRequest, context: Context
+    ) -> registry_pb2.MakeChutesPublicResponse:
+        caller = require_caller()
+        async with self.db.engine.begin() as connection:
+            outcome = await public_copies.make_public(connection, caller, list(request.chutes))
+        async with self.db.raw() as connection:
+            for chute_id in outcome.created:  # as the real API: a new public chute gets a bounty
+                await bounties.create(connection, chute_id)
+        return registry_pb2.MakeChutesPublicResponse(
+            chutes=[views.public_copy_message(e) for e in outcome.chutes],
+            deleted=[views.public_copy_message(e) for e in outcome.deleted],
         )
 
     # ---- bounties ---------------------------------------------------------------------------

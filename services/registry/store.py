@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.registry.models import (
+    bounties,
     chute_history,
     chute_shares,
     chutes,
@@ -277,6 +278,10 @@ async def update_chute(connection: AsyncConnection, chute_id: str, values: Mappi
 async def delete_chute(connection: AsyncConnection, chute_id: str) -> None:
     """Shares, instances and rolling updates cascade; history keeps the deletion time."""
     await connection.execute(chutes.delete().where(chutes.c.chute_id == chute_id))
+
+
+async def delete_bounty(connection: AsyncConnection, chute_id: str) -> None:
+    await connection.execute(bounties.delete().where(bounties.c.chute_id == chute_id))
 
 
 async def instances_per_miner(connection: AsyncConnection, chute_id: str) -> dict[str, int]:

@@ -272,3 +272,16 @@ def affine_message(row: Mapping[str, Any], hotkey: str) -> registry_pb2.AffineCh
         hotkey=hotkey,
         has_active_instance=row["has_active_instance"],
     )
+
+
+def public_copy_message(entry: Mapping[str, Any]) -> registry_pb2.PublicChuteCopy:
+    return registry_pb2.PublicChuteCopy(
+        chute_id=entry["chute_id"],
+        source_chute_id=entry["source_chute_id"],
+        name=entry["name"],
+        slug=entry["slug"],
+        version=entry["version"],
+        created_at=timestamp(entry["created_at"]),
+        updated_at=timestamp(entry["updated_at"]),
+        status=entry["status"],
+    )

@@ -79,8 +79,11 @@ class RegistryServiceStub:
     """
     MakeChutesPublic: _grpc.UnaryUnaryMultiCallable[_registry_pb2.MakeChutesPublicRequest, _registry_pb2.MakeChutesPublicResponse]
     """Copies an integrated subnet's chutes to public, immutable copies owned by the caller,
-    updates copies whose source changed, and deletes the subnet's stale copies. Auth: required.
-    Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+    updates copies whose source changed, and deletes the subnet's stale copies (public,
+    immutable, tagline "PUBLIC_COPY:...", named for the subnet, not requested) with their
+    instances. New copies get a bounty. Integrated subnets are operator configuration
+    (CHUTES_INTEGRATED_SUBNETS). Auth: required. Checks run in the real API's order (empty
+    list, role, administered subnets, each id, one subnet and its count, the daily limit):
     - Returns INVALID_ARGUMENT (REST 400 "Must provide at least one chute ID") for an empty
       list, (REST 400 "Invalid chute UUID: X") for a non-UUID, and REST 400 if the chutes span
       more than one subnet or exceed the subnet's max_public_chutes (3).
@@ -311,8 +314,11 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """
     MakeChutesPublic: _aio.UnaryUnaryMultiCallable[_registry_pb2.MakeChutesPublicRequest, _registry_pb2.MakeChutesPublicResponse]  # type: ignore[assignment]
     """Copies an integrated subnet's chutes to public, immutable copies owned by the caller,
-    updates copies whose source changed, and deletes the subnet's stale copies. Auth: required.
-    Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+    updates copies whose source changed, and deletes the subnet's stale copies (public,
+    immutable, tagline "PUBLIC_COPY:...", named for the subnet, not requested) with their
+    instances. New copies get a bounty. Integrated subnets are operator configuration
+    (CHUTES_INTEGRATED_SUBNETS). Auth: required. Checks run in the real API's order (empty
+    list, role, administered subnets, each id, one subnet and its count, the daily limit):
     - Returns INVALID_ARGUMENT (REST 400 "Must provide at least one chute ID") for an empty
       list, (REST 400 "Invalid chute UUID: X") for a non-UUID, and REST 400 if the chutes span
       more than one subnet or exceed the subnet's max_public_chutes (3).
@@ -558,8 +564,11 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.MakeChutesPublicResponse, _abc.Awaitable[_registry_pb2.MakeChutesPublicResponse]]:
         """Copies an integrated subnet's chutes to public, immutable copies owned by the caller,
-        updates copies whose source changed, and deletes the subnet's stale copies. Auth: required.
-        Not built yet: answers UNIMPLEMENTED (REST 501). To build, as the real API:
+        updates copies whose source changed, and deletes the subnet's stale copies (public,
+        immutable, tagline "PUBLIC_COPY:...", named for the subnet, not requested) with their
+        instances. New copies get a bounty. Integrated subnets are operator configuration
+        (CHUTES_INTEGRATED_SUBNETS). Auth: required. Checks run in the real API's order (empty
+        list, role, administered subnets, each id, one subnet and its count, the daily limit):
         - Returns INVALID_ARGUMENT (REST 400 "Must provide at least one chute ID") for an empty
           list, (REST 400 "Invalid chute UUID: X") for a non-UUID, and REST 400 if the chutes span
           more than one subnet or exceed the subnet's max_public_chutes (3).
