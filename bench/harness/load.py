@@ -37,7 +37,7 @@ class Run:
     #: Process name -> CPU µs per completed request ("loadgen" is wrk/h2load itself).
     cpu_us: dict[str, float] = field(default_factory=dict)
     #: Invocation records: (calls to account for, rows that do): the ingestion runs' entries sent,
-    #: or the calls Envoy completed on the echo chute's host (records.py).
+    #: or the calls Envoy took on the echo chute's host (records.py).
     records: tuple[int, int] | None = None
 
 
@@ -138,6 +138,12 @@ wrk.method = "%(method)s"
 wrk.body = [==[%(body)s]==]
 wrk.headers["Content-Type"] = "application/json"
 """
+#: Appended for a paced scenario: each connection waits this long before each request.
+PACE_WRK_SCRIPT = """
+function delay()
+  return %(ms)s
+end
+"""
 
 
 def wrk_request(suite: Suite, scenario: Scenario, workdir: Path) -> list[str]:
@@ -147,7 +153,10 @@ def wrk_request(suite: Suite, scenario: Scenario, workdir: Path) -> list[str]:
         options += ["-H", f"{name}: {value}"]
     if scenario.method != "GET" or scenario.body is not None:
         script = workdir / f"{scenario.name}.request.lua"
-        script.write_text(BODY_WRK_SCRIPT % {"method": scenario.method, "body": scenario.body or ""})
+        text = BODY_WRK_SCRIPT % {"method": scenario.method, "body": scenario.body or ""}
+        if scenario.pace_ms is not None:
+            text += PACE_WRK_SCRIPT % {"ms": scenario.pace_ms}
+        script.write_text(text)
         options += ["-s", str(script)]
     return options
 
@@ -247,7 +256,7 @@ def run_load(suite: Suite, scenario: Scenario, load: Load, workdir: Path, warm_u
     if accounting is not None:
         run.records = accounting.settle()
         calls, rows = run.records
-        print(f"    records: {rows:,} rows of {calls:,} calls Envoy completed (wrk counted {run.requests:,})")
+        print(f"    records: {rows:,} rows of {calls:,} calls Envoy took (wrk counted {run.requests:,})")
     return run
 
 

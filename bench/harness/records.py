@@ -8,8 +8,8 @@ Two measurements:
   under load) as fast as gRPC's flow control lets it, for the run's duration. Then it waits until
   every entry sent is a row of `metrics.invocations`. Records per second = entries sent / (end of
   the last row - start); entries not there after DRAIN_TIMEOUT_SECONDS are counted as lost.
-* `Accounting`: around a load run through the gateway, the calls Envoy's counters say it
-  completed on the echo chute's host against the rows recorded for the chute meanwhile.
+* `Accounting`: around a load run through the gateway, the calls Envoy's counters say it took
+  on the echo chute's host against the rows recorded for the chute meanwhile.
 
 Every run gets a chute id of its own (the ingestion runs: a made-up one, which the registry's
 count update skips), so rows are counted by the `(chute_id, started_at)` index.
@@ -34,6 +34,9 @@ DRAIN_TIMEOUT_SECONDS = 60.0
 #: How long Envoy's counters and the rows may take to agree after a gateway run (Envoy flushes its
 #: access-log buffer every 0.5 s; the service writes every 0.5 s).
 SETTLE_TIMEOUT_SECONDS = 30.0
+#: Before a run, the chute's rows must stay unchanged this long (both flush intervals and a
+#: margin): the warm-up's last calls are recorded before the counts are taken.
+QUIET_SECONDS = 1.5
 POLL_SECONDS = 0.05
 STREAM_METHOD = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
 #: Stands for a message's number in its serialized form (replaced by 12 hex digits per message),
@@ -186,18 +189,19 @@ SERVICE_CLUSTERS = ("identity", "registry", "jobs", "attestation", "metrics")
 
 
 def envoy_chute_calls(admin_address: str) -> int:
-    """Requests Envoy completed on chute hosts so far: all that the gateway listener completed,
-    less those the services' clusters completed (the miner's reports during a run). Envoy keeps
-    no per-chute counters (the chute clusters' stats are off, issue 11)."""
+    """Requests Envoy has taken on chute hosts so far: all the gateway listener took, less those it
+    sent to the services' clusters (the miner's reports during a run). Totals, not completions:
+    a call the client resets (wrk's last ones, cut off when a run ends) is logged too. Envoy
+    keeps no per-chute counters (the chute clusters' stats are off, issue 11)."""
     with urllib.request.urlopen(f"http://{admin_address}/stats?usedonly", timeout=5) as reply:
         counters = dict(line.partition(": ")[::2] for line in reply.read().decode().splitlines())
-    services = sum(int(counters.get(f"cluster.{name}.upstream_rq_completed", 0)) for name in SERVICE_CLUSTERS)
-    return int(counters.get("http.gateway.downstream_rq_completed", 0)) - services
+    services = sum(int(counters.get(f"cluster.{name}.upstream_rq_total", 0)) for name in SERVICE_CLUSTERS)
+    return int(counters.get("http.gateway.downstream_rq_total", 0)) - services
 
 
 @dataclass
 class Accounting:
-    """The calls Envoy completed on the echo chute's host vs the rows recorded for it meanwhile."""
+    """The calls Envoy took on the echo chute's host vs the rows recorded for it meanwhile."""
 
     database_url: str
     admin_address: str
@@ -206,11 +210,16 @@ class Accounting:
     rows_before: int = 0
 
     def start(self) -> None:
+        rows, quiet_since = rows_of(self.database_url, self.chute_id), time.monotonic()
+        while time.monotonic() - quiet_since < QUIET_SECONDS:
+            time.sleep(0.25)
+            if (now := rows_of(self.database_url, self.chute_id)) != rows:
+                rows, quiet_since = now, time.monotonic()
         self.envoy_before = envoy_chute_calls(self.admin_address)
         self.rows_before = rows_of(self.database_url, self.chute_id)
 
     def settle(self) -> tuple[int, int]:
-        """(calls Envoy completed, rows recorded) once they agree, or as they stand after
+        """(calls Envoy took, rows recorded) once they agree, or as they stand after
         SETTLE_TIMEOUT_SECONDS."""
         deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
         while True:
