@@ -70,11 +70,17 @@ async def echo(self, body: dict[str, Any]) -> dict[str, Any]:
 
 @chute.cord(stream=True, public_api_path="/count", output_content_type="text/event-stream")
 async def count(self, body: dict[str, Any]) -> AsyncIterator[str]:
-    """A streaming cord: each yielded string is sent as it is produced (here as SSE events)."""
+    """A streaming cord: each yielded string is sent as it is produced (here as SSE events). With
+    `"usage": true` it ends like an LLM's stream, with an OpenAI-shaped usage event (one "token"
+    per number), which the platform records with the call."""
     self.state.calls += 1
-    for number in range(1, int(body.get("to", 3)) + 1):
+    last = int(body.get("to", 3))
+    for number in range(1, last + 1):
         yield f"data: {json.dumps({'n': number})}\n\n"
         await asyncio.sleep(0.05)
+    if body.get("usage"):
+        usage = {"prompt_tokens": 1, "completion_tokens": last, "total_tokens": last + 1}
+        yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
 
 
 class Greeting(BaseModel):

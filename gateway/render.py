@@ -48,6 +48,7 @@ GATEWAY_DIR = Path(__file__).resolve().parent
 DESCRIPTOR_PATH = GATEWAY_DIR / "chutes.binpb"
 LUA_PATH = GATEWAY_DIR / "normalise.lua"
 VERDICTS_LUA_PATH = GATEWAY_DIR / "verdicts.lua"
+USAGE_LUA_PATH = GATEWAY_DIR / "usage.lua"
 
 #: Largest JSON request body a REST client may send (deploy bodies carry code and readme); larger
 #: ones get 413. Streamed bodies (job file uploads) are not limited by it.
@@ -76,6 +77,10 @@ INVOCATION_AUTHZ = "chutes.invocation_authz"
 #: The Lua filter in front of it that reuses its allows for a moment (gateway/verdicts.lua), its
 #: dynamic metadata namespace (the registry's answer says for how long: VERDICT_REUSE_HEADER).
 INVOCATION_VERDICTS = "chutes.verdicts"
+#: The Lua filter that reads token usage from chute responses as they pass (gateway/usage.lua),
+#: and its dynamic metadata namespace, which the access log carries as tags.
+INVOCATION_USAGE = "chutes.usage"
+USAGE_TAGS = ("input_tokens", "output_tokens", "first_token_ms", "tokens_per_second")
 INVOCATION_AUTHZ_CLUSTER = "registry_authz"
 #: Credentials a chute instance never sees (they would let its operator act as the caller).
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", *SIGNATURE_HEADERS)
@@ -480,7 +485,10 @@ def render(
             clusters.append(_cluster(INVOCATION_AUTHZ_CLUSTER, invocation_authz_address, http2=False))
             after_identity = next(i for i, f in enumerate(http_filters) if f["name"] == _EXT_AUTHZ) + 1
             http_filters[after_identity:after_identity] = [_invocation_verdicts(), _invocation_authz()]
-        virtual_hosts.insert(0, _invocation_vhost(domain, checked=checked))
+        if als_clusters:
+            before_transcoder = next(i for i, f in enumerate(http_filters) if f["name"] == _TRANSCODER)
+            http_filters.insert(before_transcoder, _invocation_usage())
+        virtual_hosts.insert(0, _invocation_vhost(domain, checked=checked, usage=bool(als_clusters)))
         connection_manager["strip_any_host_port"] = True  # `slug.localhost:8000` is `slug.localhost`
         connection_manager["local_reply_config"] = _invocation_local_replies(domain, checked=checked)
         if als_clusters:
@@ -553,6 +561,16 @@ def _invocation_authz() -> dict[str, Any]:
     return {"name": INVOCATION_AUTHZ, "typed_config": check, "disabled": True}
 
 
+def _invocation_usage() -> dict[str, Any]:
+    """Token usage read from chute responses as they stream past (gateway/usage.lua). Off unless a
+    route enables it (the chute route)."""
+    lua = _typed(
+        "extensions.filters.http.lua.v3.Lua",
+        source_codes={INVOCATION_USAGE: {"inline_string": USAGE_LUA_PATH.read_text()}},
+    )
+    return {"name": INVOCATION_USAGE, "typed_config": lua, "disabled": True}
+
+
 def _invocation_verdicts() -> dict[str, Any]:
     """The registry's allows, reused per Envoy worker for as long as it says (gateway/verdicts.lua).
     Off unless a route enables it (the chute route), like the check it stands in front of."""
@@ -563,25 +581,28 @@ def _invocation_verdicts() -> dict[str, Any]:
     return {"name": INVOCATION_VERDICTS, "typed_config": lua, "disabled": True}
 
 
-def _invocation_vhost(domain: str, *, checked: bool = False) -> dict[str, Any]:
+def _invocation_vhost(domain: str, *, checked: bool = False, usage: bool = False) -> dict[str, Any]:
     """One route for every chute: the cluster named by the host. `*.{domain}` also keeps hosts
     like `registry` or `xds` from naming the gateway's own clusters. `checked`: the registry's
-    invocation check runs on it, and the caller's credentials go no further."""
+    invocation check runs on it, and the caller's credentials go no further. `usage`: token usage
+    is read from responses for the access log."""
     disabled = _typed("config.route.v3.FilterConfig", disabled=True)
-    checks: dict[str, Any] = {}
+    # Any per-route config enables a filter that is off in the chain.
+    enabled: dict[str, Any] = {}
     if checked:
-        checks = {
-            "typed_per_filter_config": {
-                # Any per-route config enables a filter that is off in the chain.
-                INVOCATION_VERDICTS: _typed(
-                    "extensions.filters.http.lua.v3.LuaPerRoute", name=INVOCATION_VERDICTS
-                ),
-                INVOCATION_AUTHZ: _typed(
-                    "extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", check_settings={}
-                ),
-            },
-            "request_headers_to_remove": list(CREDENTIAL_HEADERS),
-        }
+        enabled[INVOCATION_VERDICTS] = _typed(
+            "extensions.filters.http.lua.v3.LuaPerRoute", name=INVOCATION_VERDICTS
+        )
+        enabled[INVOCATION_AUTHZ] = _typed(
+            "extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", check_settings={}
+        )
+    if usage:
+        enabled[INVOCATION_USAGE] = _typed(
+            "extensions.filters.http.lua.v3.LuaPerRoute", name=INVOCATION_USAGE
+        )
+    checks: dict[str, Any] = {"typed_per_filter_config": enabled} if enabled else {}
+    if checked:
+        checks["request_headers_to_remove"] = list(CREDENTIAL_HEADERS)
     return {
         "name": "invocations",
         "domains": [f"*.{domain}"],
@@ -724,6 +745,17 @@ def _invocation_access_log(domain: str, cluster: str) -> dict[str, Any]:
                 "custom_tags": [
                     tag("chute_id", "cluster", "chute_id"),
                     tag("instance_id", "host", "instance_id"),
+                    # What gateway/usage.lua read from the response (absent: no usage in it).
+                    *(
+                        {
+                            "tag": name,
+                            "metadata": {
+                                "kind": {"request": {}},
+                                "metadata_key": {"key": INVOCATION_USAGE, "path": [{"key": name}]},
+                            },
+                        }
+                        for name in USAGE_TAGS
+                    ),
                 ],
             },
             # The caller as the instance saw it (set by the gateway's checks, never by a client).

@@ -109,6 +109,39 @@ def test_each_invocation_is_recorded_and_counted(suite: RunningSuite, owner: Use
     )
 
 
+def test_token_usage_in_an_answer_is_recorded(suite: RunningSuite, owner: User) -> None:
+    chute = deploy_echo(suite, owner, "tok-" + uuid.uuid4().hex[:6])
+    assert warm(suite, owner, chute["chute_id"])[-1]["status"] == "hot"
+    # A JSON answer that carries an OpenAI-shaped usage (the echo returns what it was sent).
+    whole = invoke(
+        suite, owner, chute["slug"], "/echo", {"usage": {"prompt_tokens": 7, "completion_tokens": 5}}
+    )
+    # A stream that ends with a usage event, as an LLM's does: 6 "tokens" 50 ms apart.
+    streamed = invoke(suite, owner, chute["slug"], "/count", {"to": 6, "usage": True})
+    plain = invoke(suite, owner, chute["slug"], "/echo", {"text": "no usage here"})
+    assert [r.status_code for r in (whole, streamed, plain)] == [200, 200, 200]
+    assert streamed.text.count("data:") == 7 and '"completion_tokens": 6' in streamed.text  # unchanged
+    ids = [r.headers["x-chutes-invocationid"] for r in (whole, streamed, plain)]
+    rows = wait_for(
+        "three records",
+        lambda: (
+            len(found := fetch(suite, "SELECT * FROM metrics.invocations WHERE invocation_id = ANY($1)", ids))
+            == 3
+            and {row["invocation_id"]: row for row in found}
+        ),
+        10,
+    )
+    assert (rows[ids[0]]["input_tokens"], rows[ids[0]]["output_tokens"]) == (7, 5)
+    stream_row = rows[ids[1]]
+    assert (stream_row["input_tokens"], stream_row["output_tokens"]) == (1, 6)
+    assert 0 < stream_row["first_token_ms"] < stream_row["duration_ms"]
+    # 6 tokens over ~0.3 s of stream after the first chunk: ~20 per second.
+    assert 5 < stream_row["tokens_per_second"] < 60
+    assert [rows[ids[2]][column] for column in ("input_tokens", "output_tokens", "first_token_ms")] == [
+        None
+    ] * 3
+
+
 def test_a_batch_that_fails_to_write_is_retried_and_counted_once() -> None:
     from contextlib import asynccontextmanager
     from datetime import UTC, datetime

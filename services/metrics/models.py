@@ -42,6 +42,14 @@ class Invocation(MetricsTable, table=True):
     #: None when the instance answered.
     error: str | None = Field(default=None, sa_type=TEXT)
     started_at: datetime = Field(sa_type=TIMESTAMP)
+    #: Token usage, when the response carried one (an OpenAI-shaped `usage`: read by the gateway
+    #: as the answer passed, gateway/usage.lua); None otherwise.
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    #: From the request to the response's first body chunk (the first token of a stream).
+    first_token_ms: float | None = None
+    #: Output tokens over the time the body took after its first chunk.
+    tokens_per_second: float | None = None
 
 
 class CapacityLog(MetricsTable, table=True):

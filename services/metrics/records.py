@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -61,7 +62,8 @@ VIA_UPSTREAM = "via_upstream"
 #: The columns of a Record, in its order (store.Record).
 COLUMNS = (
     "invocation_id", "chute_id", "instance_id", "path", "user_id", "status", "duration_ms", "ttfb_ms",
-    "bytes_in", "bytes_out", "error", "started_at",
+    "bytes_in", "bytes_out", "error", "started_at", "input_tokens", "output_tokens", "first_token_ms",
+    "tokens_per_second",
 )  # fmt: skip
 
 
@@ -70,7 +72,8 @@ def record_of(entry: Any) -> store.Record | None:
     Hot: every field is read once into a local (each read of a protobuf field builds an object)."""
     request, common = entry.request, entry.common_properties
     headers = request.request_headers
-    chute_id = headers.get(CHUTE_HEADER) or common.custom_tags.get("chute_id")
+    tags = common.custom_tags
+    chute_id = headers.get(CHUTE_HEADER) or tags.get("chute_id")
     request_id = request.request_id
     if not chute_id or not request_id:
         return None
@@ -85,10 +88,17 @@ def record_of(entry: Any) -> store.Record | None:
         ttfb_ms: float | None = first.seconds * 1000 + first.nanos / 1e6
     else:
         ttfb_ms = None
+    output_tokens = tags.get("output_tokens")
+    usage = (
+        (_number(tags.get("input_tokens"), int), _number(output_tokens, int),
+         _number(tags.get("first_token_ms"), float), _number(tags.get("tokens_per_second"), float))
+        if output_tokens or tags.get("input_tokens")
+        else _NO_USAGE
+    )  # fmt: skip
     return (
         request_id,
         chute_id,
-        common.custom_tags.get("instance_id") or None,
+        tags.get("instance_id") or None,
         path,
         headers.get(USER_ID_HEADER) or None,
         response.response_code.value,
@@ -98,7 +108,26 @@ def record_of(entry: Any) -> store.Record | None:
         response.response_body_bytes,
         None if details == VIA_UPSTREAM else details or None,
         datetime.fromtimestamp(started.seconds + started.nanos / 1e9, UTC),
+        *usage,
     )
+
+
+_NO_USAGE = (None, None, None, None)
+_MAX_INTEGER = 2**31
+
+
+def _number(text: str | None, kind: type[int] | type[float]) -> Any:
+    """A tag's number (gateway/usage.lua writes them as text); None when absent, malformed or out
+    of its column's range (a chute reports its own usage: it must not stop a batch from writing)."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if not (math.isfinite(value) and 0 <= value < _MAX_INTEGER):
+        return None
+    return int(value) if kind is int else value
 
 
 class Records(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]

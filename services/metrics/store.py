@@ -7,15 +7,17 @@ from typing import Any
 
 #: An invocation record, in the order of the `invocations` columns below.
 Record = tuple[
-    str, str, str | None, str, str | None, int, float, float | None, int, int, str | None, datetime
-]
+    str, str, str | None, str, str | None, int, float, float | None, int, int, str | None, datetime,
+    int | None, int | None, float | None, float | None,
+]  # fmt: skip
 
 _ADD_INVOCATIONS = """
 INSERT INTO invocations (invocation_id, chute_id, instance_id, path, user_id, status, duration_ms,
-                         ttfb_ms, bytes_in, bytes_out, error, started_at)
+                         ttfb_ms, bytes_in, bytes_out, error, started_at, input_tokens,
+                         output_tokens, first_token_ms, tokens_per_second)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::smallint[],
                      $7::float8[], $8::float8[], $9::bigint[], $10::bigint[], $11::text[],
-                     $12::timestamptz[])
+                     $12::timestamptz[], $13::integer[], $14::integer[], $15::float8[], $16::float8[])
 ON CONFLICT (invocation_id) DO NOTHING
 RETURNING chute_id, error IS NULL AS answered
 """
@@ -134,11 +136,12 @@ async def latest_capacity(connection: Any) -> list[Any]:
 
 # ---- miner means (means.py) --------------------------------------------------------------------
 
-#: Per instance, over its calls of the last day that it answered. Token counts (output tokens,
-#: tokens per second) are not in the invocation records yet (issue 11 item 1): until they are,
-#: both averages are 0 and the rows say which instances served the chute that day.
+#: Per instance, over its calls of the last day that it answered: the mean tokens per second and
+#: output tokens of the calls that reported usage (gateway/usage.lua); 0 when none did (the rows
+#: still say which instances served the chute that day).
 _MEANS = """
-SELECT chute_id, instance_id, 0.0::float8 AS avg_tps, 0.0::float8 AS avg_output_tokens
+SELECT chute_id, instance_id, COALESCE(avg(tokens_per_second), 0)::float8 AS avg_tps,
+       COALESCE(avg(output_tokens), 0)::float8 AS avg_output_tokens
 FROM invocations
 WHERE instance_id = ANY($1::text[]) AND started_at > now() - interval '1 day' AND error IS NULL
 GROUP BY chute_id, instance_id
