@@ -260,3 +260,90 @@ def test_make_public_copies_updates_and_prunes_once_a_day(http: httpx.Client, su
     sql(suite, "UPDATE registry.make_public_locks SET until = now()")
     [unchanged] = make_public(http, publisher, [a["chute_id"]]).json()["chutes"]
     assert unchanged["status"] == "unchanged" and unchanged["chute_id"] == copy_a["chute_id"]
+
+
+# ---- item 4: easy vLLM and diffusion deploys ----------------------------------------------------
+
+
+def register_template_images(suite: RunningSuite, template: str, *tags: str) -> None:
+    """Public images of a template, registered by an operator account in this order."""
+    operator = "img" + uuid.uuid4().hex[:10]
+    admin(suite, "create-user", "--username", operator)
+    for tag in tags:
+        admin(suite, "add-image", "--username", operator, "--name", template, "--tag", tag, "--public",
+              "--chutes-version", SDK_VERSION)  # fmt: skip
+
+
+def test_easy_vllm_deploys_the_template_on_the_newest_image(http: httpx.Client, suite: RunningSuite) -> None:
+    user = make_user(suite)
+    miner = new_user(suite, "miner")
+    model = f"org/model-{uuid.uuid4().hex[:6]}"
+    body = {"model": model, "revision": REVISION, "public": False}
+
+    assert http.post("/chutes/vllm", json=body).status_code == 401
+    assert "No vllm image" in refusal(http.post("/chutes/vllm", json=body, headers=key(user)), 400)
+    register_template_images(suite, "vllm", "0.9.0", "0.10.0rc1")
+
+    invalid = http.post(
+        "/chutes/vllm", json={"model": "no-slash", "revision": "xyz", "concurrency": 0}, headers=key(user)
+    )
+    assert invalid.status_code == 422
+    assert {tuple(p["loc"]) for p in invalid.json()["detail"]} == {
+        ("body", "model"), ("body", "revision"), ("body", "concurrency"),
+    }  # fmt: skip
+    unpinned = refusal(
+        http.post("/chutes/vllm", json={"model": model, "public": False}, headers=key(user)), 400
+    )
+    assert "Hugging Face" in unpinned and "revision" in unpinned
+    # Public by default, which needs the public_model_deployment role (the deploy path's rule).
+    assert refusal(
+        http.post("/chutes/vllm", json={"model": model, "revision": REVISION}, headers=key(user)), 400
+    )
+
+    made = http.post("/chutes/vllm", json=body | {"engine_args": {"max_model_len": 8192}}, headers=key(user))
+    assert made.status_code == 200, made.text
+    chute = made.json()
+    assert chute["name"] == model and chute["standard_template"] == "vllm" and chute["revision"] == REVISION
+    assert chute["image"]["name"] == "vllm" and chute["image"]["tag"] == "0.9.0"  # rc tags are skipped
+    assert chute["node_selector"]["gpu_count"] == 1 and chute["node_selector"]["min_vram_gb_per_gpu"] == 80
+    assert chute["concurrency"] == 8 and chute["lock_modules"] is True
+    paths = {c["public_api_path"] for c in chute["cords"]}
+    assert {"/v1/chat/completions", "/v1/completions"} <= paths
+
+    # Listed with the template's cords, and its code names the model for miners.
+    listed = http.get("/chutes/?template=vllm", headers=key(user)).json()
+    [item] = [i for i in listed["items"] if i["chute_id"] == chute["chute_id"]]
+    assert {c["public_api_path"] for c in listed["cord_refs"][item["cord_ref_id"]]} == paths
+    code = http.get(f"/chutes/code/{chute['chute_id']}", headers=key(user)).text
+    assert "build_vllm_chute(" in code and "--max-model-len 8192" in code
+    info = http.get(f"/chutes/{chute['chute_id']}/hf_info", headers=key(miner)).json()
+    assert info == {"repo_id": model, "revision": REVISION}
+
+
+def test_easy_diffusion_deploys_the_template(http: httpx.Client, suite: RunningSuite) -> None:
+    user = make_user(suite)
+    register_template_images(suite, "diffusion", "0.1.0")
+    invalid = http.post("/chutes/diffusion", json={"model": "not a model"}, headers=key(user))
+    assert invalid.status_code == 422
+    assert {tuple(p["loc"]) for p in invalid.json()["detail"]} == {("body", "model"), ("body", "name")}
+    bad_selector = http.post(
+        "/chutes/diffusion",
+        json={"model": "org/sdxl", "name": "x-sdxl", "node_selector": {"gpu_count": 99}},
+        headers=key(user),
+    )
+    assert bad_selector.status_code == 422 and bad_selector.json()["detail"][0]["loc"][:2] == [
+        "body",
+        "node_selector",
+    ]
+
+    name = f"sdxl-{uuid.uuid4().hex[:6]}"
+    made = http.post(
+        "/chutes/diffusion",
+        json={"model": "https://civitai.com/models/12345/some-model", "name": name, "public": False},
+        headers=key(user),
+    )
+    assert made.status_code == 200, made.text
+    chute = made.json()
+    assert chute["name"] == name and chute["standard_template"] == "diffusion"
+    assert chute["node_selector"]["min_vram_gb_per_gpu"] == 24 and chute["concurrency"] == 1
+    assert [c["public_api_path"] for c in chute["cords"]] == ["/generate"]

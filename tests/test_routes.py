@@ -102,6 +102,9 @@ def test_the_table_covers_every_rest_binding() -> None:
 @pytest.mark.parametrize(("method", "path", "body", "rpc"), ROUTES, ids=[f"{m} {p}" for m, p, *_ in ROUTES])
 def test_route_reaches_its_rpc(http: httpx.Client, method: str, path: str, body: object, rpc: str) -> None:
     response = http.request(method, path, json=body) if body is not None else http.request(method, path)
+    if response.status_code == 200 and not response.headers["content-type"].startswith("application/json"):
+        # A body route that found something to serve (HTML, CSV, SSE, code): it was reached.
+        return
     assert response.headers["content-type"] == "application/json"
     if response.status_code == 501:
         assert response.json() == {"detail": f"/{rpc} is not implemented yet"}

@@ -62,7 +62,7 @@ from services.registry import (
     xds,
 )
 from services.registry.activity import Activity
-from services.registry.deploy import teeify
+from services.registry.deploy import easy, teeify
 from services.registry.deploy.request import SCALING_RANGES
 from services.registry.job_placements import JobPlacementServicer
 from services.registry.miners import MinerServicer, require_miner
@@ -329,6 +329,22 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         async with self.db.raw() as connection:
             [row] = await store.chute_rows(connection, [chute_id])
         return views.chute_message(row, priced=True, tao_usd=self.settings.tao_usd_rate)
+
+    async def EasyDeployVllmChute(
+        self, request: registry_pb2.VllmChuteArgs, context: Context
+    ) -> registry_pb2.Chute:
+        caller = require_caller()
+        async with self.db.engine.begin() as connection:
+            chute_id = await easy.deploy_vllm(connection, caller, request)
+        return await self._reload(chute_id)
+
+    async def EasyDeployDiffusionChute(
+        self, request: registry_pb2.DiffusionChuteArgs, context: Context
+    ) -> registry_pb2.Chute:
+        caller = require_caller()
+        async with self.db.engine.begin() as connection:
+            chute_id = await easy.deploy_diffusion(connection, caller, request)
+        return await self._reload(chute_id)
 
     async def UpdateChute(
         self, request: registry_pb2.UpdateChuteRequest, context: Context

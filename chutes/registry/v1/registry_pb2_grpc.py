@@ -364,20 +364,32 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EasyDeployVllmChute(self, request, context):
-        """Templated vLLM deploy: builds a chute for a Hugging Face model on the latest vLLM image.
-        The real API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently
-        disabled!") after validation; this suite is meant to deploy instead. Auth: required.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Templated vLLM deploy: a chute named after the model, built by the SDK's build_vllm_chute
+        on the newest registered image named "vllm" (built and pushed, public or the caller's, no
+        nightly/dev/rc tag), file chute.py, ref chute:chute, engine args from engine_args, then
+        deployed as DeployChute deploys (every rule, the fee accepted) and returned as stored. The
+        real API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently
+        disabled!"); this suite deploys. Without a node_selector: 1 GPU with >= 80 GB (no Hugging
+        Face here to size the model). Auth: required.
+        - Returns INVALID_ARGUMENT (REST 422) if the body fails validation (see VllmChuteArgs).
+        - Returns INVALID_ARGUMENT (REST 400) without a revision (the real API asks Hugging Face for
+        the main commit; the detail says this suite cannot), or when no vllm image is registered.
+        - Then DeployChute's errors, e.g. REST 400 for public (the default) without role
+        public_model_deployment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EasyDeployDiffusionChute(self, request, context):
-        """Templated diffusion deploy. The real API always answers PERMISSION_DENIED (REST 403
-        "Easy deployment is currently disabled!") after validation; this suite is meant to deploy
-        instead. Auth: required.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Templated diffusion deploy: a chute named `name`, built by the SDK's build_diffusion_chute
+        on the newest registered image named "diffusion" (as EasyDeployVllmChute picks its image),
+        then deployed as DeployChute deploys. Without a node_selector: 1 GPU with >= 24 GB. The real
+        API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently disabled!");
+        this suite deploys. Auth: required.
+        - Returns INVALID_ARGUMENT (REST 422) if the body fails validation (see DiffusionChuteArgs).
+        - Returns INVALID_ARGUMENT (REST 400) when no diffusion image is registered.
+        - Then DeployChute's errors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -199,16 +199,28 @@ class RegistryServiceStub:
     Unlike the real API, no LLM code review and no Hugging Face checks run.
     """
     EasyDeployVllmChute: _grpc.UnaryUnaryMultiCallable[_registry_pb2.VllmChuteArgs, _registry_pb2.Chute]
-    """Templated vLLM deploy: builds a chute for a Hugging Face model on the latest vLLM image.
-    The real API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently
-    disabled!") after validation; this suite is meant to deploy instead. Auth: required.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Templated vLLM deploy: a chute named after the model, built by the SDK's build_vllm_chute
+    on the newest registered image named "vllm" (built and pushed, public or the caller's, no
+    nightly/dev/rc tag), file chute.py, ref chute:chute, engine args from engine_args, then
+    deployed as DeployChute deploys (every rule, the fee accepted) and returned as stored. The
+    real API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently
+    disabled!"); this suite deploys. Without a node_selector: 1 GPU with >= 80 GB (no Hugging
+    Face here to size the model). Auth: required.
+    - Returns INVALID_ARGUMENT (REST 422) if the body fails validation (see VllmChuteArgs).
+    - Returns INVALID_ARGUMENT (REST 400) without a revision (the real API asks Hugging Face for
+      the main commit; the detail says this suite cannot), or when no vllm image is registered.
+    - Then DeployChute's errors, e.g. REST 400 for public (the default) without role
+      public_model_deployment.
     """
     EasyDeployDiffusionChute: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DiffusionChuteArgs, _registry_pb2.Chute]
-    """Templated diffusion deploy. The real API always answers PERMISSION_DENIED (REST 403
-    "Easy deployment is currently disabled!") after validation; this suite is meant to deploy
-    instead. Auth: required.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Templated diffusion deploy: a chute named `name`, built by the SDK's build_diffusion_chute
+    on the newest registered image named "diffusion" (as EasyDeployVllmChute picks its image),
+    then deployed as DeployChute deploys. Without a node_selector: 1 GPU with >= 24 GB. The real
+    API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently disabled!");
+    this suite deploys. Auth: required.
+    - Returns INVALID_ARGUMENT (REST 422) if the body fails validation (see DiffusionChuteArgs).
+    - Returns INVALID_ARGUMENT (REST 400) when no diffusion image is registered.
+    - Then DeployChute's errors.
     """
     TeeifyChute: _grpc.UnaryUnaryMultiCallable[_registry_pb2.TeeifyChuteRequest, _registry_pb2.Chute]
     """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, and returns it
@@ -434,16 +446,28 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     Unlike the real API, no LLM code review and no Hugging Face checks run.
     """
     EasyDeployVllmChute: _aio.UnaryUnaryMultiCallable[_registry_pb2.VllmChuteArgs, _registry_pb2.Chute]  # type: ignore[assignment]
-    """Templated vLLM deploy: builds a chute for a Hugging Face model on the latest vLLM image.
-    The real API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently
-    disabled!") after validation; this suite is meant to deploy instead. Auth: required.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Templated vLLM deploy: a chute named after the model, built by the SDK's build_vllm_chute
+    on the newest registered image named "vllm" (built and pushed, public or the caller's, no
+    nightly/dev/rc tag), file chute.py, ref chute:chute, engine args from engine_args, then
+    deployed as DeployChute deploys (every rule, the fee accepted) and returned as stored. The
+    real API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently
+    disabled!"); this suite deploys. Without a node_selector: 1 GPU with >= 80 GB (no Hugging
+    Face here to size the model). Auth: required.
+    - Returns INVALID_ARGUMENT (REST 422) if the body fails validation (see VllmChuteArgs).
+    - Returns INVALID_ARGUMENT (REST 400) without a revision (the real API asks Hugging Face for
+      the main commit; the detail says this suite cannot), or when no vllm image is registered.
+    - Then DeployChute's errors, e.g. REST 400 for public (the default) without role
+      public_model_deployment.
     """
     EasyDeployDiffusionChute: _aio.UnaryUnaryMultiCallable[_registry_pb2.DiffusionChuteArgs, _registry_pb2.Chute]  # type: ignore[assignment]
-    """Templated diffusion deploy. The real API always answers PERMISSION_DENIED (REST 403
-    "Easy deployment is currently disabled!") after validation; this suite is meant to deploy
-    instead. Auth: required.
-    Not built yet: answers UNIMPLEMENTED (REST 501).
+    """Templated diffusion deploy: a chute named `name`, built by the SDK's build_diffusion_chute
+    on the newest registered image named "diffusion" (as EasyDeployVllmChute picks its image),
+    then deployed as DeployChute deploys. Without a node_selector: 1 GPU with >= 24 GB. The real
+    API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently disabled!");
+    this suite deploys. Auth: required.
+    - Returns INVALID_ARGUMENT (REST 422) if the body fails validation (see DiffusionChuteArgs).
+    - Returns INVALID_ARGUMENT (REST 400) when no diffusion image is registered.
+    - Then DeployChute's errors.
     """
     TeeifyChute: _aio.UnaryUnaryMultiCallable[_registry_pb2.TeeifyChuteRequest, _registry_pb2.Chute]  # type: ignore[assignment]
     """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, and returns it
@@ -750,10 +774,18 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.VllmChuteArgs,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.Chute, _abc.Awaitable[_registry_pb2.Chute]]:
-        """Templated vLLM deploy: builds a chute for a Hugging Face model on the latest vLLM image.
-        The real API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently
-        disabled!") after validation; this suite is meant to deploy instead. Auth: required.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Templated vLLM deploy: a chute named after the model, built by the SDK's build_vllm_chute
+        on the newest registered image named "vllm" (built and pushed, public or the caller's, no
+        nightly/dev/rc tag), file chute.py, ref chute:chute, engine args from engine_args, then
+        deployed as DeployChute deploys (every rule, the fee accepted) and returned as stored. The
+        real API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently
+        disabled!"); this suite deploys. Without a node_selector: 1 GPU with >= 80 GB (no Hugging
+        Face here to size the model). Auth: required.
+        - Returns INVALID_ARGUMENT (REST 422) if the body fails validation (see VllmChuteArgs).
+        - Returns INVALID_ARGUMENT (REST 400) without a revision (the real API asks Hugging Face for
+          the main commit; the detail says this suite cannot), or when no vllm image is registered.
+        - Then DeployChute's errors, e.g. REST 400 for public (the default) without role
+          public_model_deployment.
         """
 
     @_abc_1.abstractmethod
@@ -762,10 +794,14 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.DiffusionChuteArgs,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.Chute, _abc.Awaitable[_registry_pb2.Chute]]:
-        """Templated diffusion deploy. The real API always answers PERMISSION_DENIED (REST 403
-        "Easy deployment is currently disabled!") after validation; this suite is meant to deploy
-        instead. Auth: required.
-        Not built yet: answers UNIMPLEMENTED (REST 501).
+        """Templated diffusion deploy: a chute named `name`, built by the SDK's build_diffusion_chute
+        on the newest registered image named "diffusion" (as EasyDeployVllmChute picks its image),
+        then deployed as DeployChute deploys. Without a node_selector: 1 GPU with >= 24 GB. The real
+        API always answers PERMISSION_DENIED (REST 403 "Easy deployment is currently disabled!");
+        this suite deploys. Auth: required.
+        - Returns INVALID_ARGUMENT (REST 422) if the body fails validation (see DiffusionChuteArgs).
+        - Returns INVALID_ARGUMENT (REST 400) when no diffusion image is registered.
+        - Then DeployChute's errors.
         """
 
     @_abc_1.abstractmethod
