@@ -83,6 +83,25 @@ def test_a_plain_chute_gets_the_missing_keywords_appended() -> None:
     )
 
 
+@pytest.mark.parametrize("kind", ["vllm", "plain"])
+def test_the_rewritten_code_loads_with_the_sdk(
+    kind: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chutes.runner import load_chute
+
+    plain = (
+        "from chutes.chute import Chute, NodeSelector\n"
+        'chute = Chute(username="x", name="my-affine", image="x/base:1", concurrency=2)\n'
+    )
+    source, name = (VLLM_CODE, "miner1/Affine-qwen-7b-TEE") if kind == "vllm" else (plain, "my-affine-TEE")
+    path = tmp_path / f"tee_{kind}.py"
+    path.write_text(rewrite_for_tee(source, 4, name))
+    monkeypatch.setenv("CHUTES_EXECUTION_CONTEXT", "REMOTE")
+    loaded = load_chute(f"{path}:chute").chute
+    assert (loaded.name, loaded.tee) == (name, True)
+    assert loaded.node_selector.gpu_count == 4 and loaded.node_selector.include == ["h200"]
+
+
 def test_every_builder_call_is_rewritten_bare_or_as_an_attribute() -> None:
     code = (
         "import chutes.chute\n"

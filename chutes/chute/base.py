@@ -122,6 +122,12 @@ class Chute(FastAPI):
         return self._name
 
     @property
+    def chute(self) -> Chute:
+        """The chute itself, so code may say `chute.chute` whether `chute` is a Chute or a
+        ChutePack (what the platform's teeify appends: `chute.chute._name = ...`)."""
+        return self
+
+    @property
     def uid(self) -> str:
         """uuid5(NAMESPACE_OID, "<username>::chute::<name>"), case kept: the API's chute_id."""
         return str(uuid.uuid5(uuid.NAMESPACE_OID, f"{self._username}::chute::{self._name}"))

@@ -45,14 +45,16 @@ def engine_chute(
     shutdown_after_seconds: int,
     allow_external_egress: bool,
     tee: bool,
+    name: str | None = None,
 ) -> tuple[Chute, str]:
-    """The chute an engine template builds (named after the model) and the revision it is pinned
-    to: `revision` is required, and `engine_args` must pass `check_args`, before it is made."""
+    """The chute an engine template builds (named after the model unless `name` says otherwise)
+    and the revision it is pinned to: `revision` is required, and `engine_args` must pass
+    `check_args`, before it is made."""
     pinned = require_revision(builder, revision, engine_args)
     check_args(engine_args)
     chute = Chute(
         username=username,
-        name=model_name,
+        name=name or model_name,
         tagline=tagline,
         readme=readme,
         image=image,

@@ -124,8 +124,10 @@ def build_sglang_chute(
     shutdown_after_seconds: int = 300,
     allow_external_egress: bool = False,
     tee: bool = False,
+    name: str | None = None,
 ) -> SGLangChute:
-    """A chute serving `model_name` (pinned to `revision`) with SGLang; `engine_args` is extra
+    """A chute serving `model_name` (pinned to `revision`) with SGLang, named `name` when given
+    (ours, as build_vllm_chute's); `engine_args` is extra
     SGLang command-line flags as one string."""
     chute, pinned = engine_chute(
         "build_sglang_chute", "vllm", partial(forbid_flags, flags=FORBIDDEN_FLAGS),
@@ -133,6 +135,7 @@ def build_sglang_chute(
         tagline=tagline, readme=readme, concurrency=concurrency, engine_args=engine_args,
         revision=revision, max_instances=max_instances, scaling_threshold=scaling_threshold,
         shutdown_after_seconds=shutdown_after_seconds, allow_external_egress=allow_external_egress, tee=tee,
+        name=name,
     )  # fmt: skip
 
     @chute.on_startup()

@@ -239,8 +239,10 @@ def build_vllm_chute(
     shutdown_after_seconds: int = 300,
     allow_external_egress: bool = False,
     tee: bool = False,
+    name: str | None = None,
 ) -> VLLMChute:
-    """A chute serving `model_name` (pinned to `revision`) with vLLM; `engine_args` is extra vLLM
+    """A chute serving `model_name` (pinned to `revision`) with vLLM, named `name` when given (ours:
+    the published 0.6.9 has no `name`, but the platform's teeify writes one); `engine_args` is extra vLLM
     command-line flags as one string."""
     chute, pinned = engine_chute(
         "build_vllm_chute", "vllm", check_engine_args,
@@ -248,6 +250,7 @@ def build_vllm_chute(
         tagline=tagline, readme=readme, concurrency=concurrency, engine_args=engine_args,
         revision=revision, max_instances=max_instances, scaling_threshold=scaling_threshold,
         shutdown_after_seconds=shutdown_after_seconds, allow_external_egress=allow_external_egress, tee=tee,
+        name=name,
     )  # fmt: skip
 
     @chute.on_startup()
