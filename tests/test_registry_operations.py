@@ -336,6 +336,11 @@ def test_easy_diffusion_deploys_the_template(http: httpx.Client, suite: RunningS
         "node_selector",
     ]
 
+    # Any name the pattern allows (quotes included) is a clear answer, never a 5xx.
+    quoted = http.post(
+        "/chutes/diffusion", json={"model": "org/sdxl", "name": 'x"""y', "public": False}, headers=key(user)
+    )
+    assert quoted.status_code == 400 and "detail" in quoted.json()
     name = f"sdxl-{uuid.uuid4().hex[:6]}"
     made = http.post(
         "/chutes/diffusion",

@@ -176,7 +176,8 @@ async def deploy_vllm(
         flags.append("--enforce-eager")
     if not engine.HasField("trust_remote_code") or engine.trust_remote_code:
         flags.append("--trust-remote-code")
-    code = f'''"""{request.model} on vLLM (POST /chutes/vllm)."""
+    # Every value enters the code as a Python literal (repr), whatever characters it holds.
+    code = f"""{f"{request.model} on vLLM (POST /chutes/vllm)."!r}
 
 from chutes.chute import NodeSelector
 from chutes.chute.template.vllm import build_vllm_chute
@@ -192,7 +193,7 @@ chute = build_vllm_chute(
     tagline={request.tagline!r},
     readme={request.readme!r},
 )
-'''
+"""
     args = _deploy_args(caller, _built(code), code, request, image["image_id"])
     return await deploy(connection, caller, args, accept_fee=True)
 
@@ -217,7 +218,7 @@ async def deploy_diffusion(
     )
     _check(found)
     image = await newest_image(connection, "diffusion", caller)
-    code = f'''"""{request.name}: images from {request.model} (POST /chutes/diffusion)."""
+    code = f"""{f"{request.name}: images from {request.model} (POST /chutes/diffusion)."!r}
 
 from chutes.chute import NodeSelector
 from chutes.chute.template.diffusion import build_diffusion_chute
@@ -232,6 +233,6 @@ chute = build_diffusion_chute(
     tagline={request.tagline!r},
     readme={request.readme!r},
 )
-'''
+"""
     args = _deploy_args(caller, _built(code), code, request, image["image_id"])
     return await deploy(connection, caller, args, accept_fee=True)
