@@ -109,6 +109,9 @@ def test_a_warmup_of_a_chute_without_instances_creates_a_bounty(runtime: Running
         f"{runtime.gateway}/chutes/warmup/{chute['chute_id']}?quick=true", headers=key(owner), timeout=10
     )
     assert response.status_code == 200 and response.json()["status"] == "cold"
+    # The dashboard's snapshot shows the bounty this warmup created (amount and boost).
+    snapshot_bounty = response.json()["bounty"]
+    assert snapshot_bounty["amount"] >= 100 and 1.5 <= snapshot_bounty["boost"] <= 2.5
     assert chute["chute_id"] in bounties(runtime)
     # The chute carries its bounty (amount and the multiplier's bounty boost).
     got = httpx.get(f"{runtime.gateway}/chutes/{chute['chute_id']}", headers=key(owner)).json()

@@ -239,13 +239,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         if request.quick:
             async with self.db.raw() as connection:
                 instances = await fleet_store.warmup_instances(connection, chute_id)
+                [bounty] = await bounties.live(connection, [chute_id]) or [None]
             hot = any(i["active"] for i in instances)
             # What the published CLI's dashboard reads (its GPU tracking needs the GPU fields).
             yield _json_body(
                 {
                     "status": "hot" if hot else "cold",
                     "instance_count": sum(1 for i in instances if i["active"]),
-                    "bounty": None,
+                    "bounty": None
+                    if bounty is None
+                    else {"amount": bounties.amount(bounty["age"]), "boost": bounties.boost(bounty["age"])},
                     "instances": [dict(i) for i in instances],
                 }
             )
