@@ -1,15 +1,18 @@
 -- REST normaliser: the first HTTP filter, so it sees every response last, local replies included.
 --
--- Request side (REST only): FastAPI's extra boolean spellings (on/off) for boolean query
--- parameters, which the transcoder does not accept; for write requests, remember the query
--- string so a 422 can say whether a bad value came from the query or the body.
+-- Request side (REST only): the query string made what FastAPI would read (`rewritten_query`:
+-- no parameter may name a path variable, the last of repeated values, on/off booleans); for
+-- write requests, remember the query string so a 422 can say whether a bad value came from the
+-- query or the body.
 -- Response side (REST only; native gRPC passes untouched):
 --   * bare arrays: a route with metadata unwrap=items serves {"items":[...]} as [...];
 --   * every error becomes JSON {"detail": ...} with the status the real API uses:
 --     gRPC errors keep their message, x-http-status / x-http-body trailers from services choose
 --     402/422, the transcoder's own replies become FastAPI-shaped 422s, 404s and 413s;
 --   * grpc-* headers never reach REST clients.
--- The renderer prepends BOOL_QUERY_PARAMS and BODY_FIELDS (sets, from the descriptor),
+-- The renderer prepends BOOL_QUERY_PARAMS, BODY_FIELDS, REPEATED_QUERY_PARAMS and
+-- PATH_VARIABLES (sets, from the descriptor), PATH_BINDINGS ({method, Lua path pattern, set of
+-- the variables it binds} per REST route with path variables),
 -- STREAMED_PATHS (Lua patterns of REST paths whose bodies stream to the service) and
 -- MAX_BODY_BYTES (the largest JSON body a REST client may send).
 
@@ -53,6 +56,66 @@ local function streamed(path)
   return false
 end
 
+local function unescape(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- The path variables of the REST routes this request may be for (nil when none).
+local function bound_by(method, bare)
+  if method == "HEAD" then method = "GET" end
+  local names = nil
+  for _, route in ipairs(PATH_BINDINGS) do
+    if route[1] == method and bare:match(route[2]) then
+      names = names or {}
+      for name in pairs(route[3]) do names[name] = true end
+    end
+  end
+  return names
+end
+
+-- The query string as the transcoder must see it, or nil when it is fine as it is:
+--   * a parameter naming a path variable is dropped. The transcoder would let it set the same
+--     request field as the path (`DELETE /chutes/X?chute_id=Y` deleted Y), while API key
+--     scopes are judged on the path; FastAPI ignores such a parameter, and so do we;
+--   * a parameter given twice takes its last value (FastAPI's rule; the transcoder refuses it),
+--     unless it is a list;
+--   * FastAPI's extra boolean spellings (on/off) for boolean parameters.
+local function rewritten_query(query, method, bare)
+  local params, last = {}, {}
+  local bound = nil
+  local changed = false
+  for param in query:gmatch("[^&]+") do
+    local name, value = param:match("^([^=]*)=?(.*)$")
+    -- The transcoder reads `a.b` as field a's b: the top-level field is what a path binds.
+    local field = unescape(name):match("^[^%.]*")
+    local drop = false
+    if PATH_VARIABLES[field] then
+      bound = bound or bound_by(method, bare) or {}
+      drop = bound[field] == true
+    end
+    if drop then
+      changed = true
+    else
+      if BOOL_QUERY_PARAMS[name] then
+        local v = value:lower()
+        if v == "on" then param = name .. "=true"; changed = true
+        elseif v == "off" then param = name .. "=false"; changed = true end
+      end
+      params[#params + 1] = {field, param}
+      if not REPEATED_QUERY_PARAMS[field] then
+        if last[field] ~= nil then changed = true end
+        last[field] = #params
+      end
+    end
+  end
+  if not changed then return nil end
+  local kept = {}
+  for i, entry in ipairs(params) do
+    if REPEATED_QUERY_PARAMS[entry[1]] or last[entry[1]] == i then kept[#kept + 1] = entry[2] end
+  end
+  return table.concat(kept, "&")
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   if is_grpc(headers:get("content-type")) then
@@ -65,23 +128,17 @@ function envoy_on_request(handle)
       '{"detail":"Request Entity Too Large"}')
     return
   end
+  local method = headers:get(":method")
   local q = path:find("?", 1, true)
   local query = ""
   if q ~= nil then
     query = path:sub(q + 1)
-    local rewritten = query:gsub("([^&=]+)=([^&]*)", function(name, value)
-      if BOOL_QUERY_PARAMS[name] then
-        local v = value:lower()
-        if v == "on" then return name .. "=true" elseif v == "off" then return name .. "=false" end
-      end
-      return nil
-    end)
-    if rewritten ~= query then
+    local rewritten = rewritten_query(query, method, path:sub(1, q - 1))
+    if rewritten ~= nil then
       query = rewritten
       headers:replace(":path", path:sub(1, q) .. rewritten)
     end
   end
-  local method = headers:get(":method")
   if method == "POST" or method == "PUT" or method == "PATCH" then
     handle:streamInfo():dynamicMetadata():set(META, "query", "&" .. query .. "&")
   end
@@ -90,6 +147,14 @@ end
 -- `field.path: invalid value X for type TYPE_Y` (the transcoder's words) as one FastAPI error.
 local function fastapi_error(message, query)
   local field, value, kind = message:match("^([%w_%.]*): invalid value (.-) for type (TYPE_%w+)")
+  local bound = message:match("^The binding value .- of the field ([%w_%.]+) is conflicting with")
+  if bound ~= nil then
+    -- A `body: "*"` route's body naming the object the path names (reject_binding_body_field_
+    -- collisions): the path alone says which object a request acts on.
+    return '{"detail":[{"type":"value_error","loc":["body",' .. json_string(bound) .. '],"msg":'
+      .. json_string("Value error, " .. bound .. " is given by the path and cannot be changed")
+      .. ',"input":null}]}'
+  end
   if field == nil then
     -- Not a typed value: the body is not valid JSON (or not the JSON shape expected).
     return '{"detail":[{"type":"json_invalid","loc":["body",0],"msg":"JSON decode error","input":{},'

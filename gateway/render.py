@@ -119,6 +119,12 @@ class Contract:
     rpcs: list[Rpc] = field(default_factory=list)
     bool_query_params: set[str] = field(default_factory=set)
     body_fields: set[str] = field(default_factory=set)
+    #: Query parameters that are repeated fields (`?x=1&x=2` is a list); any other one given
+    #: twice takes its last value, as FastAPI does.
+    repeated_query_params: set[str] = field(default_factory=set)
+    #: (REST method, Lua pattern of the path, the path variables' field names, proto and JSON
+    #: spellings): a query parameter naming one of them is dropped (see `path_bindings`).
+    path_bindings: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
 
     def streamed_paths(self, escape: str = "\\") -> list[str]:
         """Patterns of the REST paths of client-streaming RPCs (uploads: their bodies are neither
@@ -136,6 +142,15 @@ def _path_pattern(template: str, escape: str) -> str:
         else:
             out.append("".join(escape + c if not c.isalnum() and c != "_" else c for c in segment))
     return "^/" + "/".join(out) + "/?$"
+
+
+def _path_variables(template: str, request: descriptor_pb2.DescriptorProto) -> tuple[str, ...]:
+    """The request fields a path template binds (`/chutes/{chute_id}` binds `chute_id`), in
+    both spellings the transcoder accepts in a query string (`chute_id`, `chuteId`)."""
+    names = {segment[1:].split("=")[0].split("}")[0].split(".")[0] for segment in template.split("/")
+             if segment.startswith("{")}  # fmt: skip
+    json_names = {f.json_name for f in request.field if f.name in names and f.json_name}
+    return tuple(sorted(names | json_names))
 
 
 def load_descriptor(path: Path = DESCRIPTOR_PATH) -> descriptor_pb2.FileDescriptorSet:
@@ -183,10 +198,24 @@ def read_contract(descriptors: descriptor_pb2.FileDescriptorSet) -> Contract:
                         bare_array=bare,
                     )
                 )
+                if http_method and "{" in http_path:
+                    contract.path_bindings.append(
+                        (
+                            http_method,
+                            _path_pattern(http_path, "%"),
+                            _path_variables(http_path, messages[method.input_type]),
+                        )
+                    )
                 if http_method and rule.body != "*":
+                    request = messages[method.input_type]
+                    contract.repeated_query_params.update(
+                        spelling
+                        for f in request.field
+                        if f.label == descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+                        for spelling in (f.name, f.json_name)
+                    )
                     if rule.body:
                         contract.body_fields.add(rule.body)
-                    request = messages[method.input_type]
                     contract.bool_query_params.update(
                         f.name
                         for f in request.field
@@ -367,6 +396,14 @@ def _lua_source(contract: Contract) -> str:
         "-- Rendered from the descriptor by gateway/render.py.\n"
         f"BOOL_QUERY_PARAMS = {lua_set(contract.bool_query_params)}\n"
         f"BODY_FIELDS = {lua_set(contract.body_fields)}\n"
+        f"REPEATED_QUERY_PARAMS = {lua_set(contract.repeated_query_params)}\n"
+        f"PATH_VARIABLES = {lua_set({n for _, _, names in contract.path_bindings for n in names})}\n"
+        "PATH_BINDINGS = {"
+        + ", ".join(
+            f"{{{json.dumps(m)}, {json.dumps(p)}, {lua_set(set(names))}}}"
+            for m, p, names in contract.path_bindings
+        )
+        + "}\n"
         f"STREAMED_PATHS = {{{', '.join(json.dumps(p) for p in contract.streamed_paths('%'))}}}\n"
         f"MAX_BODY_BYTES = {MAX_JSON_BODY_BYTES}\n"
     )
@@ -429,7 +466,12 @@ def render(
                 # FastAPI ignores query parameters it does not know; so do we (never a 503).
                 ignore_unknown_query_parameters=True,
                 # An unknown REST path is a 404 here, not a request forwarded to some service.
-                request_validation_options={"reject_unknown_method": True},
+                request_validation_options={
+                    "reject_unknown_method": True,
+                    # On `body: "*"` routes a body field naming a path variable would otherwise
+                    # choose the object instead of the path, which API key scopes are judged on.
+                    "reject_binding_body_field_collisions": True,
+                },
                 max_request_body_size=MAX_JSON_BODY_BYTES,
             ),
         },
