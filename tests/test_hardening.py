@@ -3,6 +3,7 @@ scoped to, and bad input of any kind is a clear 4xx `{"detail": ...}`."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -89,3 +90,32 @@ def test_a_repeated_query_parameter_takes_its_last_value(http: httpx.Client) -> 
     listed = http.get("/chutes/?limit=1&limit=2&include_public=true")
     assert listed.status_code == 200, listed.text
     assert listed.json()["limit"] == 2
+
+
+# ---- 4. malformed hotkey signatures are a 401, never a 503 with a traceback ---------------
+
+
+def test_malformed_signatures_and_absurd_nonces_are_401(http: httpx.Client, suite: RunningSuite) -> None:
+    from tests.test_identity import Hotkey
+
+    hotkey = Hotkey.new()
+    good = hotkey.headers("me")
+    cases: list[dict[str, str | bytes]] = [
+        {**good, "X-Chutes-Nonce": "9" * 5000},
+        {**good, "X-Chutes-Nonce": b"\xb9\xb2\xb3"},  # superscript digits: str.isdigit() says yes
+        {**good, "X-Chutes-Nonce": "-1"},
+        {**good, "X-Chutes-Signature": "zz"},
+        {**good, "X-Chutes-Signature": "0x"},
+        {**good, "X-Chutes-Signature": b"\xe9" * 128},
+        {**good, "X-Chutes-Signature": "ab" * 5000},
+        {**good, "X-Chutes-Hotkey": "not-a-hotkey"},
+        {**good, "X-Chutes-Hotkey": b"\xff" * 48},
+        {**good, "X-Chutes-Hotkey": "z" * 5000},
+    ]
+    logged = len(suite.stderr_lines)
+    for headers in cases:
+        response = http.get("/users/me", headers=headers)
+        assert response.status_code == 401, (headers, response.status_code, response.text)
+        assert isinstance(response.json()["detail"], str)
+    time.sleep(0.3)  # the services' stderr arrives through up's pipes
+    assert not [line for line in suite.stderr_lines[logged:] if "Traceback" in line]

@@ -10,6 +10,7 @@ One servicer implements two gRPC services and the gateway's signature check:
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 
@@ -33,6 +34,8 @@ from services.kit.headers import AUTH_METHOD_HEADER, USER_ID_HEADER, VERIFIED_HO
 from services.kit.requests import Context, page_of
 from services.kit.server import Closable, GrpcService, ServiceContext, ServiceSpec
 from services.kit.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _KEY_NAME = re.compile(r"^[\w .$-]{1,24}$")
 _USERNAME = re.compile(r"^[a-zA-Z0-9_]{3,15}$")
@@ -254,6 +257,11 @@ class IdentityServicer(
             self.signatures.verify(signed)
         except SignatureRejected as rejected:
             return Verdict(denied=str(rejected))
+        except (ValueError, TypeError, OverflowError) as error:
+            # The check reads only the client's headers and body: whatever it cannot parse is
+            # the client's mistake (401, one line), never identity's failure (503, a traceback).
+            log.warning("unreadable hotkey signature refused: %s", type(error).__name__)
+            return Verdict(denied="Invalid request signature")
         if request.method == "POST" and request.path.split("?", 1)[0].rstrip("/") == "/users/register":
             return Verdict(upstream_headers={VERIFIED_HOTKEY_HEADER: hotkey})  # registration creates the user
         user_id = await self._user_of_hotkey(hotkey)

@@ -33,6 +33,14 @@ _PURPOSES: list[tuple[re.Pattern[str], str]] = [
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SS58_PREFIX = b"SS58PRE"
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+#: Unix seconds: ASCII digits, never more than a 64-bit number holds.
+_NONCE = re.compile(r"[0-9]{1,19}")
+#: 64 signature bytes in hex, `0x` optional: anything else is refused before any decoding.
+_SIGNATURE = re.compile(r"(0x)?[0-9a-fA-F]{128}")
+#: The longest SS58 address of a 32-byte key (two prefix bytes) is 49 characters.
+_MAX_SS58 = 64
+#: How much of a client's hotkey a denial repeats (a 5,000-character one is not echoed whole).
+_MAX_ECHOED = 64
 
 
 class SignatureRejected(Exception):
@@ -127,19 +135,24 @@ class SignatureVerifier:
     def verify(self, request: SignedRequest, now: float | None = None) -> None:
         """Raise SignatureRejected unless `request` is validly and freshly signed by its hotkey."""
         now = time.time() if now is None else now
-        if not request.nonce.isdigit() or abs(now - int(request.nonce)) >= self.window:
+        # ASCII digits of a plausible length only: str.isdigit() accepts superscripts int()
+        # refuses, and int() refuses more than 4,300 digits; both were tracebacks and a 503.
+        if not _NONCE.fullmatch(request.nonce) or abs(now - int(request.nonce)) >= self.window:
             raise SignatureRejected("Invalid nonce!")
         message = signed_message(request).encode()
+        invalid = f"Invalid request signature for hotkey {request.hotkey[:_MAX_ECHOED]}"
+        if not _SIGNATURE.fullmatch(request.signature) or len(request.hotkey) > _MAX_SS58:
+            raise SignatureRejected(invalid)
         try:
             signature = bytes.fromhex(request.signature.removeprefix("0x"))
             public_key = public_key_of(request.hotkey)
         except ValueError:
-            raise SignatureRejected(f"Invalid request signature for hotkey {request.hotkey}") from None
+            raise SignatureRejected(invalid) from None
         if len(signature) != 64 or not (
             sr25519.verify(signature, message, public_key)
             # Substrate wallets may sign the message wrapped in <Bytes>...</Bytes>.
             or sr25519.verify(signature, b"<Bytes>" + message + b"</Bytes>", public_key)
         ):
-            raise SignatureRejected(f"Invalid request signature for hotkey {request.hotkey}")
+            raise SignatureRejected(invalid)
         if not self.replays.first_time((signature, request.method, request.path), now):
             raise SignatureRejected("Replayed request: this signature was already used on this path")
