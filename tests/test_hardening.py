@@ -119,3 +119,54 @@ def test_malformed_signatures_and_absurd_nonces_are_401(http: httpx.Client, suit
         assert isinstance(response.json()["detail"], str)
     time.sleep(0.3)  # the services' stderr arrives through up's pipes
     assert not [line for line in suite.stderr_lines[logged:] if "Traceback" in line]
+
+
+# ---- 11. a wrong secret on a real key id is cheap -------------------------------------------
+
+
+def test_wrong_secrets_on_a_real_key_id_are_cheap(
+    http: httpx.Client, suite: RunningSuite, database_url: str
+) -> None:
+    import asyncio
+    import secrets
+    import string
+
+    import asyncpg
+
+    from tests.test_identity import new_user
+
+    user = new_user(suite)
+    made = http.post("/api_keys/", json={"name": "never-used", "admin": True}, headers=key(user)).json()
+    real = made["secret_key"]
+    alphabet = string.ascii_letters + string.digits
+    started = time.monotonic()
+    for _ in range(20):  # argon2 each time was ~190 ms of identity's CPU per request
+        wrong = real[:-32] + "".join(secrets.choice(alphabet) for _ in range(32))
+        assert http.get("/users/me", headers={"Authorization": wrong}).status_code == 401
+    assert time.monotonic() - started < 1.5
+    assert http.get("/users/me", headers={"Authorization": real}).status_code == 200
+
+    # A key stored before digests verifies with argon2 once, and gets its digest.
+    async def forget_digest() -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            await connection.execute(
+                "UPDATE identity.api_keys SET key_digest = NULL WHERE api_key_id = $1", made["api_key_id"]
+            )
+        finally:
+            await connection.close()
+
+    async def digest() -> str | None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            value: str | None = await connection.fetchval(
+                "SELECT key_digest FROM identity.api_keys WHERE api_key_id = $1", made["api_key_id"]
+            )
+            return value
+        finally:
+            await connection.close()
+
+    asyncio.run(forget_digest())
+    time.sleep(4.5)  # the services' caches of the key's answer expire (auth.CACHE_SECONDS)
+    assert http.get("/users/me", headers={"Authorization": real}).status_code == 200
+    assert asyncio.run(digest()) is not None

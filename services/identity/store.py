@@ -98,7 +98,7 @@ async def create_api_key(
     connection: AsyncConnection, user_id: str, name: str, *, admin: bool = True, scopes: Sequence[Scope] = ()
 ) -> tuple[str, ApiKeyRow]:
     """Insert a key; returns its plaintext (shown once) and its row. 409 on a duplicate name."""
-    parsed, key_hash = keys.new_key(user_id)
+    parsed, key_hash, key_digest = keys.new_key(user_id)
     try:
         async with connection.begin_nested():
             created_at = (
@@ -110,6 +110,7 @@ async def create_api_key(
                         name=name,
                         admin=admin,
                         key_hash=key_hash,
+                        key_digest=key_digest,
                         created_at=sa.func.now(),
                     )
                     .returning(api_keys.c.created_at)
@@ -238,13 +239,18 @@ async def user_id_by_hotkey(connection: AsyncConnection, hotkey: str) -> str | N
     return found
 
 
-async def key_for_authentication(
-    connection: AsyncConnection, parsed: keys.ParsedKey
-) -> tuple[str, Caller] | None:
-    """The stored hash of a key and the caller it stands for, or None when there is no such key."""
+@dataclass(frozen=True)
+class StoredKey:
+    key_hash: str  # argon2
+    key_digest: str | None  # sha256 hex; None for keys made before digests
+    caller: Caller
+
+
+async def key_for_authentication(connection: AsyncConnection, parsed: keys.ParsedKey) -> StoredKey | None:
+    """What is stored of a key and the caller it stands for, or None when there is no such key."""
     row = (
         await connection.execute(
-            sa.select(api_keys.c.key_hash, api_keys.c.admin, users)
+            sa.select(api_keys.c.key_hash, api_keys.c.key_digest, api_keys.c.admin, users)
             .join(users, users.c.user_id == api_keys.c.user_id)
             .where(api_keys.c.api_key_id == parsed.api_key_id, api_keys.c.user_id == parsed.user_id)
         )
@@ -255,7 +261,16 @@ async def key_for_authentication(
     caller = _caller_of(
         row, admin=row.admin, scopes=scopes, auth_method="api_key", api_key_id=parsed.api_key_id
     )
-    return row.key_hash, caller
+    return StoredKey(row.key_hash, row.key_digest, caller)
+
+
+async def store_key_digest(connection: AsyncConnection, api_key_id: str, key_digest: str) -> None:
+    """Remember the digest of a key made before digests, once argon2 verified it."""
+    await connection.execute(
+        api_keys.update()
+        .where(api_keys.c.api_key_id == api_key_id, api_keys.c.key_digest.is_(None))
+        .values(key_digest=key_digest)
+    )
 
 
 async def get_user(connection: AsyncConnection, user_id: str) -> sa.Row[tuple[object, ...]] | None:
