@@ -53,6 +53,11 @@ USAGE_LUA_PATH = GATEWAY_DIR / "usage.lua"
 #: Largest JSON request body a REST client may send (deploy bodies carry code and readme); larger
 #: ones get 413. Streamed bodies (job file uploads) are not limited by it.
 MAX_JSON_BODY_BYTES = MAX_REQUEST_MESSAGE_BYTES // 2
+#: Largest request head (request line and headers) a client may send: larger ones get a 431
+#: from Envoy itself. The services accept far more metadata than Envoy forwards
+#: (services/kit/server.py MAX_METADATA_BYTES), so the answer never depends on gRPC's own limit,
+#: which refused heads between 8 and 16 KiB at random with a 429 naming internal headers.
+MAX_REQUEST_HEADERS_KB = 8
 #: Upstream timeout of unary calls; streaming calls have none.
 UNARY_TIMEOUT = "60s"
 #: Path of the benchmark-only direct response (Envoy's own ceiling).
@@ -491,6 +496,8 @@ def render(
         codec_type="AUTO",  # HTTP/1.1 for REST clients, HTTP/2 (h2c) for gRPC, one port
         route_config={"name": "chutes", "virtual_hosts": virtual_hosts},
         http_filters=http_filters,
+        max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
+        local_reply_config={"mappers": _edge_local_replies()},
     )
     bootstrap: dict[str, Any] = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
@@ -532,7 +539,9 @@ def render(
             http_filters.insert(before_transcoder, _invocation_usage())
         virtual_hosts.insert(0, _invocation_vhost(domain, checked=checked, usage=bool(als_clusters)))
         connection_manager["strip_any_host_port"] = True  # `slug.localhost:8000` is `slug.localhost`
-        connection_manager["local_reply_config"] = _invocation_local_replies(domain, checked=checked)
+        connection_manager["local_reply_config"]["mappers"] += _invocation_local_replies(
+            domain, checked=checked
+        )["mappers"]
         if als_clusters:
             connection_manager["access_log"] = [_invocation_access_log(domain, c) for c in als_clusters]
         bootstrap.update(_dynamic_bootstrap(xds_cluster))
@@ -705,6 +714,26 @@ def _invocation_vhost(domain: str, *, checked: bool = False, usage: bool = False
             ),
         },
     }
+
+
+def _edge_local_replies() -> list[dict[str, Any]]:
+    """Envoy's answers that no HTTP filter sees (the request was refused by the codec, before the
+    filter chain: the Lua normaliser cannot shape them), FastAPI-shaped for every host."""
+
+    def status(code: int, detail: str) -> dict[str, Any]:
+        return {
+            "filter": {
+                "status_code_filter": {
+                    "comparison": {
+                        "op": "EQ",
+                        "value": {"default_value": code, "runtime_key": f"chutes.local_reply.{code}"},
+                    }
+                }
+            },
+            "body_format_override": {"json_format": {"detail": detail}},
+        }
+
+    return [status(431, "Request Header Fields Too Large")]
 
 
 def _invocation_local_replies(domain: str, *, checked: bool = False) -> dict[str, Any]:

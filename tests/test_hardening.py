@@ -170,3 +170,23 @@ def test_wrong_secrets_on_a_real_key_id_are_cheap(
     time.sleep(4.5)  # the services' caches of the key's answer expire (auth.CACHE_SECONDS)
     assert http.get("/users/me", headers={"Authorization": real}).status_code == 200
     assert asyncio.run(digest()) is not None
+
+
+# ---- 5. a request head over the limit is a 431 JSON, whatever its size -----------------------
+
+
+@pytest.mark.parametrize("size", [7_000, 8_300, 9_000, 12_000, 15_000, 17_000, 70_000])
+def test_headers_over_the_limit_are_431_json(http: httpx.Client, size: int) -> None:
+    response = http.get("/chutes/", headers={"X-Padding": "p" * size})
+    if size < 7_500:
+        assert response.status_code == 200, response.text
+        return
+    assert response.status_code == 431, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"detail": "Request Header Fields Too Large"}
+
+
+def test_too_many_headers_are_431_json(http: httpx.Client) -> None:
+    response = http.get("/chutes/", headers={f"x-h{i}": "1" for i in range(150)})
+    assert response.status_code == 431, response.text
+    assert response.json() == {"detail": "Request Header Fields Too Large"}

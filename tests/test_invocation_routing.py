@@ -471,7 +471,8 @@ def test_render_without_control_plane_is_unchanged() -> None:
     assert "dynamic_resources" not in plain
     hcm = plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert [v["name"] for v in hcm["route_config"]["virtual_hosts"]] == ["chutes"]
-    assert "local_reply_config" not in hcm
+    # Only the edge's own replies (431 and the like) are shaped: no chute host's.
+    assert not any("header_filter" in json.dumps(m) for m in hcm["local_reply_config"]["mappers"])
     # A control plane that is not the registry gets its own cluster.
     other = render(
         addresses, authz_address="127.0.0.1:999", port=1, xds_address="127.0.0.1:7", als_address="127.0.0.1:8"

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 #: Largest request message a service accepts (gRPC's default is 4 MiB). The gateway admits REST
 #: JSON bodies up to half of it, so every body it lets through fits once transcoded.
 MAX_REQUEST_MESSAGE_BYTES = 16 * 1024 * 1024
+#: Largest request metadata a service accepts.
+MAX_METADATA_BYTES = 64 * 1024
 
 
 class Closable(Protocol):
@@ -133,6 +135,10 @@ async def start_service(spec: ServiceSpec, settings: Settings, listen: str) -> R
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", MAX_REQUEST_MESSAGE_BYTES),
+            # Far above what the gateway forwards (gateway/render.py MAX_REQUEST_HEADERS_KB plus
+            # its own headers): gRPC's default refuses heads over 8 KiB, at random up to 16 KiB.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             # No HTTP/2 window growth: a client stream (a job file upload) is held in the
             # service's memory only as far as the default window lets Envoy run ahead.
             ("grpc.http2.bdp_probe", 0),
