@@ -75,6 +75,34 @@ class Config:
     def has_hotkey(self) -> bool:
         return bool(self.hotkey_seed and self.hotkey_ss58address)
 
+    # The published SDK's config has the same values in two groups, which chute code reads as
+    # `config.auth.username` and `config.generic.api_base_url` (e.g. through `Cord.config`).
+    @property
+    def auth(self) -> Config:
+        """The [auth] values (user_id, username, hotkey_*): this object carries them itself."""
+        return self
+
+    @property
+    def generic(self) -> GenericConfig:
+        """The API origin, as `generic.api_base_url`."""
+        return GenericConfig(api_base_url=self.api_base_url)
+
+
+@dataclass(frozen=True)
+class GenericConfig:
+    api_base_url: str
+
+
+_loaded: Config | None = None
+
+
+def get_config() -> Config:
+    """The config, read once per process (the published SDK's accessor; see `load_config`)."""
+    global _loaded
+    if _loaded is None:
+        _loaded = load_config()
+    return _loaded
+
 
 def _value(parser: configparser.ConfigParser, section: str, key: str) -> str | None:
     # Empty values count as unset: the real CLI writes every key, some of them empty.

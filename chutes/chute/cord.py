@@ -38,10 +38,14 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import iterate_in_threadpool
 
+# Defined in chutes.exception, where the published SDK has them; importable from here as before.
+from chutes.exception import DuplicatePath as DuplicatePath
+from chutes.exception import InvalidPath as InvalidPath
 from chutes.util.schema import JsonSchema, extract_models, extract_schemas, is_model_class, schema_of
 
 if TYPE_CHECKING:
     from chutes.chute.base import Chute
+    from chutes.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +67,6 @@ SGLANG_CONNECT_TIMEOUT: Final = 30.0
 _REQUEST_OPTION_KEYS: Final = ("json", "params", "headers", "timeout")
 
 _NO_BODY: Final = object()
-
-
-class InvalidPath(ValueError):
-    """A cord path that is not lower-case `/segment[/segment...]`."""
-
-
-class DuplicatePath(ValueError):
-    """Another cord of the chute already uses this path."""
 
 
 def normalize_path(path: str) -> str:
@@ -186,6 +182,13 @@ class Cord:
         self.minimal_input_schema: JsonSchema | None = schema_of(minimal_input_schema, minimal=True)
         self.output_schema: JsonSchema | None = schema_of(output_schema, minimal=False)
         self.output_content_type = output_content_type
+
+    @property
+    def config(self) -> Config:
+        """The CLI config (API URL, credentials), read on first use, as in the published SDK."""
+        from chutes.config import get_config
+
+        return get_config()
 
     # ---- paths --------------------------------------------------------------------------------
 

@@ -16,13 +16,45 @@ from __future__ import annotations
 
 import re
 import uuid
+import warnings
 from typing import Final
 
 from chutes.image import directive
-from chutes.image.directive import Directive, DirectiveType, InvalidDirective
+from chutes.image.directive import (
+    ADD,
+    APT,
+    ENTRYPOINT,
+    ENV,
+    FROM,
+    MAINTAINER,
+    RUN,
+    USER,
+    WORKDIR,
+    BaseDirective,
+    Directive,
+    DirectiveType,
+    InvalidDirective,
+)
 from chutes.util.context import is_remote
 
-__all__ = ["Directive", "DirectiveType", "Image", "InvalidDirective"]
+# The directive classes are importable from here as in the published SDK (`from chutes.image
+# import RUN`), where they are the module's own imports.
+__all__ = [
+    "ADD",
+    "APT",
+    "ENTRYPOINT",
+    "ENV",
+    "FROM",
+    "MAINTAINER",
+    "RUN",
+    "USER",
+    "WORKDIR",
+    "BaseDirective",
+    "Directive",
+    "DirectiveType",
+    "Image",
+    "InvalidDirective",
+]
 
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-_\.]*$", re.I)
 
@@ -161,19 +193,27 @@ class Image:
 
     def with_entrypoint(self, *args: str | list[str]) -> Image:
         """Set the ENTRYPOINT (exec form), replacing any earlier one. Takes the command as separate
-        arguments or as one list."""
+        arguments or as one list. Without arguments it is `ENTRYPOINT []`, Docker's way of clearing
+        the base image's entrypoint (the published SDK raises a TypeError there instead)."""
         command: list[str] = []
         for arg in args:
             command.extend([arg] if isinstance(arg, str) else arg)
-        if not command:
-            raise InvalidDirective("with_entrypoint needs a command")
         kept = [d for d in self._directives if d.type is not DirectiveType.ENTRYPOINT]
         self._directives = [*kept, directive.entrypoint(command)]
         return self
 
     def with_python(self, version: str = "3.10.15") -> Image:
         """Compile CPython `version` into /opt/python (with pip), then return to the current WORKDIR."""
-        if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        if re.fullmatch(r"\d+\.\d+", version):
+            # The published SDK takes it (and the documentation's snippets use it), but python.org
+            # has no Python-3.11.tgz, so the image build would fail at the wget: same Dockerfile,
+            # plus the fix.
+            warnings.warn(
+                f"with_python({version!r}): python.org publishes full versions only, so the build "
+                f"will not find Python-{version}.tgz; give one such as with_python('{version}.11')",
+                stacklevel=2,
+            )
+        elif not re.fullmatch(r"\d+\.\d+\.\d+", version):
             raise InvalidDirective(f"Invalid python version: {version}")
         short = ".".join(version.split(".")[:2])
         workdirs = [d.args for d in self._directives if d.type is DirectiveType.WORKDIR]

@@ -1,23 +1,30 @@
 """JSON schemas of cord functions, derived from their type hints (spec `chutes-sdk.md` 2.2, 2.4).
 
-The platform shows these schemas in its UI and docs and stores them with each cord, so they follow
-the real SDK's shapes: references are `#/definitions/<Model>` (not pydantic's `$defs`), one shared
-`definitions` dict per function (an output model therefore also appears in the input schema's
-definitions), every annotated parameter is listed as required whatever its default, and a
-pydantic return type is inlined as `{"type": "object", ...}`.
+The platform shows these schemas in its UI and docs and stores them with each cord, and a chute
+deployed with our SDK must send the same bytes as with the published one (issue 15), so the
+published SDK's mapping is followed exactly, quirks included:
 
-Two deliberate differences: a leading `self` is left out of the input schema even when annotated
-(the real SDK skips it only because it is usually unannotated; typed chute code annotates it),
-and `None`/`NoneType` maps to `{"type": "null"}` wherever it appears, so `Optional[float]` is
-`{"oneOf": [{"type": "number"}, {"type": "null"}]}`. The real SDK misses `NoneType` in its
-lookup and emits `{}` for the second branch, which says nothing useful.
+- references are `#/definitions/<Model>`, one shared `definitions` dict per function (an output
+  model therefore also appears in the input schema's definitions), every annotated parameter is
+  required whatever its default, and a pydantic return type is inlined as `{"type": "object", ...}`;
+- a model's nested models stay where pydantic puts them, under `$defs` inside the model's own
+  definition (referenced as `#/definitions/<Nested>` all the same); an explicit
+  `output_schema=Model` is pydantic's plain schema (`#/$defs/...` references);
+- `None` alone is `{"type": "null"}`, but `NoneType` (what `-> None` and the `None` of
+  `Optional[X]` become) maps to `{}`: `Optional[float]` is `{"oneOf": [{"type": "number"}, {}]}`
+  and `-> None` gives output schema `{}` and content type text/plain;
+- only `typing.Union` is a union: `X | None` maps to `{}`; only list, dict, set and tuple
+  generics are containers: `Sequence[str]`, `Mapping[...]`, `frozenset[...]` map to `{}`;
+  `tuple[int, ...]` is a two-item array whose second item is `{}`.
+
+One deliberate difference: a leading `self` is left out of the input schema even when annotated
+(the published SDK skips it only because it is usually unannotated; typed chute code, our
+templates included, annotates it).
 """
 
 from __future__ import annotations
 
-import collections.abc
 import inspect
-import types
 import typing
 from collections.abc import Callable
 from enum import Enum
@@ -27,15 +34,19 @@ from pydantic import BaseModel
 
 JsonSchema = dict[str, Any]
 
-#: Where model definitions live in every schema this module produces.
+#: Where model definitions are referenced in the schemas derived from type hints.
 REF_TEMPLATE: Final = "#/definitions/{model}"
 
-_PRIMITIVES: Final[dict[Any, str]] = {str: "string", int: "integer", float: "number", bool: "boolean"}
-
-# Origins (as `typing.get_origin` reports them) of the generic containers the rules cover.
-_LIST_ORIGINS: Final = (list, collections.abc.Sequence, collections.abc.MutableSequence)
-_DICT_ORIGINS: Final = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
-_SET_ORIGINS: Final = (set, frozenset, collections.abc.Set, collections.abc.MutableSet)
+#: Plain types and their schemas (the published SDK's table; `None`, not `NoneType`).
+PYTHON_TYPE_TO_JSON_TYPE: Final[dict[Any, JsonSchema]] = {
+    str: {"type": "string"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    bool: {"type": "boolean"},
+    list: {"type": "array", "items": {}},
+    dict: {"type": "object"},
+    None: {"type": "null"},
+}
 
 
 def is_model_class(value: Any) -> TypeGuard[type[BaseModel]]:
@@ -43,84 +54,85 @@ def is_model_class(value: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(value, type) and issubclass(value, BaseModel)
 
 
-def _model_definitions(model: type[BaseModel]) -> tuple[JsonSchema, JsonSchema]:
-    """(the model's own schema without title/nested definitions, the nested definitions)."""
+def _definition(model: type[BaseModel]) -> JsonSchema:
+    """The model's schema as a definition: without its title (nested `$defs` stay inside)."""
     schema = model.model_json_schema(ref_template=REF_TEMPLATE)
-    nested: JsonSchema = schema.pop("$defs", {})
-    nested.update(schema.pop("definitions", {}))
-    schema.pop("title", None)
-    return schema, nested
+    return {key: value for key, value in schema.items() if key not in ("title", "definitions")}
 
 
 def get_minimal_schema(model: type[BaseModel]) -> JsonSchema:
     """The wrapper form used for explicit `input_schema`/`minimal_input_schema` classes (spec 2.2):
     a single required `input_args` property referencing the model."""
-    schema, nested = _model_definitions(model)
-    definitions: JsonSchema = {model.__name__: schema, **nested}
+    if not is_model_class(model):
+        raise ValueError("minimal_input_schema must be a Pydantic model")
     return {
         "type": "object",
         "properties": {"input_args": {"$ref": REF_TEMPLATE.format(model=model.__name__)}},
         "required": ["input_args"],
-        "definitions": definitions,
+        "definitions": {model.__name__: _definition(model)},
     }
 
 
 def _enum_schema(enum: type[Enum]) -> JsonSchema:
     values = [member.value for member in enum]
-    kinds = {type(value) for value in values}
-    if kinds == {str}:
-        return {"type": "string", "enum": values}
-    if kinds == {int}:
-        return {"type": "integer", "enum": values}
-    if kinds and kinds <= {int, float}:
-        return {"type": "number", "enum": values}
+    for kind, name in ((str, "string"), (int, "integer"), (float, "number")):
+        if all(isinstance(value, kind) for value in values):
+            return {"type": name, "enum": values}
     return {"enum": values}
 
 
+def _lookup(hint: Any) -> JsonSchema | None:
+    try:
+        schema = PYTHON_TYPE_TO_JSON_TYPE.get(hint)
+    except TypeError:  # an unhashable annotation
+        return None
+    return dict(schema) if schema is not None else None
+
+
 def type_to_schema(hint: Any, definitions: JsonSchema) -> JsonSchema:
-    """The JSON schema of one type hint; pydantic models are added to `definitions` and referenced."""
-    if hint is None or hint is type(None):
+    """The JSON schema of one type hint; pydantic models are added to `definitions` (the first
+    definition of a name wins) and referenced."""
+    if hint is None:
         return {"type": "null"}
-    if hint in _PRIMITIVES:
-        return {"type": _PRIMITIVES[hint]}
-    if hint is list:
-        return {"type": "array", "items": {}}
-    if hint is dict:
-        return {"type": "object"}
-    if isinstance(hint, type) and issubclass(hint, Enum):
+    if inspect.isclass(hint) and issubclass(hint, Enum):
         return _enum_schema(hint)
     if is_model_class(hint):
-        schema, nested = _model_definitions(hint)
-        definitions.update(nested)
-        definitions[hint.__name__] = schema
+        definitions.setdefault(hint.__name__, _definition(hint))
         return {"$ref": REF_TEMPLATE.format(model=hint.__name__)}
+    plain = _lookup(hint)
+    if plain is not None:
+        return plain
 
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is Union or origin is types.UnionType:
-        return {"oneOf": [type_to_schema(arg, definitions) for arg in args]}
-    if origin is Literal:
-        return {"enum": list(args)}
-    if origin in _LIST_ORIGINS:
-        return {"type": "array", "items": type_to_schema(args[0], definitions) if args else {}}
-    if origin in _SET_ORIGINS:
-        items = type_to_schema(args[0], definitions) if args else {}
-        return {"type": "array", "items": items, "uniqueItems": True}
+    if origin is Union:
+        schemas = [type_to_schema(arg, definitions) for arg in args]
+        # The published SDK's nullable shortcut; it only fires for a literal None member, which
+        # typing turns into NoneType, so in practice unions stay oneOf.
+        if len(schemas) == 2 and {"type": "null"} in schemas:
+            other = next(schema for schema in schemas if schema != {"type": "null"})
+            return {**other, "nullable": True}
+        return {"oneOf": schemas}
+    if origin is list:
+        return {"type": "array", "items": type_to_schema(args[0] if args else Any, definitions)}
+    if origin is dict:
+        if not args:
+            return {"type": "object"}
+        return {"type": "object", "additionalProperties": type_to_schema(args[1], definitions)}
     if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            # tuple[int, ...] is a homogeneous array of any length.
-            return {"type": "array", "items": type_to_schema(args[0], definitions)}
         return {
             "type": "array",
             "items": [type_to_schema(arg, definitions) for arg in args],
             "minItems": len(args),
             "maxItems": len(args),
         }
-    if origin in _DICT_ORIGINS:
-        if len(args) == 2:
-            return {"type": "object", "additionalProperties": type_to_schema(args[1], definitions)}
-        return {"type": "object"}
-    # Anything else (Any, bytes, fastapi.Response, unresolved string annotations...) says nothing.
+    if origin is set:
+        items = type_to_schema(args[0] if args else Any, definitions)
+        return {"type": "array", "items": items, "uniqueItems": True}
+    if origin is Literal:
+        return {"enum": list(args)}
+    # Anything else (Any, NoneType, bytes, fastapi.Response, X | None, Sequence[...],
+    # unresolved string annotations...) says nothing.
     return {}
 
 
@@ -181,7 +193,8 @@ def schema_of(value: Any, *, minimal: bool) -> JsonSchema | None:
     if is_model_class(value):
         if minimal:
             return get_minimal_schema(value)
-        schema: JsonSchema = value.model_json_schema(ref_template=REF_TEMPLATE)
+        # pydantic's own form (`$defs`, `#/$defs/...`), as the published SDK sends it.
+        schema: JsonSchema = value.model_json_schema()
         return schema
     if isinstance(value, dict):
         return value
@@ -189,10 +202,13 @@ def schema_of(value: Any, *, minimal: bool) -> JsonSchema | None:
 
 
 class SchemaExtractor:
-    """The real SDK's entry points (`SchemaExtractor.extract_schemas(func)` etc.), for code that
+    """The published SDK's entry points (`SchemaExtractor.extract_schemas(func)`,
+    `SchemaExtractor._get_schema_for_type(hint, definitions)`, its type table), for code that
     calls them directly."""
 
+    PYTHON_TYPE_TO_JSON_TYPE = PYTHON_TYPE_TO_JSON_TYPE
     get_minimal_schema = staticmethod(get_minimal_schema)
     extract_schemas = staticmethod(extract_schemas)
     extract_models = staticmethod(extract_models)
     type_to_schema = staticmethod(type_to_schema)
+    _get_schema_for_type = staticmethod(type_to_schema)

@@ -86,24 +86,96 @@ async def _download_civitai(model_id: str, version: str | None) -> Path:
         return target
 
 
-def _load_pipeline(
-    source: str, single_file: bool, revision: str | None, pipeline_args: dict[str, Any]
-) -> Any:
-    """An SDXL pipeline for `source`, or SD when it is not SDXL, in fp16 on the GPU."""
+def _load_pipeline(source: str, revision: str | None, pipeline_args: dict[str, Any]) -> Any:
+    """An SDXL pipeline for a Hugging Face model, or SD when it is not SDXL, in fp16 on the GPU."""
     torch = importlib.import_module("torch")
     diffusers = importlib.import_module("diffusers")
     options = {"torch_dtype": torch.float16, **pipeline_args}
-    if revision and not single_file:
+    if revision:
         options["revision"] = revision
     errors: list[str] = []
     for name in ("StableDiffusionXLPipeline", "StableDiffusionPipeline"):
-        pipeline_class = getattr(diffusers, name)
         try:
-            loader = pipeline_class.from_single_file if single_file else pipeline_class.from_pretrained
-            return loader(source, **options).to("cuda")
+            return getattr(diffusers, name).from_pretrained(source, **options).to("cuda")
         except Exception as error:
             errors.append(f"{name}: {error}")
     raise RuntimeError(f"could not load {source}: " + "; ".join(errors))
+
+
+# The Hugging Face repositories single-file checkpoints borrow missing components from.
+_BASE_MODELS: Final = {
+    "sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", "madebyollin/sdxl-vae-fp16-fix"),
+    "sd": ("runwayml/stable-diffusion-v1-5", "stabilityai/sd-vae-ft-mse"),
+}
+
+
+def _looks_like_sdxl(model_path: str) -> bool | None:
+    """True/False from the checkpoint's tensor names (SDXL has a second text encoder); None when
+    the file cannot be read as safetensors."""
+    try:
+        safetensors = importlib.import_module("safetensors")
+        with safetensors.safe_open(model_path, framework="pt", device="cpu") as handle:
+            keys = list(handle.keys())
+    except Exception:
+        return None
+    return any(key.startswith("conditioner.embedders.1") or "text_model_2" in key for key in keys)
+
+
+def single_file_pipeline(model_path: str, model_type: str = "auto") -> Any:
+    """A fp16 CUDA pipeline from one checkpoint file (e.g. a CivitAI download).
+
+    `model_type` is "sdxl", "sd" or "auto" (guess from the tensors, SDXL when unsure, then try the
+    other). A checkpoint lacking components is completed from the base model of its type: first
+    the UNet and text encoders/tokenizers, then also the VAE.
+    """
+    if model_type == "auto":
+        primary = "sd" if _looks_like_sdxl(model_path) is False else "sdxl"
+        secondary = "sdxl" if primary == "sd" else "sd"
+        try:
+            return single_file_pipeline(model_path, primary)
+        except Exception:
+            return single_file_pipeline(model_path, secondary)
+
+    torch = importlib.import_module("torch")
+    diffusers = importlib.import_module("diffusers")
+    transformers = importlib.import_module("transformers")
+    sdxl = model_type == "sdxl"
+    pipeline_class = diffusers.StableDiffusionXLPipeline if sdxl else diffusers.StableDiffusionPipeline
+    base_model, vae_model = _BASE_MODELS["sdxl" if sdxl else "sd"]
+    fp16 = {"torch_dtype": torch.float16}
+
+    def load(**components: Any) -> Any:
+        return pipeline_class.from_single_file(model_path, **components, use_safetensors=True, **fp16)
+
+    def base_components() -> dict[str, Any]:
+        components = {
+            "unet": diffusers.UNet2DConditionModel.from_pretrained(
+                base_model, subfolder="unet", variant="fp16", **fp16
+            ),
+            "tokenizer": transformers.CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer"),
+            "text_encoder": transformers.CLIPTextModel.from_pretrained(
+                base_model, subfolder="text_encoder", **fp16
+            ),
+        }
+        if sdxl:
+            components["tokenizer_2"] = transformers.CLIPTokenizer.from_pretrained(
+                base_model, subfolder="tokenizer_2"
+            )
+            components["text_encoder_2"] = transformers.CLIPTextModelWithProjection.from_pretrained(
+                base_model, subfolder="text_encoder_2", **fp16
+            )
+        return components
+
+    try:
+        pipeline = load()
+    except Exception:
+        components = base_components()
+        try:
+            pipeline = load(**components)
+        except Exception:
+            components["vae"] = diffusers.AutoencoderKL.from_pretrained(vae_model, **fp16)
+            pipeline = load(**components)
+    return pipeline.to("cuda")
 
 
 def _render(pipeline: Any, params: GenerationInput) -> bytes:
@@ -153,7 +225,8 @@ def build_diffusion_chute(
         node_selector=node_selector,
         concurrency=concurrency,
         standard_template="diffusion",
-        revision=revision,
+        # Not the chute's revision: the published template only pins the download with it, and
+        # sends null at deploy (the API reads a chute's revision as a model commit to verify).
         max_instances=max_instances,
         scaling_threshold=scaling_threshold,
         shutdown_after_seconds=shutdown_after_seconds,
@@ -167,11 +240,9 @@ def build_diffusion_chute(
         model_id = civitai_model_id(model_name_or_url)
         if model_id is not None:
             path = await _download_civitai(model_id, version)
-            state["pipeline"] = await asyncio.to_thread(_load_pipeline, str(path), True, None, args)
+            state["pipeline"] = await asyncio.to_thread(single_file_pipeline, str(path))
         else:
-            state["pipeline"] = await asyncio.to_thread(
-                _load_pipeline, model_name_or_url, False, revision, args
-            )
+            state["pipeline"] = await asyncio.to_thread(_load_pipeline, model_name_or_url, revision, args)
 
     @chute.cord(
         public_api_path="/generate",

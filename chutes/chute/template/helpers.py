@@ -14,12 +14,25 @@ import json
 import logging
 import os
 import random
+import re
 import shlex
+import ssl
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
+
+# The published SDK's mTLS helpers live here too (chute files import them from this module).
+from chutes.chute.template.mtls import build_client_ssl_context as build_client_ssl_context
+from chutes.chute.template.mtls import build_wrong_client_ssl_context as build_wrong_client_ssl_context
+from chutes.chute.template.mtls import force_exit as force_exit
+from chutes.chute.template.mtls import generate_mtls_certs as generate_mtls_certs
+from chutes.chute.template.mtls import ipaddress_from_string as ipaddress_from_string
+from chutes.chute.template.mtls import monitor_engine as monitor_engine
+from chutes.chute.template.mtls import mtls_enabled as mtls_enabled
+from chutes.chute.template.mtls import set_encrypted_env_var as set_encrypted_env_var
+from chutes.chute.template.mtls import validate_mtls as validate_mtls
 
 if TYPE_CHECKING:
     from chutes.chute.base import Chute
@@ -45,6 +58,7 @@ CACHE_DIR_VARIABLES: Final = (
     "SGL_DG_CACHE_DIR",
     "SGLANG_DG_CACHE_DIR",
     "VLLM_CACHE_ROOT",
+    "SGLANG_CACHE_DIR",
 )
 
 _WARMUP_TOPICS: Final = ("apples", "bananas", "grapes", "raspberries", "dogs", "cats", "goats", "zebras")
@@ -183,16 +197,22 @@ async def wait_for_engine(process: asyncio.subprocess.Process, api_key: str | No
 
 
 async def prompt_one(
-    model_name: str, api_key: str | None, prompt: str | None = None, require_status: int | None = None
+    model_name: str,
+    base_url: str = ENGINE_URL,
+    prompt: str | None = None,
+    api_key: str | None = None,
+    require_status: int | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Any:
-    """One `/v1/completions` call; the generated text (None on 400), or the body when
-    `require_status` is given and matched."""
+    """One `/v1/completions` call to the engine at `base_url`; the generated text (None on 400),
+    or the body when `require_status` is given and matched. Parameters as in the published SDK,
+    whose chute files call it positionally."""
     prompt = prompt or (
         "They started to tell a long, extraordinarily detailed and verbose story about "
         + random.choice(_WARMUP_TOPICS)
     )
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    async with httpx.AsyncClient(base_url=ENGINE_URL, timeout=None) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=None, verify=ssl_context or True) as client:
         response = await client.post(
             "/v1/completions",
             json={"model": model_name, "prompt": prompt, "max_tokens": 1000},
@@ -210,29 +230,75 @@ async def prompt_one(
     return response.json()["choices"][0]["text"]
 
 
-async def warmup_model(chute: Chute, api_key: str | None) -> None:
+async def warmup_model(
+    chute: Chute,
+    base_url: str = ENGINE_URL,
+    api_key: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
     """Prompts at full concurrency, then three rounds of growing context, so the first users do not
     pay for graph compilation and cache allocation."""
-    responses = await asyncio.gather(*(prompt_one(chute.name, api_key) for _ in range(chute.concurrency)))
+
+    async def one(prompt: str | None = None) -> Any:
+        return await prompt_one(
+            chute.name, base_url=base_url, prompt=prompt, api_key=api_key, ssl_context=ssl_context
+        )
+
+    responses = await asyncio.gather(*(one() for _ in range(chute.concurrency)))
     combined = "\n\n".join(str(text) for text in responses if text) + "\n\n"
     for multiplier in range(1, 4):
         prompt = "Summarize the following stories:\n\n" + combined * multiplier + "\nThe summary is:"
-        responses = await asyncio.gather(
-            *(prompt_one(chute.name, api_key, prompt=prompt) for _ in range(chute.concurrency))
-        )
+        responses = await asyncio.gather(*(one(prompt) for _ in range(chute.concurrency)))
         if not all(responses):
             logger.warning("warmup stopped at context multiplier %d", multiplier)
             break
-    if not await prompt_one(chute.name, api_key):
+    if not await one():
         raise RuntimeError("the engine failed a prompt after warmup")
 
 
-async def validate_auth(chute: Chute, api_key: str) -> None:
+async def validate_auth(
+    chute: Chute,
+    base_url: str = ENGINE_URL,
+    api_key: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
     """The engine must answer with its key and refuse (401) without it or with another one: the
-    passthrough is the only way in."""
-    await prompt_one(chute.name, api_key)
-    await prompt_one(chute.name, None, require_status=401)
-    await prompt_one(chute.name, str(uuid.uuid4()), require_status=401)
+    passthrough is the only way in. Without a key (or the string "None") only the first holds."""
+    options: dict[str, Any] = {"base_url": base_url, "ssl_context": ssl_context}
+    if not api_key or api_key == "None":
+        await prompt_one(chute.name, api_key="None", **options)
+        return
+    await prompt_one(chute.name, api_key=api_key, **options)
+    await prompt_one(chute.name, api_key=None, require_status=401, **options)
+    await prompt_one(chute.name, api_key=str(uuid.uuid4()), require_status=401, **options)
+
+
+def set_nccl_flags(gpu_count: int, model_name: str) -> None:
+    """On multi-GPU nodes of the classes that have NVLink/InfiniBand (matched in the name given,
+    usually the GPU model), drop variables that would turn NCCL's P2P and IB transports off."""
+    if gpu_count > 1 and re.search(
+        "h[12]0|b[23]00|5090|l40s|6000 ada|a100|h800|pro 6000|sxm", model_name, re.I
+    ):
+        for key in ("NCCL_P2P_DISABLE", "NCCL_IB_DISABLE", "NCCL_NET_GDR_LEVEL"):
+            os.environ.pop(key, None)
+
+
+def get_current_hf_commit(model_name: str) -> str | None:
+    """The commit refs/heads/main of a Hugging Face model points at now (what to pin `revision`
+    to), or None when the repository has no main branch. Needs network access."""
+    try:
+        hub = importlib.import_module("huggingface_hub")
+    except ImportError:
+        response = httpx.get(f"https://huggingface.co/api/models/{model_name}/refs", timeout=30)
+        response.raise_for_status()
+        for branch in response.json().get("branches", []):
+            if branch.get("ref") == "refs/heads/main":
+                return str(branch["targetCommit"])
+        return None
+    for ref in hub.HfApi().list_repo_refs(model_name).branches:
+        if ref.ref == "refs/heads/main":
+            return str(ref.target_commit)
+    return None
 
 
 def parse_stream_chunk(encoded_chunk: str | bytes) -> Any:

@@ -30,6 +30,27 @@ from chutes.chute.template.helpers import (
     warmup_model,
 )
 from chutes.chute.template.openai_engine import (
+    BaseRequest,
+    ChatCompletionLogProb,
+    ChatCompletionLogProbs,
+    ChatCompletionLogProbsContent,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionResponseChoice,
+    ChatCompletionResponseStreamChoice,
+    ChatCompletionStreamResponse,
+    ChatMessage,
+    CompletionLogProbs,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionResponseChoice,
+    CompletionResponseStreamChoice,
+    CompletionStreamResponse,
+    DefaultRole,
+    DeltaMessage,
+    Logprob,
+    ResponseFormat,
+    UsageInfo,
     OpenAIChutePack,
     add_openai_cords,
     engine_chute,
@@ -41,6 +62,28 @@ from chutes.image.standard.sglang import SGLANG
 
 # This module's own names, and those it got from elsewhere (chute files may import them from here).
 __all__ = [
+    # The OpenAI request/response models, defined in this module in the published SDK.
+    "BaseRequest",
+    "ChatCompletionLogProb",
+    "ChatCompletionLogProbs",
+    "ChatCompletionLogProbsContent",
+    "ChatCompletionRequest",
+    "ChatCompletionResponse",
+    "ChatCompletionResponseChoice",
+    "ChatCompletionResponseStreamChoice",
+    "ChatCompletionStreamResponse",
+    "ChatMessage",
+    "CompletionLogProbs",
+    "CompletionRequest",
+    "CompletionResponse",
+    "CompletionResponseChoice",
+    "CompletionResponseStreamChoice",
+    "CompletionStreamResponse",
+    "DefaultRole",
+    "DeltaMessage",
+    "Logprob",
+    "ResponseFormat",
+    "UsageInfo",
     "ENGINE_HOST",
     "ENGINE_PORT",
     "ENGINE_URL",
@@ -145,10 +188,10 @@ def build_sglang_chute(
             lambda key: sglang_command(model_name, pinned, key, engine_args, gpu_count(self)),
             engine_env(),
         )  # fmt: skip
-        await warmup_model(self, api_key)
+        await warmup_model(self, api_key=api_key)
         # Warmup allocated what serving needs; freezing the GC keeps its pauses out of requests.
         async with httpx.AsyncClient(base_url=ENGINE_URL, timeout=60.0) as client:
             await client.post("/freeze_gc", headers={"Authorization": f"Bearer {api_key}"})
-        await validate_auth(self, api_key)
+        await validate_auth(self, api_key=api_key)
 
     return openai_pack(SGLangChute, chute, add_openai_cords(chute, model_name, tokenize=False, sglang=True))

@@ -260,7 +260,7 @@ def build_vllm_chute(
             lambda key: vllm_command(model_name, self.name, pinned, key, engine_args, gpu_count(self)),
             engine_env(),
         )  # fmt: skip
-        await warmup_model(self, api_key)
-        await validate_auth(self, api_key)
+        await warmup_model(self, api_key=api_key)
+        await validate_auth(self, api_key=api_key)
 
     return openai_pack(VLLMChute, chute, add_openai_cords(chute, model_name, tokenize=True))
