@@ -19,6 +19,9 @@
 local REASONS = {
   ["400"] = "Bad Request", ["401"] = "Unauthorized", ["403"] = "Forbidden", ["404"] = "Not Found",
   ["405"] = "Method Not Allowed", ["408"] = "Request Timeout", ["413"] = "Request Entity Too Large",
+  ["406"] = "Not Acceptable", ["409"] = "Conflict", ["411"] = "Length Required",
+  ["415"] = "Unsupported Media Type", ["422"] = "Unprocessable Entity",
+  ["431"] = "Request Header Fields Too Large",
   ["429"] = "Too Many Requests", ["500"] = "Internal Server Error", ["501"] = "Not Implemented",
   ["502"] = "Bad Gateway", ["503"] = "Service Unavailable", ["504"] = "Gateway Timeout",
 }
@@ -35,13 +38,56 @@ local FASTAPI_TYPES = {
 
 local META = "chutes.gateway"
 
+-- Bytes that are not UTF-8 (a client's, echoed in a parser's message) as U+FFFD: the answer
+-- must stay valid JSON whatever the request held.
+local function utf8_safe(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local size = 0
+    if c < 0x80 then size = 1
+    elseif c >= 0xC2 and c <= 0xDF then size = 2
+    elseif c >= 0xE0 and c <= 0xEF then size = 3
+    elseif c >= 0xF0 and c <= 0xF4 then size = 4 end
+    local ok = size > 0 and i + size - 1 <= n
+    if ok then
+      for k = i + 1, i + size - 1 do
+        local b = s:byte(k)
+        if b < 0x80 or b > 0xBF then ok = false; break end
+      end
+    end
+    if ok then
+      out[#out + 1] = s:sub(i, i + size - 1)
+      i = i + size
+    else
+      out[#out + 1] = "\239\191\189"
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+
 local function json_string(s)
-  s = s:gsub('[%c"\\]', function(c)
+  s = utf8_safe(s):gsub('[%c"\\]', function(c)
     if c == '"' then return '\\"' elseif c == "\\" then return "\\\\"
     elseif c == "\n" then return "\\n" elseif c == "\r" then return "\\r" elseif c == "\t" then return "\\t" end
     return string.format("\\u%04x", c:byte())
   end)
   return '"' .. s .. '"'
+end
+
+-- A transcoder message without the names of the gateway's insides (protobuf types and
+-- packages), which the issue found in 208 answers: what is left says what was wrong.
+local function scrub(message)
+  message = message:gsub("type%.googleapis%.com/google%.protobuf%.Struct", "object")
+  message = message:gsub("type%.googleapis%.com/google%.protobuf%.ListValue", "array")
+  message = message:gsub("type%.googleapis%.com/[%w_%.]+", "object")
+  message = message:gsub("TYPE_(%w+)", function(kind) return kind:lower() end)
+  message = message:gsub("[Pp]roto field", "Field")
+  message = message:gsub("[%w_]+%.v%d+%.[%w_%.]+", "object")
+  message = message:gsub("google%.protobuf%.[%w_%.]+", "value")
+  return message
 end
 
 local function is_grpc(content_type)
@@ -144,36 +190,74 @@ function envoy_on_request(handle)
   end
 end
 
--- `field.path: invalid value X for type TYPE_Y` (the transcoder's words) as one FastAPI error.
+-- What a value of a message type must be, as FastAPI says it.
+local MESSAGE_TYPES = {
+  ["google.protobuf.Struct"] = {"dict_type", "Input should be a valid dictionary"},
+  ["google.protobuf.ListValue"] = {"list_type", "Input should be a valid list"},
+}
+local OBJECT = {"model_attributes_type", "Input should be a valid dictionary or object to extract fields from"}
+
+-- `scopes[1].object_type` as loc parts: "scopes", 1, "object_type".
+local function loc_parts(field)
+  local parts = {}
+  for part in field:gmatch("[^%.]+") do
+    local name, rest = part:match("^([^%[]*)(.*)$")
+    if name ~= "" then parts[#parts + 1] = json_string(name) end
+    for index in rest:gmatch("%[(%d+)%]") do parts[#parts + 1] = index end
+  end
+  return parts
+end
+
+local function one_error(kind, loc, msg, input)
+  return '{"detail":[{"type":"' .. kind .. '","loc":[' .. table.concat(loc, ",") .. '],"msg":'
+    .. json_string(msg) .. ',"input":' .. input .. '}]}'
+end
+
+-- The transcoder's refusal of a request (text) as one FastAPI validation error: a typed value
+-- (`field.path: invalid value X for type TYPE_Y`, or a message type), a body that is not an
+-- object, or a body that is not JSON. Never with protobuf's names (scrub).
 local function fastapi_error(message, query)
-  local field, value, kind = message:match("^([%w_%.]*): invalid value (.-) for type (TYPE_%w+)")
+  message = message:gsub("%s+$", "")
   local bound = message:match("^The binding value .- of the field ([%w_%.]+) is conflicting with")
   if bound ~= nil then
     -- A `body: "*"` route's body naming the object the path names (reject_binding_body_field_
     -- collisions): the path alone says which object a request acts on.
-    return '{"detail":[{"type":"value_error","loc":["body",' .. json_string(bound) .. '],"msg":'
-      .. json_string("Value error, " .. bound .. " is given by the path and cannot be changed")
-      .. ',"input":null}]}'
+    return one_error("value_error", {'"body"', json_string(bound)},
+      "Value error, " .. bound .. " is given by the path and cannot be changed", "null")
   end
+  if message:find("Root element must be a message", 1, true) then
+    return one_error(OBJECT[1], {'"body"'}, OBJECT[2], "null")
+  end
+  local field, value, kind = message:match("^([%w_%.%[%]]*): invalid value (.-) for type (%S+)$")
   if field == nil then
     -- Not a typed value: the body is not valid JSON (or not the JSON shape expected).
     return '{"detail":[{"type":"json_invalid","loc":["body",0],"msg":"JSON decode error","input":{},'
-      .. '"ctx":{"error":' .. json_string(message:gsub("%s+$", "")) .. '}}]}'
+      .. '"ctx":{"error":' .. json_string(scrub(message)) .. '}}]}'
   end
-  local parts = {}
-  for part in field:gmatch("[^%.]+") do parts[#parts + 1] = part end
+  local fastapi
+  local input = json_string((value:gsub('^"(.*)"$', "%1")))
+  if kind:sub(1, 5) == "TYPE_" then
+    fastapi = FASTAPI_TYPES[kind] or {"value_error", "Input should be a valid " .. kind:sub(6):lower()}
+  elseif kind:find("/", 1, true) then
+    fastapi = MESSAGE_TYPES[kind:match("/(.*)$")] or OBJECT
+  else
+    -- `: invalid value Starting an object on a scalar field for type name`: the last word is
+    -- the field, the value an explanation rather than the input.
+    field = (field ~= "" and field .. "." or "") .. kind
+    fastapi = {"value_error", "Input should be a single value, not " .. (value:find("object") and "an object" or "a list")}
+    input = "null"
+  end
+  local parts = loc_parts(field)
+  local top = field:match("^[%w_]*")
   local loc
-  if query ~= nil and not query:find("&" .. parts[1] .. "=", 1, true) then
-    if BODY_FIELDS[parts[1]] then table.remove(parts, 1) end
+  if query ~= nil and not query:find("&" .. top .. "=", 1, true) then
+    if BODY_FIELDS[top] then table.remove(parts, 1) end
     loc = {'"body"'}
   else
     loc = {'"query"'}
   end
-  for _, part in ipairs(parts) do loc[#loc + 1] = json_string(part) end
-  local fastapi = FASTAPI_TYPES[kind] or {"value_error", "Input should be a valid " .. kind:sub(6):lower()}
-  local input = value:gsub('^"(.*)"$', "%1")
-  return '{"detail":[{"type":"' .. fastapi[1] .. '","loc":[' .. table.concat(loc, ",") .. '],"msg":'
-    .. json_string(fastapi[2]) .. ',"input":' .. json_string(input) .. '}]}'
+  for _, part in ipairs(parts) do loc[#loc + 1] = part end
+  return one_error(fastapi[1], loc, fastapi[2], input)
 end
 
 -- The `message` of a transcoded gRPC error ({"code":N,"message":"...","details":[...]}), still
@@ -239,10 +323,11 @@ function envoy_on_response(handle)
     forced_status = "422"
     local request = handle:streamInfo():dynamicMetadata():get(META)
     out = fastapi_error(text, request and request["query"] or nil)
-  elseif status == "404" or status == "413" or status == "503" or text == "" then
-    out = '{"detail":' .. json_string(REASONS[status] or "Error") .. '}'
   else
-    out = '{"detail":' .. json_string(text) .. '}'
+    -- Envoy's own words (`upstream connect error or disconnect/reset before headers. reset
+    -- reason: ...`, the transcoder's `Could not resolve ...`) name the gateway's insides: the
+    -- status says what a client needs.
+    out = '{"detail":' .. json_string(REASONS[status] or "Error") .. '}'
   end
   body:setBytes(out)
   headers = handle:headers()

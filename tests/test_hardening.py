@@ -190,3 +190,50 @@ def test_too_many_headers_are_431_json(http: httpx.Client) -> None:
     response = http.get("/chutes/", headers={f"x-h{i}": "1" for i in range(150)})
     assert response.status_code == 431, response.text
     assert response.json() == {"detail": "Request Header Fields Too Large"}
+
+
+# ---- 6/8. no answer names the gateway's insides -------------------------------------------
+
+INTERNAL_WORDS = ("upstream", "envoy", "reset reason", "proto", "googleapis", "chutes.", "TYPE_", "grpc")
+
+
+def assert_clean_4xx(response: httpx.Response, status: int | None = None) -> Any:
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    if status is not None:
+        assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    detail = response.json()["detail"]  # valid JSON, whatever the request held
+    text = response.text.lower()
+    assert not [w for w in INTERNAL_WORDS if w.lower() in text], response.text
+    return detail
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "x", "admin": False, "scopes": [{}] * 1000},
+        {"name": "x" * 100_000, "admin": True},
+        {"name": "x", "scopes": "notalist"},
+        {"name": "x", "scopes": [1, 2]},
+        {"name": {"a": 1}},
+        {"name": [1]},
+        [1, 2],
+        "str",
+    ],
+)
+def test_bad_bodies_are_clean_4xx(http: httpx.Client, suite: RunningSuite, body: Any) -> None:
+    from tests.test_identity import new_user
+
+    user = new_user(suite)
+    assert_clean_4xx(http.post("/api_keys/", json=body, headers=key(user)))
+
+
+def test_bad_json_is_clean_4xx(http: httpx.Client) -> None:
+    for content in (b'{"name": "x", "admin": tru', b'\xff\xfe{"name": "\xc3\x28"}', b"\x00"):
+        response = http.post(
+            "/chutes/?accept_fee=true", content=content, headers={"content-type": "application/json"}
+        )
+        assert_clean_4xx(response)
+    nested = {"name": "x", "node_selector": [1], "cords": [{"input_schema": 5}]}
+    for field, value in nested.items():
+        assert_clean_4xx(http.post("/chutes/?accept_fee=true", json={"name": "x", field: value}))

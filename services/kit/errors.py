@@ -54,6 +54,20 @@ ENVOY_HTTP_STATUS = {
 }
 
 
+#: The longest detail an error carries. Details often repeat a client's input, and they travel
+#: in gRPC trailers, which Envoy refuses past its header limit: a 502 naming Envoy's insides
+#: (issue 16: a 4 KB body of 1,000 empty scopes was enough).
+MAX_DETAIL_CHARS = 1024
+#: The most FastAPI-shaped violations one 422 lists (x-http-body is a trailer too).
+MAX_VIOLATIONS = 20
+#: The longest value a violation repeats.
+_MAX_ECHOED = 200
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class DomainError(Exception):
     """Base of every error a handler may raise on purpose."""
 
@@ -63,6 +77,7 @@ class DomainError(Exception):
     reason: str = "ERROR"
 
     def __init__(self, detail: str) -> None:
+        detail = _bounded(detail, MAX_DETAIL_CHARS)
         super().__init__(detail)
         self.detail = detail
 
@@ -115,7 +130,11 @@ class ValidationFailed(DomainError):
     code, http_status, reason = grpc.StatusCode.INVALID_ARGUMENT, 422, "VALIDATION_FAILED"
 
     def __init__(self, violations: Sequence[FieldViolation]) -> None:
-        self.violations = tuple(violations)
+        self.violations = tuple(
+            FieldViolation(tuple(_bounded(str(p), _MAX_ECHOED) if isinstance(p, str) else p for p in v.loc),
+                           _bounded(v.msg, _MAX_ECHOED), v.type)
+            for v in violations[:MAX_VIOLATIONS]
+        )  # fmt: skip
         super().__init__("; ".join(f"{'.'.join(map(str, v.loc))}: {v.msg}" for v in self.violations))
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
