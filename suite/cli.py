@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from services.kit.settings import SERVICE_NAMES, get_settings
 from suite.admin import add_commands as add_admin_commands
@@ -51,8 +53,32 @@ def _revision(args: argparse.Namespace) -> int:
 def _gateway_config(args: argparse.Namespace) -> int:
     from suite.up import write_gateway_config
 
-    print(write_gateway_config(Path(args.out), get_settings()))
+    path = write_gateway_config(Path(args.out), get_settings())
+    if args.descriptor:
+        # Rendered from the descriptor set installed here; Envoy in a container reads the same
+        # file where its image holds it (deploy/docker/gateway.Dockerfile).
+        config = json.loads(path.read_text())
+        if not _set_descriptor_path(config, args.descriptor):
+            print("chutes-suite gateway-config: the config names no descriptor set", file=sys.stderr)
+            return 1
+        path.write_text(json.dumps(config, indent=1))
+    print(path)
     return 0
+
+
+def _set_descriptor_path(node: Any, path: str) -> int:
+    """Point every `proto_descriptor` in an Envoy config at `path`; how many there were."""
+    found = 0
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "proto_descriptor":
+                node[key] = path
+                found += 1
+            else:
+                found += _set_descriptor_path(value, path)
+    elif isinstance(node, list):
+        found += sum(_set_descriptor_path(item, path) for item in node)
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,6 +103,11 @@ def main(argv: list[str] | None = None) -> None:
         "gateway-config", help="render the Envoy config for the configured addresses"
     )
     config.add_argument("--out", default="envoy.json")
+    config.add_argument(
+        "--descriptor",
+        metavar="PATH",
+        help="where Envoy reads the descriptor set (default: this installation's gateway/chutes.binpb)",
+    )
     config.set_defaults(run=_gateway_config)
     add_admin_commands(commands)
     add_miner_command(commands)
