@@ -74,8 +74,12 @@ def _import_file(path: Path) -> ModuleType:
     # Registered before execution so that pydantic and typing.get_type_hints can resolve the
     # module's own names (e.g. input models under `from __future__ import annotations`).
     sys.modules[name] = module
+    from chutes.chute.node_selector import lenient_gpu_names
+
     try:
-        spec.loader.exec_module(module)
+        # As lenient as the published SDK at import: see lenient_gpu_names.
+        with lenient_gpu_names():
+            spec.loader.exec_module(module)
     except Exception as error:
         sys.modules.pop(name, None)
         raise ChuteLoadError(f"importing {path} failed: {type(error).__name__}: {error}") from error
@@ -95,8 +99,11 @@ def load_chute(ref: str) -> LoadedChute:
     elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", module_part):
         if "" not in sys.path and os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
+        from chutes.chute.node_selector import lenient_gpu_names
+
         try:
-            module = importlib.import_module(module_part)
+            with lenient_gpu_names():
+                module = importlib.import_module(module_part)
         except ImportError as error:
             raise ChuteLoadError(
                 f"no file {module_part}.py here and no module {module_part!r}: {error}"

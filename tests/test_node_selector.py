@@ -244,7 +244,8 @@ def test_dict_is_the_sdk_body() -> None:
         "gpu_count": 2,
         "min_vram_gb_per_gpu": 16,
         "max_hourly_price_per_gpu": None,
-        "include": ["h100"],
+        # As given: the published SDK sends the names unchanged (the services lower-case them).
+        "include": ["H100"],
         "exclude": None,
     }
     with pytest.raises(TypeError):

@@ -24,13 +24,14 @@ import logging
 import os
 import tempfile
 import traceback
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import httpx
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, field_validator, model_validator
 
 if TYPE_CHECKING:
     from chutes.chute.base import Chute
@@ -62,12 +63,27 @@ class Port(BaseModel):
 
     As in the real SDK only the port number is checked; the intended name pattern
     (`^[a-z]+[0-9]*$`) and protocol list are documentation, so chute files that stray from them
-    still load.
+    still load. `name` and `proto` may even be left out, as the published SDK allows (its
+    defaults are placeholders): such a file loads and runs locally with a warning, and deploying
+    it is refused with the fix, since the platform needs both.
     """
 
-    name: str
+    name: str | None = None
     port: int
-    proto: str
+    proto: str | None = None
+
+    @model_validator(mode="after")
+    def _warn_incomplete(self) -> Port:
+        if self.name is None or self.proto is None:
+            warnings.warn(self.incomplete_message(), stacklevel=2)
+        return self
+
+    def incomplete_message(self) -> str:
+        """What to add to a port without a name or protocol."""
+        return (
+            f"Port(port={self.port}) needs a name and a proto to deploy, e.g. "
+            f"Port(name={self.name or 'web'!r}, port={self.port}, proto={self.proto or 'http'!r})"
+        )
 
     @field_validator("port")
     @classmethod

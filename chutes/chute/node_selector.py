@@ -9,10 +9,21 @@ Chutes API (spec `chutes-api.md` §8.1), with the GPU numbers of `chutes.gpu`.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import contextvars
 import functools
+import warnings
+from collections.abc import Iterator
 from typing import Any, Final
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from chutes.gpu import GPUS, MAX_GPU_PRICE_DELTA, Gpu, compute_multiplier
 
@@ -31,6 +42,22 @@ _AMD_GPU: Final = "mi300x"
 # `dict` is shadowed by the method below inside the class body, so annotations use this alias.
 _Dict = builtins.dict
 
+# While a chute file is imported (`chutes run`, `chutes deploy`), a GPU name outside the catalogue
+# is a warning, not an error: the published SDK takes any name, and a file written for it must at
+# least load and run locally. The platform still refuses it at deploy (the services validate the
+# body strictly, which is the default).
+_LENIENT_GPU_NAMES: contextvars.ContextVar[bool] = contextvars.ContextVar("lenient_gpu_names", default=False)
+
+
+@contextlib.contextmanager
+def lenient_gpu_names() -> Iterator[None]:
+    """Within the block, unknown GPU names in include/exclude warn instead of failing validation."""
+    token = _LENIENT_GPU_NAMES.set(True)
+    try:
+        yield
+    finally:
+        _LENIENT_GPU_NAMES.reset(token)
+
 
 @functools.lru_cache(maxsize=1024)
 def _supported_keys(
@@ -39,7 +66,8 @@ def _supported_keys(
     """The supported GPUs of a selector (spec 8.1). Memoised: chutes share a handful of selectors,
     and every chute response needs this several times."""
     # Empty include/exclude lists count as not given, as in the API (it tests truthiness).
-    candidates = set(include) if include else set(GPUS)
+    # Unknown names (accepted from chute files, see lenient_gpu_names) match no GPU.
+    candidates = set(include) & set(GPUS) if include else set(GPUS)
     candidates -= set(exclude)
     candidates = {key for key in candidates if GPUS[key].vram_gb >= min_vram_gb}
     if max_hourly_price is not None:
@@ -66,6 +94,21 @@ class NodeSelector(BaseModel):
     exclude: list[str] | None = None
     dynamic: bool = False
 
+    # include/exclude as given, for the deploy body: the published SDK sends the names unchanged
+    # (case included), and the body must be byte-identical to it.
+    _given: _Dict[str, list[str] | None] = PrivateAttr(default_factory=_Dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_given_names(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        selector = handler(data)
+        if isinstance(selector, NodeSelector) and isinstance(data, _Dict):
+            for key in ("include", "exclude"):
+                given = data.get(key)
+                if isinstance(given, list) and all(isinstance(name, str) for name in given):
+                    selector._given[key] = list(given)
+        return selector
+
     @model_validator(mode="before")
     @classmethod
     def _drop_computed_keys(cls, data: Any) -> Any:
@@ -86,7 +129,10 @@ class NodeSelector(BaseModel):
         unknown = sorted({gpu for gpu in lowered if gpu not in GPUS})
         if unknown:
             valid = ", ".join(sorted(GPUS))
-            raise ValueError(f"unknown GPU key(s) {', '.join(unknown)}; valid keys: {valid}")
+            message = f"unknown GPU key(s) {', '.join(unknown)}; valid keys: {valid}"
+            if not _LENIENT_GPU_NAMES.get():
+                raise ValueError(message)
+            warnings.warn(f"NodeSelector: {message} (the platform refuses the chute at deploy)", stacklevel=2)
         return lowered
 
     @property
@@ -143,10 +189,15 @@ class NodeSelector(BaseModel):
     # command call `node_selector.dict()` for the request body and expect exactly the five SDK keys,
     # None values included, in this order. Use `model_dump()` for pydantic's generic dump.
     def dict(self, **kwargs: Any) -> _Dict[str, Any]:
-        """The five keys the SDK sends at deploy, None kept."""
+        """The five keys the SDK sends at deploy, None kept, GPU names as given."""
         if kwargs:
             raise TypeError(f"NodeSelector.dict() takes no options (got {sorted(kwargs)}); use model_dump()")
-        return {key: _copy(getattr(self, key)) for key in _SDK_KEYS}
+        body = {key: _copy(getattr(self, key)) for key in _SDK_KEYS}
+        for key, given in self._given.items():
+            # Only while the field still holds those names (lower-cased): a later assignment wins.
+            if given is not None and [name.lower() for name in given] == body[key]:
+                body[key] = list(given)
+        return body
 
     def stored(self) -> _Dict[str, Any]:
         """The dict the API stores for a chute: the six fields, no computed keys."""

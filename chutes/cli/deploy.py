@@ -23,6 +23,11 @@ def deploy_body(loaded: Any, public: bool, logo_id: str | None = None) -> dict[s
         raise CommandError(f"chute {chute.name} has no node_selector: add node_selector=NodeSelector(...)")
     if loaded.file is None:
         raise CommandError(f"{loaded.ref_str}: deploying needs the chute's source file")
+    for job in chute.jobs:
+        for port in job.ports:
+            # The published CLI crashes serialising such a port; the platform needs both anyway.
+            if port.name is None or port.proto is None:
+                raise CommandError(f"job {job.name}: {port.incomplete_message()}")
     return {
         "name": chute.name,
         "tagline": chute.tagline,

@@ -18,6 +18,7 @@ from chutes.chute.node_selector import NodeSelector
 from chutes.chute.template.helpers import (
     ENGINE_HOST,
     ENGINE_PORT,
+    EngineArgs,
     count_flags,
     forbid_flags,
     get_models,
@@ -137,7 +138,7 @@ def embedding_command(
     served_model_name: str,
     revision: str,
     api_key: str,
-    engine_args: str | None,
+    engine_args: EngineArgs,
     gpus: int,
     pooler: dict[str, Any],
 ) -> list[str]:
@@ -155,7 +156,7 @@ def build_embedding_chute(
     tagline: str = "",
     readme: str = "",
     concurrency: int = 32,
-    engine_args: str | None = None,
+    engine_args: EngineArgs = None,
     revision: str | None = None,
     max_instances: int = 1,
     scaling_threshold: float = 0.75,

@@ -67,9 +67,34 @@ _WARMUP_TOPICS: Final = ("apples", "bananas", "grapes", "raspberries", "dogs", "
 # ---- building --------------------------------------------------------------------------------
 
 
-def split_args(engine_args: str | None) -> list[str]:
-    """Engine arguments given as one command-line string, split like a shell would."""
-    return shlex.split(engine_args or "")
+#: Engine arguments: one command-line string, or a dict of options (`{"max_model_len": 16384,
+#: "enforce_eager": True}`), which is what the platform's easy-deploy code passes.
+EngineArgs = str | Mapping[str, Any] | None
+
+
+def split_args(engine_args: EngineArgs) -> list[str]:
+    """Engine arguments as a list of command-line words.
+
+    A string is split like a shell would. A dict becomes `--option value` per key, underscores
+    turned to dashes: True is the bare flag, False and None leave the option out, a list repeats
+    its values after one flag. (The published SDK takes a dict at import and then fails at the
+    engine's start; this is what such a chute means.)"""
+    if engine_args is None or isinstance(engine_args, str):
+        return shlex.split(engine_args or "")
+    words: list[str] = []
+    for key, value in engine_args.items():
+        flag = "--" + str(key).replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list | tuple):
+            words += [flag, *(str(item) for item in value)]
+        elif isinstance(value, Mapping):
+            words += [flag, json.dumps(value)]
+        else:
+            words += [flag, str(value)]
+    return words
 
 
 def has_flag(args: Iterable[str], *flags: str) -> bool:
@@ -82,7 +107,7 @@ def count_flags(args: Iterable[str], *flags: str) -> int:
     return sum(1 for arg in args for flag in flags if arg == flag or arg.startswith(flag + "="))
 
 
-def require_revision(builder: str, revision: str | None, engine_args: str | None) -> str:
+def require_revision(builder: str, revision: str | None, engine_args: EngineArgs) -> str:
     """LLM templates pin the model to a Hugging Face commit: `revision` is mandatory and must not
     also come through `engine_args`."""
     if has_flag(split_args(engine_args), "--revision"):
@@ -95,7 +120,7 @@ def require_revision(builder: str, revision: str | None, engine_args: str | None
     return revision
 
 
-def forbid_flags(engine_args: str | None, flags: Mapping[str, str]) -> None:
+def forbid_flags(engine_args: EngineArgs, flags: Mapping[str, str]) -> None:
     """ValueError naming the first flag of `flags` (flag -> reason) present in `engine_args`."""
     args = split_args(engine_args)
     for flag, reason in flags.items():

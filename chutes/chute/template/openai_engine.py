@@ -14,13 +14,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
 from chutes.chute.base import Chute, ChutePack
 from chutes.chute.node_selector import NodeSelector
-from chutes.chute.template.helpers import ENGINE_PORT, get_models, parse_stream_chunk, require_revision
+from chutes.chute.template.helpers import (
+    ENGINE_PORT,
+    EngineArgs,
+    get_models,
+    parse_stream_chunk,
+    require_revision,
+)
 from chutes.image import Image
 
 # ---- the chute ---------------------------------------------------------------------------------
@@ -29,7 +35,7 @@ from chutes.image import Image
 def engine_chute(
     builder: str,
     standard_template: str,
-    check_args: Callable[[str | None], None],
+    check_args: Callable[[EngineArgs], None],
     *,
     username: str,
     model_name: str,
@@ -38,7 +44,7 @@ def engine_chute(
     tagline: str,
     readme: str,
     concurrency: int,
-    engine_args: str | None,
+    engine_args: EngineArgs,
     revision: str | None,
     max_instances: int,
     scaling_threshold: float,
@@ -204,6 +210,14 @@ class ChatCompletionStreamResponse(BaseModel):
     usage: UsageInfo | None = None
 
 
+# The completion choices' stop_reason carries this description in the published templates, and
+# so in the cords' output schemas of every deploy body.
+_STOP_REASON: Final = (
+    "The stop string or token id that caused the completion to stop, None if the completion "
+    "finished for some other reason including encountering the EOS token"
+)
+
+
 class CompletionLogProbs(BaseModel):
     text_offset: list[int] = Field(default_factory=list)
     token_logprobs: list[float | None] = Field(default_factory=list)
@@ -216,7 +230,7 @@ class CompletionResponseChoice(BaseModel):
     text: str
     logprobs: CompletionLogProbs | None = None
     finish_reason: str | None = None
-    stop_reason: int | str | None = None
+    stop_reason: int | str | None = Field(default=None, description=_STOP_REASON)
     prompt_logprobs: list[dict[int, Logprob] | None] | None = None
 
 
@@ -234,7 +248,7 @@ class CompletionResponseStreamChoice(BaseModel):
     text: str
     logprobs: CompletionLogProbs | None = None
     finish_reason: str | None = None
-    stop_reason: int | str | None = None
+    stop_reason: int | str | None = Field(default=None, description=_STOP_REASON)
 
 
 class CompletionStreamResponse(BaseModel):

@@ -20,6 +20,7 @@ from chutes.chute.template.helpers import (
     ENGINE_HOST,
     ENGINE_PORT,
     ENGINE_URL,
+    EngineArgs,
     forbid_flags,
     gpu_count,
     has_flag,
@@ -49,9 +50,9 @@ from chutes.chute.template.openai_engine import (
     DefaultRole,
     DeltaMessage,
     Logprob,
+    OpenAIChutePack,
     ResponseFormat,
     UsageInfo,
-    OpenAIChutePack,
     add_openai_cords,
     engine_chute,
     engine_env,
@@ -60,9 +61,14 @@ from chutes.chute.template.openai_engine import (
 from chutes.image import Image
 from chutes.image.standard.sglang import SGLANG
 
-# This module's own names, and those it got from elsewhere (chute files may import them from here).
+# This module's own names, and those it got from elsewhere (chute files may import them from here),
+# among them the OpenAI request/response models, which the published SDK defines in this module.
 __all__ = [
-    # The OpenAI request/response models, defined in this module in the published SDK.
+    "ENGINE_HOST",
+    "ENGINE_PORT",
+    "ENGINE_URL",
+    "FORBIDDEN_FLAGS",
+    "SGLANG",
     "BaseRequest",
     "ChatCompletionLogProb",
     "ChatCompletionLogProbs",
@@ -73,6 +79,8 @@ __all__ = [
     "ChatCompletionResponseStreamChoice",
     "ChatCompletionStreamResponse",
     "ChatMessage",
+    "Chute",
+    "ChutePack",
     "CompletionLogProbs",
     "CompletionRequest",
     "CompletionResponse",
@@ -81,19 +89,12 @@ __all__ = [
     "CompletionStreamResponse",
     "DefaultRole",
     "DeltaMessage",
-    "Logprob",
-    "ResponseFormat",
-    "UsageInfo",
-    "ENGINE_HOST",
-    "ENGINE_PORT",
-    "ENGINE_URL",
-    "FORBIDDEN_FLAGS",
-    "SGLANG",
-    "Chute",
-    "ChutePack",
     "Image",
+    "Logprob",
     "NodeSelector",
+    "ResponseFormat",
     "SGLangChute",
+    "UsageInfo",
     "add_openai_cords",
     "build_sglang_chute",
     "engine_env",
@@ -118,7 +119,7 @@ class SGLangChute(OpenAIChutePack):
 
 
 def sglang_command(
-    model_name: str, revision: str, api_key: str, engine_args: str | None, gpus: int, tls: bool = False
+    model_name: str, revision: str, api_key: str, engine_args: EngineArgs, gpus: int, tls: bool = False
 ) -> list[str]:
     """The SGLang server command line: engine_args plus the template's defaults, then the key."""
     forbid_flags(engine_args, FORBIDDEN_FLAGS)
@@ -160,7 +161,7 @@ def build_sglang_chute(
     tagline: str = "",
     readme: str = "",
     concurrency: int = 32,
-    engine_args: str | None = None,
+    engine_args: EngineArgs = None,
     revision: str | None = None,
     max_instances: int = 1,
     scaling_threshold: float = 0.75,

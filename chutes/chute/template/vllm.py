@@ -25,6 +25,7 @@ from chutes.chute.node_selector import NodeSelector
 from chutes.chute.template.helpers import (
     ENGINE_HOST,
     ENGINE_PORT,
+    EngineArgs,
     count_flags,
     forbid_flags,
     get_models,
@@ -159,7 +160,7 @@ class VLLMChute(OpenAIChutePack):
 # ---- vLLM's server (the embedding template runs it too) ----------------------------------------
 
 
-def check_engine_args(engine_args: str | None) -> None:
+def check_engine_args(engine_args: EngineArgs) -> None:
     """Reject engine_args the template cannot honour (it sets these flags itself)."""
     forbid_flags(engine_args, FORBIDDEN_FLAGS)
     if count_flags(split_args(engine_args), *_TP_FLAGS) > 1:
@@ -168,7 +169,7 @@ def check_engine_args(engine_args: str | None) -> None:
         )
 
 
-def server_args(engine_args: str | None, gpus: int) -> list[str]:
+def server_args(engine_args: EngineArgs, gpus: int) -> list[str]:
     """engine_args checked and split, with `--tensor-parallel-size <gpus>` unless they set the
     tensor parallelism."""
     check_engine_args(engine_args)
@@ -204,7 +205,7 @@ def vllm_command(
     served_model_name: str,
     revision: str,
     api_key: str,
-    engine_args: str | None,
+    engine_args: EngineArgs,
     gpus: int,
     tls: bool = False,
 ) -> list[str]:
@@ -232,7 +233,7 @@ def build_vllm_chute(
     tagline: str = "",
     readme: str = "",
     concurrency: int = 32,
-    engine_args: str | None = None,
+    engine_args: EngineArgs = None,
     revision: str | None = None,
     max_instances: int = 1,
     scaling_threshold: float = 0.75,
