@@ -12,8 +12,9 @@ codegen is all the gateway needs:
   and errors.
 
 Filter order (see notes/gateway-facts.md section 0): Lua normaliser, header_mutation (strips
-client-sent identity headers), ext_authz (hotkey signatures, checked by identity on the raw
-body), grpc_json_transcoder, router.
+client-sent identity headers), buffer (the JSON body limit for bodies without a Content-Length;
+off for uploads and chute invocations), ext_authz (hotkey signatures, checked by identity on the
+raw body), grpc_json_transcoder, router.
 
 Chute invocations (given `xds_address`, the registry's control plane: services/registry/xds.py):
 `{slug}.{chute_domain}` is routed by one static route to the cluster of that name, which the
@@ -70,6 +71,7 @@ _LUA = "envoy.filters.http.lua"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _HEADER_MUTATION = "envoy.filters.http.header_mutation"
+_BUFFER = "envoy.filters.http.buffer"
 #: The request headers of a hotkey signature; ext_authz runs only when all three are present.
 SIGNATURE_HEADERS = ("x-chutes-hotkey", "x-chutes-nonce", "x-chutes-signature")
 #: How long the gateway waits for identity to check a signature before answering 503.
@@ -293,6 +295,11 @@ def _routes(contract: Contract, bench: bool) -> list[dict[str, Any]]:
         if rpc.bare_array:
             # Read by Lua on the response, where the route is the one re-matched on the gRPC path.
             route["metadata"] = {"filter_metadata": {_LUA: {"unwrap": "items"}}}
+        if rpc.client_streaming:
+            # Native gRPC uploads stream to the service: no body limit, nothing buffered whole.
+            route["typed_per_filter_config"] = {
+                _BUFFER: _typed("config.route.v3.FilterConfig", disabled=True)
+            }
         routes.append(route)
     for full, short in sorted(contract.grpc_services.items()):
         routes.append(
@@ -311,7 +318,8 @@ def _routes(contract: Contract, bench: bool) -> list[dict[str, Any]]:
                     _EXT_AUTHZ: _typed(
                         "extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
                         check_settings={"disable_request_body_buffering": True},
-                    )
+                    ),
+                    _BUFFER: _typed("config.route.v3.FilterConfig", disabled=True),
                 },
             }
         )
@@ -457,6 +465,17 @@ def render(
                 "extensions.filters.http.header_mutation.v3.HeaderMutation",
                 # Only the gateway may tell a service who is calling: client copies never get through.
                 mutations={"request_mutations": [{"remove": name} for name in CALLER_HEADERS]},
+            ),
+        },
+        {
+            # Every other body is limited as it arrives, whatever its framing: the Lua normaliser
+            # refuses a Content-Length over the limit up front, this refuses a chunked or native
+            # gRPC body once it passes the limit (the transcoder's own limit does not count what
+            # it has already turned into a message: a 200 MiB chunked body grew Envoy by
+            # 252 MB). At most this much is held per request.
+            "name": _BUFFER,
+            "typed_config": _typed(
+                "extensions.filters.http.buffer.v3.Buffer", max_request_bytes=MAX_JSON_BODY_BYTES
             ),
         },
         _ext_authz(),
@@ -696,6 +715,7 @@ def _invocation_vhost(domain: str, *, checked: bool = False, usage: bool = False
         "typed_per_filter_config": {
             _LUA: disabled,
             _TRANSCODER: disabled,
+            _BUFFER: disabled,  # invocation bodies stream to the instance, whatever their size
             # Envoy keeps a client's own x-request-id (the gateway does not use the remote
             # address), so the invocation id is made here, before routing: the instance, the
             # access log and the answer (Envoy's own replies included) all carry this one.

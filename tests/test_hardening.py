@@ -237,3 +237,55 @@ def test_bad_json_is_clean_4xx(http: httpx.Client) -> None:
     nested = {"name": "x", "node_selector": [1], "cords": [{"input_schema": 5}]}
     for field, value in nested.items():
         assert_clean_4xx(http.post("/chutes/?accept_fee=true", json={"name": "x", field: value}))
+
+
+# ---- 7. the JSON body limit holds for chunked and gRPC bodies, without reading them whole -----
+
+
+def test_a_huge_chunked_body_is_refused_early(suite: RunningSuite) -> None:
+    import select
+    import socket
+
+    from gateway.render import MAX_JSON_BODY_BYTES
+
+    host, port = suite.gateway.removeprefix("http://").split(":")
+    chunk = b"x" * (1 << 20)
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /chutes/?accept_fee=true HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+            b'16\r\n{"name":"x","readme":"\r\n'  # valid JSON so far, and it goes on
+        )
+        answer = b""
+        try:
+            while sent < 200 * (1 << 20):
+                if select.select([connection], [], [], 0)[0]:
+                    break  # answered (or closed) before the body ended
+                connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused and closed while we were still sending
+        while b"\r\n\r\n" not in answer:
+            more = connection.recv(65536)
+            if not more:
+                break
+            answer += more
+    assert sent < 4 * MAX_JSON_BODY_BYTES, sent  # refused once past the limit, not after 200 MiB
+    head = answer.partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert b"application/json" in head
+
+
+def test_a_native_grpc_message_over_the_limit_is_refused(suite: RunningSuite) -> None:
+    import grpc
+
+    from chutes.registry.v1 import registry_pb2, registry_pb2_grpc
+    from gateway.render import MAX_JSON_BODY_BYTES
+
+    request = registry_pb2.DeployChuteRequest()
+    request.chute.readme = "r" * (MAX_JSON_BODY_BYTES + 1024)
+    with grpc.insecure_channel(suite.gateway.removeprefix("http://")) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            registry_pb2_grpc.RegistryServiceStub(channel).DeployChute(request, timeout=30)
+    assert refused.value.code() not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.OK)
