@@ -19,7 +19,7 @@ import pytest
 
 from chutes.cli.api import compact
 from chutes.cli.deploy import deploy_body
-from chutes.runner import load_chute
+from chutes.runner import ChuteLoadError, load_chute
 
 FILES = Path(__file__).parent / "chute_files"
 CORPUS = FILES / "corpus"
@@ -65,3 +65,18 @@ def test_deploy_body_matches_published_sdk(name: str) -> None:
             assert body.get(key) == expected[key], f"{name}: {key} differs"
         assert list(body) == list(expected), f"{name}: key order differs"
     assert ours == golden
+
+
+REFUSED_BY_RULE = sorted(
+    path.stem for path in GOLDENS.glob("*.error") if path.read_text().startswith("ValueError: ")
+)
+
+
+@pytest.mark.usefixtures("in_corpus")
+@pytest.mark.parametrize("name", REFUSED_BY_RULE)
+def test_files_the_published_sdk_refuses_are_refused_too(name: str) -> None:
+    """The template rules refuse the same files: a revision inside engine_args, or none at all
+    (0.6.9 would look the current commit up on Hugging Face, which tests cannot reach; we always
+    ask for it)."""
+    with pytest.raises(ChuteLoadError, match=r"[Rr]evision"):
+        load_chute(f"{name}:chute")

@@ -9,6 +9,7 @@ are imported only when a hook runs, so building a template chute anywhere else n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -107,15 +108,26 @@ def count_flags(args: Iterable[str], *flags: str) -> int:
     return sum(1 for arg in args for flag in flags if arg == flag or arg.startswith(flag + "="))
 
 
-def require_revision(builder: str, revision: str | None, engine_args: EngineArgs) -> str:
+def require_revision(
+    builder: str, revision: str | None, engine_args: EngineArgs, model_name: str | None = None
+) -> str:
     """LLM templates pin the model to a Hugging Face commit: `revision` is mandatory and must not
-    also come through `engine_args`."""
+    also come through `engine_args`. Without one, the error suggests the model's current main
+    commit when Hugging Face can be reached (as the published SDK does)."""
     if has_flag(split_args(engine_args), "--revision"):
         raise ValueError(f"Revision is now a top-level argument to {builder}!")
     if not revision:
+        suggested = None
+        if model_name:
+            with contextlib.suppress(Exception):
+                suggested = get_current_hf_commit(model_name, timeout=10)
+        hint = (
+            f"The current refs/heads/main commit is: {suggested}"
+            if suggested
+            else "(the commit hash of the model repository, e.g. its current refs/heads/main)."
+        )
         raise ValueError(
-            "You must specify revision= to properly lock a model to a given huggingface revision "
-            "(the commit hash of the model repository, e.g. its current refs/heads/main)."
+            f"You must specify revision= to properly lock a model to a given huggingface revision {hint}"
         )
     return revision
 
@@ -308,13 +320,13 @@ def set_nccl_flags(gpu_count: int, model_name: str) -> None:
             os.environ.pop(key, None)
 
 
-def get_current_hf_commit(model_name: str) -> str | None:
+def get_current_hf_commit(model_name: str, *, timeout: float = 30) -> str | None:
     """The commit refs/heads/main of a Hugging Face model points at now (what to pin `revision`
     to), or None when the repository has no main branch. Needs network access."""
     try:
         hub = importlib.import_module("huggingface_hub")
     except ImportError:
-        response = httpx.get(f"https://huggingface.co/api/models/{model_name}/refs", timeout=30)
+        response = httpx.get(f"https://huggingface.co/api/models/{model_name}/refs", timeout=timeout)
         response.raise_for_status()
         for branch in response.json().get("branches", []):
             if branch.get("ref") == "refs/heads/main":

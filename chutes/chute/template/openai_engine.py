@@ -56,7 +56,7 @@ def engine_chute(
     """The chute an engine template builds (named after the model unless `name` says otherwise)
     and the revision it is pinned to: `revision` is required, and `engine_args` must pass
     `check_args`, before it is made."""
-    pinned = require_revision(builder, revision, engine_args)
+    pinned = require_revision(builder, revision, engine_args, model_name)
     check_args(engine_args)
     chute = Chute(
         username=username,
