@@ -59,6 +59,14 @@ MAX_JSON_BODY_BYTES = MAX_REQUEST_MESSAGE_BYTES // 2
 #: (services/kit/server.py MAX_METADATA_BYTES), so the answer never depends on gRPC's own limit,
 #: which refused heads between 8 and 16 KiB at random with a 429 naming internal headers.
 MAX_REQUEST_HEADERS_KB = 8
+#: Slow and idle clients (Envoy's edge-hardening guidance, issue 16: 460 idle or slowloris
+#: connections were all open after 60 s): a request head must arrive within this...
+REQUEST_HEADERS_TIMEOUT = "10s"
+#: ...a connection without a request in flight is closed after this (a streaming invocation or
+#: a long upload is a request in flight: never cut)...
+IDLE_TIMEOUT = "60s"
+#: ...and no more connections than this are open at once (Envoy refuses more at accept).
+MAX_DOWNSTREAM_CONNECTIONS = 10_000
 #: Upstream timeout of unary calls; streaming calls have none.
 UNARY_TIMEOUT = "60s"
 #: Path of the benchmark-only direct response (Envoy's own ceiling).
@@ -517,6 +525,15 @@ def render(
         http_filters=http_filters,
         max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         local_reply_config={"mappers": _edge_local_replies()},
+        request_headers_timeout=REQUEST_HEADERS_TIMEOUT,
+        common_http_protocol_options={"idle_timeout": IDLE_TIMEOUT},
+        # Envoy's edge defaults for HTTP/2 clients (native gRPC): bounded streams per connection
+        # and flow-control windows, so one client cannot make Envoy hold megabytes per stream.
+        http2_protocol_options={
+            "max_concurrent_streams": 100,
+            "initial_stream_window_size": 65536,
+            "initial_connection_window_size": 1048576,
+        },
     )
     bootstrap: dict[str, Any] = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
@@ -538,6 +555,17 @@ def render(
                 }
             ],
             "clusters": clusters,
+        },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": _typed(
+                        "extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                        max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS,
+                    ),
+                }
+            ]
         },
     }
     if xds_address is not None:
@@ -753,7 +781,10 @@ def _edge_local_replies() -> list[dict[str, Any]]:
             "body_format_override": {"json_format": {"detail": detail}},
         }
 
-    return [status(431, "Request Header Fields Too Large")]
+    return [
+        status(431, "Request Header Fields Too Large"),
+        status(408, "Request Timeout"),  # the head did not arrive in REQUEST_HEADERS_TIMEOUT
+    ]
 
 
 def _invocation_local_replies(domain: str, *, checked: bool = False) -> dict[str, Any]:

@@ -289,3 +289,36 @@ def test_a_native_grpc_message_over_the_limit_is_refused(suite: RunningSuite) ->
         with pytest.raises(grpc.RpcError) as refused:
             registry_pb2_grpc.RegistryServiceStub(channel).DeployChute(request, timeout=30)
     assert refused.value.code() not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.OK)
+
+
+# ---- 12. slow and idle clients ---------------------------------------------------------------
+
+
+def test_a_slowloris_head_is_cut_off(suite: RunningSuite) -> None:
+    import socket
+
+    from gateway.render import REQUEST_HEADERS_TIMEOUT
+
+    host, port = suite.gateway.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=float(REQUEST_HEADERS_TIMEOUT[:-1]) + 5) as c:
+        c.sendall(b"GET /chutes/ HTTP/1.1\r\nHost: x\r\n")  # ...and the rest never comes
+        started = time.monotonic()
+        answer = b""
+        while more := c.recv(65536):
+            answer += more
+        assert time.monotonic() - started < float(REQUEST_HEADERS_TIMEOUT[:-1]) + 3
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
+
+
+def test_edge_limits_are_rendered() -> None:
+    from gateway.render import IDLE_TIMEOUT, render
+    from services.kit.settings import SERVICE_NAMES
+
+    addresses = {name: f"127.0.0.1:{1000 + i}" for i, name in enumerate(SERVICE_NAMES)}
+    config = render(addresses, authz_address="127.0.0.1:999", port=1, xds_address="127.0.0.1:7")
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["common_http_protocol_options"]["idle_timeout"] == IDLE_TIMEOUT
+    assert hcm["request_headers_timeout"]
+    assert "stream_idle_timeout" not in hcm and "request_timeout" not in hcm  # SSE, uploads
+    [monitor] = config["overload_manager"]["resource_monitors"]
+    assert monitor["typed_config"]["max_active_downstream_connections"] > 0
