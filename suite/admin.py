@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from chutes._version import version as SDK_VERSION
 from services.identity import keys, store
 from services.identity.signatures import public_key_of
 from services.kit.db import asyncpg_url
@@ -237,8 +238,10 @@ def add_commands(commands: Any) -> None:
     image.add_argument("--public", action="store_true", help="usable by every user")
     image.add_argument(
         "--chutes-version",
-        default=None,
-        help="the chutes SDK version inside the image (deploys need >= 0.3.61)",
+        # Without a version every deploy on the image is refused as "too old": default to the SDK
+        # this suite ships, which is what an image built for it contains.
+        default=SDK_VERSION,
+        help=f"the chutes SDK version inside the image (deploys need >= 0.3.61; default {SDK_VERSION})",
     )
     image.set_defaults(admin_command=add_image)
 

@@ -278,3 +278,21 @@ def test_diffusion_revision_pins_the_download_not_the_chute() -> None:
     )
     assert pack.chute.revision is None
     assert json.loads(json.dumps(pack.chute.cords[0].to_dict()))["path"] == "/generate"
+
+
+def test_add_image_records_the_shipped_sdk_version_by_default() -> None:
+    """An image added without --chutes-version must not make every deploy on it fail as "SDK
+    version (unknown) is too old"."""
+    import argparse
+
+    from chutes._version import version
+    from suite import admin
+
+    parser = argparse.ArgumentParser()
+    admin.add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["admin", "add-image", "--username", "u", "--name", "base", "--tag", "1"])
+    assert args.chutes_version == version == "0.6.9"
+    explicit = parser.parse_args(
+        ["admin", "add-image", "--username", "u", "--name", "b", "--tag", "1", "--chutes-version", "0.5.0"]
+    )
+    assert explicit.chutes_version == "0.5.0"
