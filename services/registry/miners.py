@@ -175,12 +175,17 @@ class MinerServicer(miners_pb2_grpc.MinerServiceServicer):
                 if job_id:
                     await fleet_store.job_started(connection, job_id)
             elif request.state == States.INSTANCE_STATE_READY:
-                wanted = await fleet_store.mark_ready(connection, request.instance_id, host, request.port)
-                if wanted and not job_id:
+                # One transaction: nobody sees the chute routable with its bounty still unclaimed.
+                async with connection.transaction():
+                    wanted = await fleet_store.mark_ready(connection, request.instance_id, host, request.port)
                     # Routable from now on: the first such instance of the chute takes its bounty.
-                    claimed = await bounties.claim(connection, instance["chute_id"])
-                    if claimed is not None:
-                        log.info("instance %s claimed a bounty of %d", request.instance_id, claimed)
+                    claimed = (
+                        await bounties.claim(connection, instance["chute_id"])
+                        if wanted and not job_id
+                        else None
+                    )
+                if claimed is not None:
+                    log.info("instance %s claimed a bounty of %d", request.instance_id, claimed)
             elif request.state in (States.INSTANCE_STATE_FAILED, States.INSTANCE_STATE_STOPPED):
                 failed = request.state == States.INSTANCE_STATE_FAILED
                 if failed:
