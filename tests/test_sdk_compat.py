@@ -296,3 +296,96 @@ def test_add_image_records_the_shipped_sdk_version_by_default() -> None:
         ["admin", "add-image", "--username", "u", "--name", "b", "--tag", "1", "--chutes-version", "0.5.0"]
     )
     assert explicit.chutes_version == "0.5.0"
+
+
+def test_run_takes_the_published_flags_for_a_local_job(tmp_path: Path) -> None:
+    """`chutes run --dev --dev-job-method ... --dev-job-data-path ...` runs the job, and the flags
+    the platform's validator adds (miner/validator hotkeys, logging port) are accepted."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    data = tmp_path / "job.json"
+    data.write_text(json.dumps({"epochs": 2}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
+    env["RUN_HOOKS_FILE"] = str(tmp_path / "hooks.txt")
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "chutes"),
+            "run",
+            "tests/chute_files/run_jobs:chute",
+            "--dev",
+            "--dev-job-method",
+            "train",
+            "--dev-job-data-path",
+            str(data),
+            "--miner-ss58",
+            "5Miner",
+            "--validator-ss58",
+            "5Validator",
+            "--logging-port",
+            "8001",
+            "--debug",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "complete"
+    assert result["result"]["epochs"] == 2
+
+
+def test_deploy_takes_logo_config_path_and_debug() -> None:
+    from chutes.cli.commands import build_parser
+
+    args = build_parser().parse_args(
+        ["deploy", "x:chute", "--logo", "logo.png", "--config-path", "/tmp/c.ini", "--debug"]
+    )
+    assert (args.logo, args.config_path, args.debug) == ("logo.png", "/tmp/c.ini", True)
+
+
+def test_logo_upload_is_multipart_signed_over_its_bytes(tmp_path: Path) -> None:
+    import hashlib
+
+    import httpx
+    import sr25519
+
+    from chutes.cli.api import Api
+    from chutes.config import Config
+
+    seed = bytes(range(32))
+    public, _ = sr25519.pair_from_seed(seed)
+    config = Config(
+        path=tmp_path / "config.ini",
+        file_found=True,
+        base_url="http://api.test",
+        user_id="u1",
+        username="alice",
+        hotkey_seed=seed.hex(),
+        hotkey_name="hk",
+        hotkey_ss58address="5Hotkey",
+        api_key=None,
+    )
+    logo = tmp_path / "logo.png"
+    logo.write_bytes(b"\x89PNG fake")
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"logo_id": "logo-1"})
+
+    with Api(config) as api:
+        api.client = httpx.Client(base_url="http://api.test", transport=httpx.MockTransport(answer))
+        assert api.post_file("/logos/", "logo", logo).json() == {"logo_id": "logo-1"}
+    request = seen[0]
+    body = request.content
+    assert request.headers["Content-Type"].startswith("multipart/form-data; boundary=")
+    assert b'name="logo"; filename="logo.png"' in body and b"\x89PNG fake" in body
+    nonce = request.headers["X-Chutes-Nonce"]
+    message = f"5Hotkey:{nonce}:{hashlib.sha256(body).hexdigest()}".encode()
+    assert sr25519.verify(bytes.fromhex(request.headers["X-Chutes-Signature"]), message, public)

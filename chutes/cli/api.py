@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import mimetypes
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -107,6 +109,18 @@ class Api:
         headers = {**auth_headers(self.config, payload=payload), **(extra_headers or {})}
         request = self.client.build_request("POST", path, content=payload, headers=headers, timeout=timeout)
         return self._send(request)
+
+    def post_file(self, path: str, field: str, file: Path) -> httpx.Response:
+        """POST one file as multipart form data, signed over the raw multipart bytes (the
+        published CLI's `POST /logos/`)."""
+        mime = mimetypes.guess_type(file.name)[0] or "image/png"
+        form = httpx.Request("POST", "/", files={field: (file.name, file.read_bytes(), mime)})
+        payload = form.read()
+        headers = {
+            **auth_headers(self.config, payload=payload),
+            "Content-Type": form.headers["Content-Type"],
+        }
+        return self._send(self.client.build_request("POST", path, content=payload, headers=headers))
 
     def stream_get(self, path: str, purpose: str, timeout: Any) -> httpx.Response:
         headers = auth_headers(self.config, purpose=purpose)

@@ -68,6 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--job-id", help="the job's id (exported to the job as CHUTES_JOB_ID)")
     run.add_argument("--job-data", help="the job's arguments: a JSON object, or @file.json")
     run.add_argument("--job-status-url", help="where the job reports (the API's /jobs/{id}?token=... URL)")
+    # The published CLI's names for a local job run, and its other options.
+    run.add_argument("--dev-job-method", help="with --dev: run this job (same as --job-method)")
+    run.add_argument(
+        "--dev-job-data-path", metavar="PATH", help="with --dev: the job's arguments from this JSON file"
+    )
+    run.add_argument("--debug", action="store_true", help="debug logging")
+    run.add_argument(
+        "--logging-port",
+        type=int,
+        default=8001,
+        help="accepted for compatibility: instances here have no separate log server",
+    )
+    # Set by the platform's validator when it starts an instance; nothing to do with them here,
+    # and a launch command carrying them must not fail.
+    run.add_argument("--miner-ss58", help=argparse.SUPPRESS)
+    run.add_argument("--validator-ss58", help=argparse.SUPPRESS)
 
     deploy = command(
         commands,
@@ -84,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument(
         "--yes", "-y", action="store_true", help="do not ask for confirmation (asked only on a terminal)"
     )
+    deploy.add_argument(
+        "--logo", metavar="PATH", help="an image file uploaded as the chute's logo (POST /logos/)"
+    )
+    deploy.add_argument(
+        "--config-path", metavar="PATH", help="the config file to use (like CHUTES_CONFIG_PATH)"
+    )
+    deploy.add_argument("--debug", action="store_true", help="debug logging")
 
     chutes_group = command(commands, "chutes", _group_help, "list, show and delete chutes")
     chutes_commands = chutes_group.add_subparsers(dest="subcommand", required=True, metavar="ACTION")

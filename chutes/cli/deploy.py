@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from chutes.cli.api import VERSION, Api, CommandError, detail_of, ok_json, path_part
@@ -63,6 +66,15 @@ def image_ref(chute: Any) -> str:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from chutes.runner import load_chute
 
+    if args.config_path:
+        # Honoured here (the published option sets the variable after its config is read, so it
+        # has no effect there): the file it names is the one used.
+        os.environ["CHUTES_CONFIG_PATH"] = args.config_path
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG)
+    logo = Path(args.logo) if args.logo else None
+    if logo is not None and not logo.is_file():
+        raise CommandError(f"--logo {args.logo}: no such file")
     config = load_config()
     loaded = load_chute(args.chute)
     body = deploy_body(loaded, public=args.public)
@@ -90,6 +102,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if not confirm(f"You are about to upload {loaded.file} and deploy {chute.name}, confirm?", args.yes):
             print("Aborted.", file=sys.stderr)
             return 1
+        if logo is not None:
+            # Uploaded after the confirmation, as the published CLI does; its id goes in the body.
+            body["logo_id"] = ok_json(api.post_file("/logos/", "logo", logo))["logo_id"]
         fee = "true" if args.accept_fee else "false"
         response = api.post(
             f"/chutes/?accept_fee={fee}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -16,7 +17,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ["CHUTES_EXECUTION_CONTEXT"] = "REMOTE"
     if args.dev:
         os.environ["CHUTES_DEV_MODE"] = "true"
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG)
     from chutes.runner import JobRunError, job_data_of, load_chute, run_job, serve
+
+    # The published CLI's --dev-job-method/--dev-job-data-path are our --job-method/--job-data.
+    if args.dev_job_method or args.dev_job_data_path:
+        if not args.dev:
+            raise CommandError("--dev-job-method and --dev-job-data-path need --dev")
+        if args.job_method or args.job_data:
+            raise CommandError(
+                "give --dev-job-method/--dev-job-data-path or --job-method/--job-data, not both"
+            )
+        if not args.dev_job_method:
+            raise CommandError("--dev-job-data-path needs --dev-job-method")
+        args.job_method = args.dev_job_method
+        args.job_data = f"@{args.dev_job_data_path}" if args.dev_job_data_path else None
 
     job_options = (args.job_id, args.job_data, args.job_status_url)
     if args.job_method is None and any(option is not None for option in job_options):
