@@ -273,6 +273,8 @@ def test_an_affine_chute_becomes_an_immutable_tee_copy(
     assert copy["node_selector"]["include"] == ["h200"]
     assert copy["node_selector"]["supported_gpus"] == ["h200"]
     assert (copy["tee"], copy["immutable"], copy["lock_modules"]) == (True, True, False)
+    # As the real API: the new chute gets a bounty once committed, in the answer too.
+    assert copy["bounty"] >= 100 and copy["compute_multiplier_factors"]["bounty_boost"] >= 1.5
     for copied in (
         "tagline", "readme", "tool_description", "logo_id", "public", "cords", "jobs", "standard_template",
         "chutes_version", "concurrency", "revision", "max_instances", "scaling_threshold",
@@ -283,7 +285,15 @@ def test_an_affine_chute_becomes_an_immutable_tee_copy(
     # Priced as GET /chutes/{id} answers it: 4 h200s, and the TEE factor.
     assert copy["current_estimated_price"]["usd"]["hour"] == pytest.approx(4 * 2.75)
     assert copy["compute_multiplier_factors"]["tee"] == 2.25
-    assert http.get(f"/chutes/{copy['chute_id']}").json() == copy
+    # GET answers the same chute; the bounty's boost grows by the second, so it is compared apart.
+    got = http.get(f"/chutes/{copy['chute_id']}").json()
+    growing = ("effective_compute_multiplier", "compute_multiplier_factors")
+    assert {k: v for k, v in got.items() if k not in growing} == {
+        k: v for k, v in copy.items() if k not in growing
+    }
+    assert got["compute_multiplier_factors"]["bounty_boost"] == pytest.approx(
+        copy["compute_multiplier_factors"]["bounty_boost"], rel=1e-3
+    )
 
     assert http.get(f"/chutes/code/{copy['chute_id']}").text == code
 

@@ -328,10 +328,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         caller = require_caller()
         async with self.db.engine.begin() as connection:
             chute_id = await teeify.teeify_chute(connection, caller, request.chute_id)
-        # Answered priced, as GET /chutes/{id} is (the real route injects price and multiplier).
+        # Answered priced, as GET /chutes/{id} is (the real route injects price and multiplier),
+        # with the bounty the real API gives the new chute once it is committed.
         async with self.db.raw() as connection:
+            await bounties.create(connection, chute_id)
             [row] = await store.chute_rows(connection, [chute_id])
-        return views.chute_message(row, priced=True, tao_usd=self.settings.tao_usd_rate)
+            light = await store.find_chute(connection, chute_id, store.Viewer(row["user_id"], []))
+        return views.with_live_boosts(
+            views.chute_message(row, priced=True, tao_usd=self.settings.tao_usd_rate), light
+        )
 
     async def EasyDeployVllmChute(
         self, request: registry_pb2.VllmChuteArgs, context: Context

@@ -397,7 +397,7 @@ class RegistryServiceServicer:
 
     def TeeifyChute(self, request, context):
         """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, and returns it
-        priced as GetChute returns it (the real API also gives the new chute a bounty; not here).
+        priced as GetChute returns it (with the bounty the real API gives the new chute).
         Auth: required.
         The copy's code is the original's with every build_sglang_chute, build_vllm_chute and Chute
         call given node_selector=NodeSelector(gpu_count=N, include=["h200"]), tee=True and

@@ -224,7 +224,7 @@ class RegistryServiceStub:
     """
     TeeifyChute: _grpc.UnaryUnaryMultiCallable[_registry_pb2.TeeifyChuteRequest, _registry_pb2.Chute]
     """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, and returns it
-    priced as GetChute returns it (the real API also gives the new chute a bounty; not here).
+    priced as GetChute returns it (with the bounty the real API gives the new chute).
     Auth: required.
     The copy's code is the original's with every build_sglang_chute, build_vllm_chute and Chute
     call given node_selector=NodeSelector(gpu_count=N, include=["h200"]), tee=True and
@@ -471,7 +471,7 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """
     TeeifyChute: _aio.UnaryUnaryMultiCallable[_registry_pb2.TeeifyChuteRequest, _registry_pb2.Chute]  # type: ignore[assignment]
     """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, and returns it
-    priced as GetChute returns it (the real API also gives the new chute a bounty; not here).
+    priced as GetChute returns it (with the bounty the real API gives the new chute).
     Auth: required.
     The copy's code is the original's with every build_sglang_chute, build_vllm_chute and Chute
     call given node_selector=NodeSelector(gpu_count=N, include=["h200"]), tee=True and
@@ -811,7 +811,7 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.Chute, _abc.Awaitable[_registry_pb2.Chute]]:
         """Creates "{name}-TEE", an immutable TEE copy of an affine chute on h200 GPUs, and returns it
-        priced as GetChute returns it (the real API also gives the new chute a bounty; not here).
+        priced as GetChute returns it (with the bounty the real API gives the new chute).
         Auth: required.
         The copy's code is the original's with every build_sglang_chute, build_vllm_chute and Chute
         call given node_selector=NodeSelector(gpu_count=N, include=["h200"]), tee=True and

@@ -256,7 +256,6 @@ async def teeify_chute(connection: AsyncConnection, caller: Caller, chute_id: st
             "lock_modules": bool(source["lock_modules"]),
         },
     )
-    # The real API also gives the new chute a bounty after commit; this route does not (yet).
     await store.emit(
         connection, "chute_created", {"chute_id": new_id, "version": version, "job_only": not source["cords"]}
     )
