@@ -9,6 +9,7 @@ from typing import Any
 from chutes.cli.api import VERSION
 from chutes.cli.chutes_commands import cmd_chutes_delete, cmd_chutes_get, cmd_chutes_list, cmd_share
 from chutes.cli.deploy import cmd_deploy
+from chutes.cli.images import cmd_images_delete, cmd_images_get, cmd_images_list
 from chutes.cli.jobs import cmd_jobs_create, cmd_jobs_delete, cmd_jobs_download, cmd_jobs_get
 from chutes.cli.keys import cmd_keys_create, cmd_keys_delete, cmd_keys_get, cmd_keys_list
 from chutes.cli.run import cmd_run
@@ -128,6 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     warmup = command(commands, "warmup", cmd_warmup, "warm a chute up and follow its status until hot")
     warmup.add_argument("chute", metavar="NAME_OR_ID", help="chute name or id, or module:variable")
+
+    images = command(commands, "images", _group_help, "list, show and delete images")
+    images_commands = images.add_subparsers(dest="subcommand", required=True, metavar="ACTION")
+    images_list = command(images_commands, "list", cmd_images_list, "list images")
+    images_list.add_argument("--name", help="only images whose name contains this")
+    images_list.add_argument("--limit", type=int, default=25)
+    images_list.add_argument("--page", type=int, default=0)
+    images_list.add_argument("--include-public", action="store_true", help="also list public images")
+    images_get = command(images_commands, "get", cmd_images_get, "show an image")
+    images_get.add_argument("image", metavar="NAME_OR_ID", help="image id or [username/]name:tag")
+    images_delete = command(images_commands, "delete", cmd_images_delete, "delete an image")
+    images_delete.add_argument("image", metavar="IMAGE_ID")
+    images_delete.add_argument("--yes", "-y", action="store_true")
 
     keys = command(commands, "keys", _group_help, "manage API keys")
     keys_commands = keys.add_subparsers(dest="subcommand", required=True, metavar="ACTION")
