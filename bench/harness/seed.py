@@ -16,13 +16,19 @@ if TYPE_CHECKING:
 
 #: How many public chutes the read scenarios run over, unless --seed-chutes says otherwise.
 DEFAULT_SEED_CHUTES = 10_000
+#: How many the uncached scenarios cycle over (more are seeded before the first of them): half as
+#: many again as the registry's response cache holds (services/registry/views.py, 20,000), so
+#: requests cycling over them in order never find their chute in that LRU cache.
+UNCACHED_CHUTES = 30_000
 
 
-@dataclass(frozen=True)
+@dataclass
 class Seeded:
     count: int
     #: The chute GET scenarios read: the most invoked one (the list's first item).
     chute_id: str
+    #: Every seeded chute's id, in seeding order (the uncached scenarios cycle over them).
+    chute_ids: list[str]
 
 
 SEED_SDK_VERSION = "0.6.9"
@@ -84,13 +90,14 @@ INSTANCE_COLUMNS = ("instance_id", "chute_id", "version", "miner_hotkey", "regio
 
 
 def seed_rows(
-    count: int, user_id: str, username: str, image_id: str, now: datetime.datetime
+    count: int, user_id: str, username: str, image_id: str, now: datetime.datetime, start: int = 0
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], str]:
     """`count` public chutes as deploy writes them (plus instances for the busiest and some others),
-    and the id of the most invoked chute. Deterministic: the same rows for the same owner."""
-    rng = random.Random(4)
+    and the id of the most invoked chute. Deterministic: the same rows for the same owner. `start`:
+    the index of the first (more chutes after an earlier seeding)."""
+    rng = random.Random(4 + start)
     chutes, instances, busiest = [], [], ("", -1)
-    for index in range(count):
+    for index in range(start, start + count):
         name = f"bench-{SEED_FAMILIES[index % len(SEED_FAMILIES)]}-{index:05d}"
         function = SEED_FUNCTIONS[index % len(SEED_FUNCTIONS)]
         code = SEED_CODE.format(username=username, name=name, function=function)
@@ -124,7 +131,7 @@ def seed_rows(
 
 
 async def _seed(database_url: str, user_id: str, username: str, count: int) -> str:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     now = datetime.datetime.now(datetime.UTC)
     image_id = _uuid5(f"{username}/bench-base:1.0".lower())  # as services.registry.image_store.image_id_of
@@ -133,12 +140,12 @@ async def _seed(database_url: str, user_id: str, username: str, count: int) -> s
     connection = await asyncpg.connect(database_url, server_settings={"search_path": "registry"})
     try:
         async with connection.transaction():
-            await connection.execute(
-                "INSERT INTO registry.images (image_id, user_id, username, name, tag, public, status,"
-                " chutes_version, patch_version, build_started_at, build_completed_at)"
-                " VALUES ($1, $2, $3, 'bench-base', '1.0', true, 'built and pushed', $4, 'initial', $5, $5)",
-                image_id, user_id, username, SEED_SDK_VERSION, now,
-            )  # fmt: skip
+                await connection.execute(
+                    "INSERT INTO registry.images (image_id, user_id, username, name, tag, public, status,"
+                    " chutes_version, patch_version, build_started_at, build_completed_at)"
+                    " VALUES ($1, $2, $3, 'bench-base', '1.0', true, 'built and pushed', $4, 'initial', $5, $5)",
+                    image_id, user_id, username, SEED_SDK_VERSION, now,
+                )  # fmt: skip
             # COPY fires the history trigger too: one chute_history row per chute, as a deploy writes.
             await connection.copy_records_to_table(
                 "chutes", schema_name="registry", columns=CHUTE_COLUMNS, records=chutes
@@ -152,13 +159,28 @@ async def _seed(database_url: str, user_id: str, username: str, count: int) -> s
         )
     finally:
         await connection.close()
-    return busiest
+    return busiest, [row[0] for row in chutes]
 
 
 def seed(suite: Suite, count: int) -> Seeded:
     """`count` public chutes of one user (the harness's own) with one public image, in one COPY."""
     started = time.monotonic()
     credentials = suite.credentials()
-    chute_id = asyncio.run(_seed(suite.database_url(), credentials.user_id, credentials.username, count))
+    chute_id, ids = asyncio.run(_seed(suite.database_url(), credentials.user_id, credentials.username, count))
     print(f"seeded {count:,} public chutes in {time.monotonic() - started:.1f}s (GET reads {chute_id})")
-    return Seeded(count, chute_id)
+    return Seeded(count, chute_id, ids)
+
+
+def seed_up_to(suite: Suite, seeded: Seeded, total: int) -> None:
+    """More public chutes after the first seeding, until there are `total` (the uncached scenarios;
+    after the list scenarios, which run over --seed-chutes)."""
+    if seeded.count >= total:
+        return
+    started = time.monotonic()
+    credentials = suite.credentials()
+    more = total - seeded.count
+    _, ids = asyncio.run(
+        _seed(suite.database_url(), credentials.user_id, credentials.username, more, start=seeded.count)
+    )
+    seeded.count, seeded.chute_ids = total, seeded.chute_ids + ids
+    print(f"seeded {more:,} more public chutes in {time.monotonic() - started:.1f}s ({total:,} in all)")
