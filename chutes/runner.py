@@ -86,8 +86,9 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
-def load_chute(ref: str) -> LoadedChute:
-    """Import the chute file or module of `ref` (running its top-level code) and return its chute."""
+def load_variable(ref: str) -> tuple[Any, ModuleType, Path | None, str]:
+    """Import the file or module of `module:variable` (running its top-level code); returns the
+    variable's value, the module, its file (if any) and `module_name:variable`."""
     match = _REF.match(ref)
     if match is None:
         raise ChuteLoadError(f"{ref!r} is not a chute reference: use module:variable, e.g. echo_chute:chute")
@@ -113,17 +114,22 @@ def load_chute(ref: str) -> LoadedChute:
         module_name = module_part.rsplit(".", 1)[-1]
     else:
         raise ChuteLoadError(f"no chute file {module_part}.py")
-
-    from chutes.chute import Chute
-
     found = getattr(module, variable, None)
     if found is None:
         raise ChuteLoadError(f"{module_part} has no variable {variable!r}")
+    return found, module, file, f"{module_name}:{variable}"
+
+
+def load_chute(ref: str) -> LoadedChute:
+    """Import the chute file or module of `ref` (running its top-level code) and return its chute."""
+    found, module, file, ref_str = load_variable(ref)
+    from chutes.chute import Chute
+
     # A ChutePack (templates) carries the chute plus helpers; either form is accepted.
     chute = found if isinstance(found, Chute) else getattr(found, "chute", None)
     if not isinstance(chute, Chute):
         raise ChuteLoadError(f"{ref} is a {type(found).__name__}, not a Chute or ChutePack")
-    return LoadedChute(chute=chute, module=module, file=file, ref_str=f"{module_name}:{variable}")
+    return LoadedChute(chute=chute, module=module, file=file, ref_str=ref_str)
 
 
 # ---- serving -----------------------------------------------------------------------------------

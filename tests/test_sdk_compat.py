@@ -389,3 +389,72 @@ def test_logo_upload_is_multipart_signed_over_its_bytes(tmp_path: Path) -> None:
     nonce = request.headers["X-Chutes-Nonce"]
     message = f"5Hotkey:{nonce}:{hashlib.sha256(body).hexdigest()}".encode()
     assert sr25519.verify(bytes.fromhex(request.headers["X-Chutes-Signature"]), message, public)
+
+
+BUILD_FILE = """
+from chutes.chute import Chute, NodeSelector
+from chutes.image import Image
+
+image = (
+    Image(username="Alice", name="app", tag="1.0")
+    .run_command("pip install numpy")
+    .add("model.txt", "/app/model.txt")
+)
+chute = Chute(username="Alice", name="app", image=image, node_selector=NodeSelector())
+"""
+
+
+def _chutes_cli(args: list[str], cwd: Path, path: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
+    env["PATH"] = path
+    command = [sys.executable, "-m", "chutes.cli", *args]
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = str(root)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_build_runs_docker_on_the_dockerfile_and_context(tmp_path: Path) -> None:
+    (tmp_path / "app_chute.py").write_text(BUILD_FILE)
+    (tmp_path / "model.txt").write_text("weights")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    log = tmp_path / "docker.log"
+    # A stand-in docker that records what it was asked to build.
+    (tools / "docker").write_text(
+        f'#!/bin/sh\necho "$@" > {log}\neval d=\\${{$#}}\ncp "$d/Dockerfile" {tmp_path}/seen.Dockerfile\n'
+        f'cp "$d/model.txt" {tmp_path}/seen.model.txt\n'
+    )
+    (tools / "docker").chmod(0o755)
+    done = _chutes_cli(["build", "app_chute:chute", "--public"], tmp_path, f"{tools}:/usr/bin:/bin")
+    assert done.returncode == 0, done.stderr
+    args = log.read_text().split()
+    assert args[:4] == ["build", "--platform=linux/amd64", "-t", "alice/app:1.0"]
+    dockerfile = (tmp_path / "seen.Dockerfile").read_text()
+    assert dockerfile.splitlines() == [
+        "FROM parachutes/python:3.12",
+        "RUN pip install numpy",
+        "ADD model.txt /app/model.txt",
+    ]
+    assert (tmp_path / "seen.model.txt").read_text() == "weights"
+    assert "chutes-suite admin add-image --username Alice --name app --tag 1.0 --public" in done.stdout
+
+
+def test_build_without_docker_writes_the_context_and_says_what_to_run(tmp_path: Path) -> None:
+    (tmp_path / "app_chute.py").write_text(BUILD_FILE)
+    (tmp_path / "model.txt").write_text("weights")
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    done = _chutes_cli(["build", "app_chute:image"], tmp_path, str(empty))
+    assert done.returncode == 0, done.stderr
+    context = tmp_path / "chutes-build-app-1.0"
+    assert (context / "Dockerfile").read_text().startswith("FROM parachutes/python:3.12\n")
+    assert (context / "model.txt").read_text() == "weights"
+    assert (
+        f"docker build --platform=linux/amd64 -t alice/app:1.0 -f {context}/Dockerfile {context}"
+        in done.stdout
+    )
+    assert "chutes-suite admin add-image --username Alice --name app --tag 1.0" in done.stdout

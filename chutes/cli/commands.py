@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chutes.cli.api import VERSION
+from chutes.cli.build import BUILDERS, cmd_build
 from chutes.cli.chutes_commands import cmd_chutes_delete, cmd_chutes_get, cmd_chutes_list, cmd_share
 from chutes.cli.deploy import cmd_deploy
 from chutes.cli.images import cmd_images_delete, cmd_images_get, cmd_images_list
@@ -129,6 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     warmup = command(commands, "warmup", cmd_warmup, "warm a chute up and follow its status until hot")
     warmup.add_argument("chute", metavar="NAME_OR_ID", help="chute name or id, or module:variable")
+
+    build = command(
+        commands,
+        "build",
+        cmd_build,
+        "build a chute's image with docker/podman, or write its Dockerfile and say what to run",
+    )
+    build.add_argument("chute", help="module:variable naming an Image, or a chute built on one")
+    build.add_argument("--builder", choices=BUILDERS, help="default: docker, else podman, if installed")
+    build.add_argument("--output", metavar="DIR", help="write the Dockerfile and build context here (kept)")
+    build.add_argument(
+        "--include-cwd", action="store_true", help="put the whole working directory in the context"
+    )
+    build.add_argument("--public", action="store_true", help="register the image as public (in the hint)")
+    # The published CLI's options, accepted: builds are always local here, and finish before it exits.
+    build.add_argument("--local", action="store_true", help=argparse.SUPPRESS)
+    build.add_argument("--wait", action="store_true", help=argparse.SUPPRESS)
+    build.add_argument("--logo", help=argparse.SUPPRESS)
+    build.add_argument("--config-path", help=argparse.SUPPRESS)
+    build.add_argument("--debug", action="store_true", help="debug logging")
 
     images = command(commands, "images", _group_help, "list, show and delete images")
     images_commands = images.add_subparsers(dest="subcommand", required=True, metavar="ACTION")
