@@ -6,9 +6,9 @@ from chutes.chute.job import Port
 
 from chutes.chute.base import Chute, ChutePack
 from chutes.chute.cord import Cord, CordFunction
-from chutes.exception import DuplicatePath, InvalidPath
 from chutes.chute.job import Job, Port
 from chutes.chute.node_selector import NodeSelector
+from chutes.exception import DuplicatePath, InvalidPath
 
 __all__ = [
     "Chute",
