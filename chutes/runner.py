@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from chutes.evidence import EVIDENCE_PATH, EvidenceEndpoint
+from chutes.instance_logs import LOGS_PATH, LogsEndpoint
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
@@ -140,11 +141,14 @@ class ChuteServer:
     `chute.initialize()` (startup hooks, then the cord routes) and `chute.shutdown()` (shutdown
     hooks), so uvicorn runs both around the serving period, including on SIGTERM/Ctrl-C. An
     instance of a TEE chute on a node that offers a TEE also answers evidence requests
-    (chutes/evidence.py)."""
+    (chutes/evidence.py); one the miner runs serves its own log (chutes/instance_logs.py)."""
 
-    def __init__(self, chute: Chute, evidence: EvidenceEndpoint | None = None) -> None:
+    def __init__(
+        self, chute: Chute, evidence: EvidenceEndpoint | None = None, logs: LogsEndpoint | None = None
+    ) -> None:
         self.chute = chute
         self.evidence = evidence
+        self.logs = logs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -152,6 +156,9 @@ class ChuteServer:
             return
         if self.evidence is not None and scope["type"] == "http" and scope["path"] == EVIDENCE_PATH:
             await self.evidence(scope, send)
+            return
+        if self.logs is not None and scope["type"] == "http" and scope["path"] == LOGS_PATH:
+            await self.logs(scope, receive, send)
             return
         await self.chute(scope, receive, send)
 
@@ -203,7 +210,7 @@ def serve(chute: Chute, host: str, port: int, code: bytes | None = None) -> int:
     # The platform decides (the deployed chute's `tee`): the miner gives TEE chutes' instances
     # its node key, and only them.
     evidence = EvidenceEndpoint.from_environment(code or b"")
-    app = ChuteServer(chute, evidence)
+    app = ChuteServer(chute, evidence, LogsEndpoint.from_environment())
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="info")
     server = Server(config)
     server.run()

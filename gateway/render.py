@@ -97,6 +97,8 @@ INVOCATION_VERDICTS = "chutes.verdicts"
 INVOCATION_USAGE = "chutes.usage"
 USAGE_TAGS = ("input_tokens", "output_tokens", "first_token_ms", "tokens_per_second")
 INVOCATION_AUTHZ_CLUSTER = "registry_authz"
+#: Where an instance serves the platform's own endpoints (never routed from a chute's callers).
+INSTANCE_ENDPOINTS_PREFIX = "/_chutes/"
 #: Credentials a chute instance never sees (they would let its operator act as the caller).
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", *SIGNATURE_HEADERS)
 
@@ -706,6 +708,14 @@ def _invocation_vhost(domain: str, *, checked: bool = False, usage: bool = False
         "domains": [f"*.{domain}"],
         "routes": [
             {
+                # The instances' platform endpoints (evidence, logs: chutes/evidence.py,
+                # chutes/instance_logs.py) are for the services, which reach instances directly;
+                # a chute's callers get what an unknown path gets from the chute itself.
+                "match": {"prefix": INSTANCE_ENDPOINTS_PREFIX},
+                # Shaped {"detail": ...} by the chute hosts' local replies.
+                "direct_response": {"status": 404, "body": {"inline_string": "Not Found"}},
+            },
+            {
                 **checks,
                 "match": {"prefix": "/"},
                 "route": {
@@ -735,7 +745,7 @@ def _invocation_vhost(domain: str, *, checked: bool = False, usage: bool = False
                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                     },
                 ],
-            }
+            },
         ],
         "response_headers_to_add": [_invocation_id()],
         # Chute responses are not REST API responses: no error rewriting, no buffering, no

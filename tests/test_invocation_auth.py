@@ -164,7 +164,7 @@ def test_render_without_invocation_checks_is_unchanged() -> None:
     chute_vhost, rest_vhost = manager["route_config"]["virtual_hosts"]
     for name in (INVOCATION_VERDICTS, INVOCATION_AUTHZ):
         assert [f["disabled"] for f in manager["http_filters"] if f["name"] == name] == [True]
-        assert name in chute_vhost["routes"][0]["typed_per_filter_config"]
+        assert name in chute_vhost["routes"][-1]["typed_per_filter_config"]
         assert name not in json.dumps(rest_vhost)
 
 

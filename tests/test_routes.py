@@ -45,6 +45,7 @@ ROUTES: list[tuple[str, str, object, str]] = [
     ("GET", f"/chutes/code/{UUID}", None, f"{REGISTRY}/GetChuteCode"),
     ("GET", f"/chutes/{UUID}/hf_info", None, f"{REGISTRY}/GetChuteHfInfo"),
     ("GET", "/chutes/warmup/org/model", None, f"{REGISTRY}/WarmupChute"),
+    ("GET", f"/instances/{UUID}/logs?backfill=5", None, f"{REGISTRY}/StreamInstanceLogs"),
     ("GET", "/chutes/utilization", None, f"{METRICS}/GetChuteUtilization"),
     ("GET", "/chutes/org/model/evidence?nonce=" + "ab" * 32, None, f"{ATTESTATION}/GetTeeChuteEvidence"),
     ("GET", f"/chutes/{UUID}/evidence?nonce=" + "ab" * 32, None, f"{ATTESTATION}/GetTeeChuteEvidence"),

@@ -265,6 +265,44 @@ def test_quick_warmup_is_one_json_snapshot(runtime: RunningSuite, owner: User) -
     )
 
 
+def test_an_instance_log_streams_to_its_owner_only(runtime: RunningSuite, owner: User) -> None:
+    chute = deploy_echo(runtime, owner, "logs-" + uuid.uuid4().hex[:6])
+    assert warm(runtime, owner, chute["chute_id"])[-1]["status"] == "hot"
+    url = f"{runtime.gateway}/chutes/warmup/{chute['chute_id']}?quick=true"
+    [instance] = httpx.get(url, headers=key(owner)).json()["instances"]
+    logs_url = f"{runtime.gateway}/instances/{instance['instance_id']}/logs"
+    seen: list[str] = []
+    with httpx.stream("GET", logs_url, params={"backfill": 100}, headers=key(owner), timeout=30) as stream:
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        # The backfill: the instance's start-up, as it wrote it.
+        while not any("Application startup complete" in line for line in seen):
+            line = next(lines)
+            if line.startswith("data:"):
+                seen.append(json.loads(line[5:])["log"])
+        # Then it follows: a call's access-log line arrives as the instance writes it.
+        assert invoke(runtime, owner, chute["slug"], "/echo", {"text": "logged"}).status_code == 200
+        while not any('"POST /echo HTTP/1.1" 200' in line for line in seen):
+            line = next(lines)
+            if line.startswith("data:"):
+                seen.append(json.loads(line[5:])["log"])
+
+    stranger = admin(runtime, "create-user", "--username", "nolog" + uuid.uuid4().hex[:6], "--balance", "1")
+    hidden = httpx.get(logs_url, headers={"Authorization": str(stranger["api_key"])}, timeout=10)
+    assert (hidden.status_code, hidden.json()) == (404, {"detail": "Instance not found"})
+    assert httpx.get(logs_url, timeout=10).status_code == 401
+    too_much = httpx.get(logs_url, params={"backfill": 10_001}, headers=key(owner), timeout=10)
+    assert too_much.status_code == 422 and too_much.json()["detail"][0]["loc"] == ["query", "backfill"]
+    # The instance's own endpoints are not reachable through the chute's host, by anyone.
+    direct = httpx.get(
+        f"{runtime.gateway}/_chutes/logs", headers={"Host": f"{chute['slug']}.localhost", **key(owner)}
+    )
+    assert (direct.status_code, direct.json()) == (404, {"detail": "Not Found"})
+    assert (
+        httpx.delete(f"{runtime.gateway}/chutes/{chute['chute_id']}", headers=key(owner)).status_code == 200
+    )
+
+
 def test_only_miners_may_register_nodes(runtime: RunningSuite, owner: User) -> None:
     target = runtime.gateway.removeprefix("http://")
     with grpc.insecure_channel(target) as channel:

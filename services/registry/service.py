@@ -55,6 +55,7 @@ from services.registry import (
     fleet_store,
     hf_info,
     image_store,
+    instance_logs,
     invocations,
     public_copies,
     store,
@@ -221,6 +222,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return registry_pb2.HfInfo(repo_id=info.repo_id, revision=info.revision)
 
     # ---- running chutes ---------------------------------------------------------------------
+
+    async def StreamInstanceLogs(
+        self, request: registry_pb2.StreamInstanceLogsRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        caller = require_caller()
+        backfill = instance_logs.backfill_of(request.backfill if request.HasField("backfill") else None)
+        async with self.db.raw() as connection:
+            host, port = await instance_logs.readable_instance(connection, request.instance_id, caller)
+        async for chunk in instance_logs.relay(host, port, backfill):
+            yield chunk
 
     async def WarmupChute(
         self, request: registry_pb2.WarmupChuteRequest, context: Context

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chutes.evidence import NODE_KEY_ENV
+from chutes.instance_logs import LOG_FILE_ENV
 from chutes.registry.v1 import miners_pb2
 
 # The instance's first act, before it becomes `python -m chutes.cli run ...` by exec: ask for
@@ -53,10 +54,15 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def instance_env(device_indexes: list[int], tee_key_file: Path | None = None) -> dict[str, str]:
-    """The miner's environment without its CHUTES_* settings, with the reserved GPUs visible (and
-    the node's TEE key, chutes/evidence.py)."""
+def instance_env(
+    device_indexes: list[int], tee_key_file: Path | None = None, log_file: Path | None = None
+) -> dict[str, str]:
+    """The miner's environment without its CHUTES_* settings, with the reserved GPUs visible, the
+    file its output goes to (served to the owner, chutes/instance_logs.py) and the node's TEE key
+    (chutes/evidence.py)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CHUTES_")}
+    if log_file is not None:
+        env[LOG_FILE_ENV] = str(log_file)
     if tee_key_file is not None:
         env[NODE_KEY_ENV] = str(tee_key_file)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in device_indexes)
@@ -164,7 +170,7 @@ async def spawn(
                 *wrapper,
                 *argv,
                 cwd=directory,
-                env=instance_env(list(launch.device_indexes), tee_key_file),
+                env=instance_env(list(launch.device_indexes), tee_key_file, directory / "instance.log"),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,

@@ -1537,6 +1537,34 @@ class WarmupChuteRequest(_message.Message):
 Global___WarmupChuteRequest: _TypeAlias = WarmupChuteRequest  # noqa: Y015
 
 @_typing.final
+class StreamInstanceLogsRequest(_message.Message):
+    """Path and query of GET /instances/{instance_id}/logs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    BACKFILL_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    """Path: the instance's UUID."""
+    backfill: _builtins.int
+    """Query: lines of history sent before following, 0..10000. Default 100."""
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        backfill: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_backfill", b"_backfill", "backfill", b"backfill"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_backfill", b"_backfill", "backfill", b"backfill", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__backfill: _TypeAlias = _typing.Literal["backfill"]  # noqa: Y015
+    _WhichOneofArgType__backfill: _TypeAlias = _typing.Literal["_backfill", b"_backfill"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__backfill) -> _WhichOneofReturnType__backfill | None: ...
+
+Global___StreamInstanceLogsRequest: _TypeAlias = StreamInstanceLogsRequest  # noqa: Y015
+
+@_typing.final
 class GetChuteRequest(_message.Message):
     """Path of GET /chutes/{chute_id_or_name}."""
 

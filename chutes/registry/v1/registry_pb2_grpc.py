@@ -98,6 +98,11 @@ class RegistryServiceStub:
                 request_serializer=chutes_dot_registry_dot_v1_dot_registry__pb2.WarmupChuteRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.StreamInstanceLogs = channel.unary_stream(
+                '/chutes.registry.v1.RegistryService/StreamInstanceLogs',
+                request_serializer=chutes_dot_registry_dot_v1_dot_registry__pb2.StreamInstanceLogsRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.GetChute = channel.unary_unary(
                 '/chutes.registry.v1.RegistryService/GetChute',
                 request_serializer=chutes_dot_registry_dot_v1_dot_registry__pb2.GetChuteRequest.SerializeToString,
@@ -299,6 +304,21 @@ class RegistryServiceServicer:
         purpose "chutes"). Unlike the real API, neither `disabled` nor the balance is checked.
         - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
         has that id or name, or the caller may not see it (as for GetChute).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamInstanceLogs(self, request, context):
+        """The log of an instance: the last `backfill` lines, then new ones as the instance writes
+        them, as SSE `data: {"log": "..."}` events (what the published CLI's warmup dashboard
+        shows), relayed from the instance's own log endpoint (chutes/instance_logs.py) until the
+        client goes. Auth: required (hotkey purpose "logs"). Only the chute's owner, users it is
+        shared with, admins of its subnet and the support role see it.
+        - Returns NOT_FOUND (REST 404 "Instance not found") if no such instance, or the caller may
+        not see its log.
+        - Returns VALIDATION_FAILED (REST 422) if `backfill` is outside 0..10000.
+        - Returns UNAVAILABLE (REST 503) if the instance does not serve yet or cannot be reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -543,6 +563,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
             'WarmupChute': grpc.unary_stream_rpc_method_handler(
                     servicer.WarmupChute,
                     request_deserializer=chutes_dot_registry_dot_v1_dot_registry__pb2.WarmupChuteRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'StreamInstanceLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamInstanceLogs,
+                    request_deserializer=chutes_dot_registry_dot_v1_dot_registry__pb2.StreamInstanceLogsRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'GetChute': grpc.unary_unary_rpc_method_handler(
@@ -888,6 +913,33 @@ class RegistryService:
             target,
             '/chutes.registry.v1.RegistryService/WarmupChute',
             chutes_dot_registry_dot_v1_dot_registry__pb2.WarmupChuteRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamInstanceLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chutes.registry.v1.RegistryService/StreamInstanceLogs',
+            chutes_dot_registry_dot_v1_dot_registry__pb2.StreamInstanceLogsRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

@@ -151,6 +151,17 @@ class RegistryServiceStub:
     - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
       has that id or name, or the caller may not see it (as for GetChute).
     """
+    StreamInstanceLogs: _grpc.UnaryStreamMultiCallable[_registry_pb2.StreamInstanceLogsRequest, _httpbody_pb2.HttpBody]
+    """The log of an instance: the last `backfill` lines, then new ones as the instance writes
+    them, as SSE `data: {"log": "..."}` events (what the published CLI's warmup dashboard
+    shows), relayed from the instance's own log endpoint (chutes/instance_logs.py) until the
+    client goes. Auth: required (hotkey purpose "logs"). Only the chute's owner, users it is
+    shared with, admins of its subnet and the support role see it.
+    - Returns NOT_FOUND (REST 404 "Instance not found") if no such instance, or the caller may
+      not see its log.
+    - Returns VALIDATION_FAILED (REST 422) if `backfill` is outside 0..10000.
+    - Returns UNAVAILABLE (REST 503) if the instance does not serve yet or cannot be reached.
+    """
     GetChute: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetChuteRequest, _registry_pb2.Chute]
     """One chute by UUID or exact name, with its full cords, instances, price estimate,
     effective compute multiplier and bounty. Auth: optional (hotkey purpose "chutes").
@@ -397,6 +408,17 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     purpose "chutes"). Unlike the real API, neither `disabled` nor the balance is checked.
     - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
       has that id or name, or the caller may not see it (as for GetChute).
+    """
+    StreamInstanceLogs: _aio.UnaryStreamMultiCallable[_registry_pb2.StreamInstanceLogsRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """The log of an instance: the last `backfill` lines, then new ones as the instance writes
+    them, as SSE `data: {"log": "..."}` events (what the published CLI's warmup dashboard
+    shows), relayed from the instance's own log endpoint (chutes/instance_logs.py) until the
+    client goes. Auth: required (hotkey purpose "logs"). Only the chute's owner, users it is
+    shared with, admins of its subnet and the support role see it.
+    - Returns NOT_FOUND (REST 404 "Instance not found") if no such instance, or the caller may
+      not see its log.
+    - Returns VALIDATION_FAILED (REST 422) if `backfill` is outside 0..10000.
+    - Returns UNAVAILABLE (REST 503) if the instance does not serve yet or cannot be reached.
     """
     GetChute: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetChuteRequest, _registry_pb2.Chute]  # type: ignore[assignment]
     """One chute by UUID or exact name, with its full cords, instances, price estimate,
@@ -701,6 +723,23 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         purpose "chutes"). Unlike the real API, neither `disabled` nor the balance is checked.
         - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
           has that id or name, or the caller may not see it (as for GetChute).
+        """
+
+    @_abc_1.abstractmethod
+    def StreamInstanceLogs(
+        self,
+        request: _registry_pb2.StreamInstanceLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
+        """The log of an instance: the last `backfill` lines, then new ones as the instance writes
+        them, as SSE `data: {"log": "..."}` events (what the published CLI's warmup dashboard
+        shows), relayed from the instance's own log endpoint (chutes/instance_logs.py) until the
+        client goes. Auth: required (hotkey purpose "logs"). Only the chute's owner, users it is
+        shared with, admins of its subnet and the support role see it.
+        - Returns NOT_FOUND (REST 404 "Instance not found") if no such instance, or the caller may
+          not see its log.
+        - Returns VALIDATION_FAILED (REST 422) if `backfill` is outside 0..10000.
+        - Returns UNAVAILABLE (REST 503) if the instance does not serve yet or cannot be reached.
         """
 
     @_abc_1.abstractmethod
