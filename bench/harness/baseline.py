@@ -1,4 +1,5 @@
-"""The FastAPI baseline (bench/baselines/fastapi_chutes.py), started against the suite's database."""
+"""The baselines of bench/baselines/, started against the suite's database: the ORM one
+(fastapi_chutes.py, the real API's stack) and the lean peer (lean_chutes.py, issue 14)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,17 @@ from .processes import free_ports
 from .scenarios import Scenario
 from .suite import SHUTDOWN_TIMEOUT_SECONDS, Suite
 
-#: The FastAPI baseline of the registry's read paths; run.py starts it, it installs nothing.
-BASELINE_APP = REPO / "bench" / "baselines" / "fastapi_chutes.py"
-BASELINE_PACKAGES = ("fastapi", "uvicorn", "httptools")
-BASELINE_INSTALL_HINT = ".venv/bin/pip install fastapi uvicorn httptools"
+#: Scenario target -> the server of the registry's read paths it names; run.py starts each when a
+#: scenario first needs it, and installs nothing.
+BASELINE_APPS = {
+    "baseline": REPO / "bench" / "baselines" / "fastapi_chutes.py",
+    "lean": REPO / "bench" / "baselines" / "lean_chutes.py",
+}
+BASELINE_PACKAGES = {
+    "baseline": ("fastapi", "uvicorn", "httptools"),
+    "lean": ("fastapi", "uvicorn", "httptools", "orjson"),
+}
+BASELINE_INSTALL_HINT = ".venv/bin/pip install fastapi uvicorn httptools orjson"
 BASELINE_STARTUP_TIMEOUT_SECONDS = 30.0
 
 
@@ -44,22 +52,23 @@ class BaselineServer:
 
 
 def require_baseline(scenarios: Sequence[Scenario]) -> None:
-    if not any(s.target == "baseline" for s in scenarios):
-        return
-    missing = [name for name in BASELINE_PACKAGES if importlib.util.find_spec(name) is None]
+    wanted = {name for s in scenarios for name in BASELINE_PACKAGES.get(s.target, ())}
+    missing = sorted(name for name in wanted if importlib.util.find_spec(name) is None)
     if missing:
         raise BaselineMissing(
-            f"the FastAPI baseline needs {', '.join(missing)} (not a dependency of the suite)\n"
+            f"the FastAPI baselines need {', '.join(missing)} (not a dependency of the suite)\n"
             f"install them with: {BASELINE_INSTALL_HINT}"
         )
 
 
 @contextmanager
-def running_baseline(suite: Suite) -> Iterator[BaselineServer]:
-    """bench/baselines/fastapi_chutes.py on a free port against the suite's database, until exit."""
+def running_baseline(suite: Suite, target: str) -> Iterator[BaselineServer]:
+    """The baseline `target` names (BASELINE_APPS) on a free port against the suite's database,
+    until exit."""
     port = free_ports(1)[0]
-    log = suite.workdir / "baseline.log"
-    command = [sys.executable, str(BASELINE_APP), "--database-url", suite.database_url(), "--port", str(port)]
+    log = suite.workdir / f"{target}.log"
+    app = BASELINE_APPS[target]
+    command = [sys.executable, str(app), "--database-url", suite.database_url(), "--port", str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -70,9 +79,9 @@ def running_baseline(suite: Suite) -> Iterator[BaselineServer]:
         while not _answers(f"http://{server.address}/chutes/?limit=1"):
             if process.poll() is not None or time.monotonic() > deadline:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-                raise BaselineFailed("the FastAPI baseline did not start", tail)
+                raise BaselineFailed(f"the baseline {app.name} did not start", tail)
             time.sleep(0.1)
-        print(f"baseline: FastAPI on http://{server.address} (pid {process.pid})", flush=True)
+        print(f"{target}: {app.name} on http://{server.address} (pid {process.pid})", flush=True)
         yield server
     finally:
         if process.poll() is None:

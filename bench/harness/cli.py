@@ -29,6 +29,7 @@ import fnmatch
 import os
 import shlex
 import signal
+import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -37,9 +38,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import REPO, transfer
-from .baseline import BaselineFailed, BaselineMissing, require_baseline, running_baseline
+from .baseline import BASELINE_APPS, BaselineFailed, BaselineMissing, require_baseline, running_baseline
 from .invocation import WARMS_UP, prepare
-from .load import Load, ToolMissing, require_tools, run_load
+from .load import Load, Run, ToolMissing, require_tools, run_load
 from .probe import check_same_json, probe
 from .report import (
     HEADER,
@@ -55,7 +56,7 @@ from .report import (
     write_readme,
 )
 from .scenarios import SCENARIOS, Scenario
-from .seed import DEFAULT_SEED_CHUTES, seed
+from .seed import DEFAULT_SEED_CHUTES, UNCACHED_CHUTES, seed, seed_up_to
 from .suite import Suite, SuiteFailed, running_suite
 
 #: Above this 1-minute load average before we start, something else is using the CPU we measure.
@@ -69,7 +70,8 @@ def warn_if_busy() -> None:
         print(f"warning: 1-minute load average is {load:.2f} before starting; results will be noisy")
 
 
-def bench_scenario(suite: Suite, scenario: Scenario, load: Load, repeat: int, workdir: Path) -> Result:
+def prepare_scenario(suite: Suite, scenario: Scenario, load: Load, workdir: Path) -> str | None:
+    """Probe the scenario (and compare a baseline's JSON with its pair's) and warm it up; the answer."""
     print(f"{scenario.name}: {scenario.what}", flush=True)
     answer = probe(suite, scenario)
     if scenario.pair is not None:
@@ -78,6 +80,11 @@ def bench_scenario(suite: Suite, scenario: Scenario, load: Load, repeat: int, wo
     # (The cold-start measurements have had theirs: the echo chute's own deploy and warmup.)
     if scenario.tool != "client" or scenario.client in WARMS_UP:
         run_load(suite, scenario, Load(1, load.connections, load.threads), workdir, warm_up=True)
+    return answer
+
+
+def bench_scenario(suite: Suite, scenario: Scenario, load: Load, repeat: int, workdir: Path) -> Result:
+    answer = prepare_scenario(suite, scenario, load, workdir)
     repeat = scenario.repeat or repeat
     runs = []
     for index in range(1, repeat + 1):
@@ -86,6 +93,44 @@ def bench_scenario(suite: Suite, scenario: Scenario, load: Load, repeat: int, wo
     if repeat > 1:
         print(describe_cpu(runs), flush=True)
     return Result(scenario, runs, answer)
+
+
+def bench_interleaved(
+    suite: Suite, group: Sequence[Scenario], load: Load, repeat: int, workdir: Path
+) -> list[Result]:
+    """Scenarios measured in turns (run 1 of each, then run 2 of each, ...), so that what else the
+    machine does falls on each of them alike; then each one's ratio of req/s to the first's."""
+    answers = [prepare_scenario(suite, scenario, load, workdir) for scenario in group]
+    runs: list[list[Run]] = [[] for _ in group]
+    for index in range(1, repeat + 1):
+        for scenario, done in zip(group, runs, strict=True):
+            done.append(run_load(suite, scenario, load, workdir))
+            print(f"{scenario.name}: {describe(done[-1], index, repeat).strip()}", flush=True)
+    results = [Result(s, r, a) for s, r, a in zip(group, runs, answers, strict=True)]
+    first = statistics.median(r.rps or 0.0 for r in runs[0])
+    for result in results:
+        if repeat > 1:
+            print(f"{result.scenario.name}: {describe_cpu(result.runs).strip()}", flush=True)
+        rps = statistics.median(r.rps or 0.0 for r in result.runs)
+        whole = statistics.median(sum(v for k, v in r.cpu_us.items() if k != "loadgen") for r in result.runs)
+        ratio = f"{first / rps:.2f}x" if rps else "-"
+        print(
+            f"  {result.scenario.name}: {rps:,.0f} req/s, whole stack {whole:,.0f} µs/req;"
+            f" {group[0].name} / this: {ratio} req/s",
+            flush=True,
+        )
+    return results
+
+
+def _batches(scenarios: Sequence[Scenario]) -> list[list[Scenario]]:
+    """The scenarios in order, neighbours with the same `interleave` key together."""
+    batches: list[list[Scenario]] = []
+    for scenario in scenarios:
+        if batches and scenario.interleave is not None and batches[-1][-1].interleave == scenario.interleave:
+            batches[-1].append(scenario)
+        else:
+            batches.append([scenario])
+    return batches
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -142,13 +187,21 @@ def main(argv: Sequence[str]) -> int:
             for settings, group in suites.items():
                 miner = any(s.invocation for s in group)
                 with running_suite(miner, dict(settings)) as suite, ExitStack() as baseline:
-                    for scenario in group:
-                        if scenario.seeded and suite.seeded is None:
-                            suite.seeded = seed(suite, args.seed_chutes)
-                        if scenario.invocation and suite.chute is None:
-                            suite.chute = prepare(suite, args.connections)
-                        if scenario.target == "baseline" and suite.baseline is None:
-                            suite.baseline = baseline.enter_context(running_baseline(suite))
+                    for batch in _batches(group):
+                        for scenario in batch:
+                            if scenario.seeded and suite.seeded is None:
+                                suite.seeded = seed(suite, args.seed_chutes)
+                            if scenario.uncached and suite.seeded is not None:
+                                seed_up_to(suite, suite.seeded, UNCACHED_CHUTES)
+                            if scenario.invocation and suite.chute is None:
+                                suite.chute = prepare(suite, args.connections)
+                            if scenario.target in BASELINE_APPS and scenario.target not in suite.baselines:
+                                server = baseline.enter_context(running_baseline(suite, scenario.target))
+                                suite.baselines[scenario.target] = server
+                        if len(batch) > 1:
+                            results += bench_interleaved(suite, batch, load, args.repeat, Path(loads))
+                            continue
+                        [scenario] = batch
                         if scenario.client in ("upload", "download"):
                             if suite.job_chute is None:
                                 suite.job_chute = transfer.prepare(suite)

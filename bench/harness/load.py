@@ -146,11 +146,31 @@ end
 """
 
 
+#: The uncached scenarios: each request the next chute of the list, from a random place per wrk
+#: thread, in order, so a least-recently-used cache smaller than the list never holds the next one.
+CYCLE_WRK_SCRIPT = """
+local ids = {%(ids)s}
+local count = #ids
+local next_index = math.random(count)
+request = function()
+  next_index = next_index %% count + 1
+  return wrk.format("GET", "%(prefix)s" .. ids[next_index])
+end
+"""
+
+
 def wrk_request(suite: Suite, scenario: Scenario, workdir: Path) -> list[str]:
     """wrk options for the method, body and Host header (invocations name the chute by host)."""
     options = []
     for name, value in invocation.host_header(suite, scenario).items():
         options += ["-H", f"{name}: {value}"]
+    if scenario.uncached:
+        assert suite.seeded is not None, "the database is not seeded"
+        script = workdir / f"{scenario.name}.cycle.lua"
+        ids = ",".join(f'"{chute_id}"' for chute_id in suite.seeded.chute_ids)
+        prefix = scenario.path.removesuffix("{chute_id}")
+        script.write_text(CYCLE_WRK_SCRIPT % {"ids": ids, "prefix": prefix})
+        return [*options, "-s", str(script)]
     if scenario.method != "GET" or scenario.body is not None:
         script = workdir / f"{scenario.name}.request.lua"
         text = BODY_WRK_SCRIPT % {"method": scenario.method, "body": scenario.body or ""}

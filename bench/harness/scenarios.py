@@ -75,6 +75,13 @@ class Scenario:
     #: Settings of the suite the scenario runs in (`CHUTES_*` variables): scenarios with other
     #: settings than the default run in a suite of their own, started after the others.
     settings: tuple[tuple[str, str], ...] = ()
+    #: Scenarios next to each other with the same key run interleaved: warm-ups first, then run 1 of
+    #: each, run 2 of each, ... so that load from elsewhere on the machine falls on all of them alike
+    #: (issue 14: ratios between the suite and its peers come from one run).
+    interleave: str | None = None
+    #: Each request reads another seeded chute, cycling over UNCACHED_CHUTES of them in order (more
+    #: than the registry's response cache holds), from a wrk Lua script.
+    uncached: bool = False
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -104,25 +111,49 @@ SCENARIOS: tuple[Scenario, ...] = (
         "grpc-gateway-getchute-missing", "h2load", "gateway", GET_CHUTE, "registry",
         "native gRPC GetChute through the gateway port (Envoy routes by prefix)", _get_chute_request,
     ),
-    # Registry read paths against the FastAPI baseline (issue 4): each gateway scenario right before
-    # its baseline, on the same seeded database, in the same harness run.
+    # Registry read paths against the FastAPI baselines (issues 4 and 14), on the same seeded
+    # database: the suite, the lean peer (raw asyncpg, orjson) and the ORM baseline (the real API's
+    # stack), their runs interleaved.
     Scenario(
         "rest-getchute", "wrk", "gateway", "/chutes/{chute_id}", "registry",
         "REST GET of a public seeded chute through the gateway, anonymous (200)", seeded=True,
+        interleave="getchute",
+    ),
+    Scenario(
+        "lean-getchute", "wrk", "lean", "/chutes/{chute_id}", "lean",
+        "the same GET served by the lean peer: FastAPI + raw asyncpg, one statement, orjson"
+        " (bench/baselines)", seeded=True, pair="rest-getchute", interleave="getchute",
     ),
     Scenario(
         "baseline-getchute", "wrk", "baseline", "/chutes/{chute_id}", "baseline",
         "the same GET served by FastAPI + SQLAlchemy ORM + asyncpg (bench/baselines)", seeded=True,
-        pair="rest-getchute",
+        pair="rest-getchute", interleave="getchute",
     ),
     Scenario(
         "rest-listchutes", "wrk", "gateway", "/chutes/?limit=25", "registry",
         "REST list, first page of 25 over the seeded public chutes, anonymous", seeded=True,
+        interleave="listchutes",
+    ),
+    Scenario(
+        "lean-listchutes", "wrk", "lean", "/chutes/?limit=25", "lean",
+        "the same list served by the lean peer: a count and a page statement, orjson (bench/baselines)",
+        seeded=True, pair="rest-listchutes", interleave="listchutes",
     ),
     Scenario(
         "baseline-listchutes", "wrk", "baseline", "/chutes/?limit=25", "baseline",
         "the same list served by FastAPI + SQLAlchemy ORM + asyncpg (bench/baselines)", seeded=True,
-        pair="rest-listchutes",
+        pair="rest-listchutes", interleave="listchutes",
+    ),
+    Scenario(
+        "rest-getchute-uncached", "wrk", "gateway", "/chutes/{chute_id}", "registry",
+        "REST GET through the gateway, each request another of 30,000 public chutes (more than the"
+        " registry's response cache holds), anonymous", seeded=True, uncached=True,
+        interleave="getchute-uncached",
+    ),
+    Scenario(
+        "lean-getchute-uncached", "wrk", "lean", "/chutes/{chute_id}", "lean",
+        "the same cycling GETs served by the lean peer", seeded=True, uncached=True,
+        pair="rest-getchute-uncached", interleave="getchute-uncached",
     ),
     # Chute invocation (issue 9): the echo chute on the local miner, straight to its instance vs
     # through the gateway (Envoy, the registry's invocation check with an API key).

@@ -7,6 +7,7 @@ import datetime
 import json
 import random
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -130,20 +131,24 @@ def seed_rows(
     return chutes, instances, busiest[0]
 
 
-async def _seed(database_url: str, user_id: str, username: str, count: int) -> str:
+async def _seed(
+    database_url: str, user_id: str, username: str, count: int, start: int = 0
+) -> tuple[str, list[str]]:
     import asyncpg
 
     now = datetime.datetime.now(datetime.UTC)
     image_id = _uuid5(f"{username}/bench-base:1.0".lower())  # as services.registry.image_store.image_id_of
-    chutes, instances, busiest = seed_rows(count, user_id, username, image_id, now)
+    chutes, instances, busiest = seed_rows(count, user_id, username, image_id, now, start)
     # The history trigger names its table unqualified, as the registry's own connections see it.
     connection = await asyncpg.connect(database_url, server_settings={"search_path": "registry"})
     try:
         async with connection.transaction():
+            if start == 0:
                 await connection.execute(
                     "INSERT INTO registry.images (image_id, user_id, username, name, tag, public, status,"
                     " chutes_version, patch_version, build_started_at, build_completed_at)"
-                    " VALUES ($1, $2, $3, 'bench-base', '1.0', true, 'built and pushed', $4, 'initial', $5, $5)",
+                    " VALUES ($1, $2, $3, 'bench-base', '1.0', true, 'built and pushed', $4, 'initial',"
+                    " $5, $5)",
                     image_id, user_id, username, SEED_SDK_VERSION, now,
                 )  # fmt: skip
             # COPY fires the history trigger too: one chute_history row per chute, as a deploy writes.
@@ -184,3 +189,17 @@ def seed_up_to(suite: Suite, seeded: Seeded, total: int) -> None:
     )
     seeded.count, seeded.chute_ids = total, seeded.chute_ids + ids
     print(f"seeded {more:,} more public chutes in {time.monotonic() - started:.1f}s ({total:,} in all)")
+    # Each new chute has a route: the registry reloads them and pushes them to Envoy, which keeps
+    # both busy for a while; measuring before that settles would measure the push.
+    url = suite.url("gateway", f"/chutes/{ids[-1]}")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(1)
+    time.sleep(5)
+    print(f"  the gateway answers for them ({time.monotonic() - started:.1f}s after seeding began)")

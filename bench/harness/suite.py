@@ -62,8 +62,9 @@ class Suite:
     #: The embedded database's postmaster: measured with its backends, never killed by us (`up`
     #: stops it last).
     postgres_pid: int | None = None
-    #: The FastAPI baseline, once a baseline scenario started it.
-    baseline: BaselineServer | None = None
+    #: The baselines ("baseline": the ORM one, "lean": the lean peer), each once a scenario of its
+    #: started it.
+    baselines: dict[str, BaselineServer] = field(default_factory=dict)
     #: The seeded chutes, once a read scenario asked for them.
     seeded: Seeded | None = None
     #: The hot echo chute and its instance, once an invocation scenario asked for it, and the image
@@ -174,9 +175,9 @@ class Suite:
     def url(self, target: str, path: str) -> str:
         if target == "gateway":
             host_port = f"127.0.0.1:{self.gateway_port}"
-        elif target == "baseline":
-            assert self.baseline is not None, "the baseline server is not running"
-            host_port = self.baseline.address
+        elif target in ("baseline", "lean"):
+            assert target in self.baselines, f"the {target} server is not running"
+            host_port = self.baselines[target].address
         elif target == "instance":
             assert self.chute is not None, "the echo chute is not deployed"
             host_port = self.chute.address
@@ -197,8 +198,8 @@ class Suite:
         ticks = {name: cpu_ticks(pid) for name, (pid, _) in self.pids.items()}
         if self.postgres_pid is not None:
             ticks["postgres"] = tree_cpu_ticks(self.postgres_pid)
-        if self.baseline is not None:
-            ticks["baseline"] = cpu_ticks(self.baseline.process.pid)
+        for name, server in self.baselines.items():
+            ticks[name] = cpu_ticks(server.process.pid)
         if self.chute is not None:
             ticks["instance"] = cpu_ticks(self.chute.pid)
         return ticks
