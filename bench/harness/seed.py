@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .processes import CLOCK_TICKS
+
 if TYPE_CHECKING:
     from .suite import Suite
 
@@ -192,7 +194,7 @@ def seed_up_to(suite: Suite, seeded: Seeded, total: int) -> None:
     # Each new chute has a route: the registry reloads them and pushes them to Envoy, which keeps
     # both busy for a while; measuring before that settles would measure the push.
     url = suite.url("gateway", f"/chutes/{ids[-1]}")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=10) as reply:
@@ -201,5 +203,11 @@ def seed_up_to(suite: Suite, seeded: Seeded, total: int) -> None:
         except OSError:
             pass
         time.sleep(1)
-    time.sleep(5)
-    print(f"  the gateway answers for them ({time.monotonic() - started:.1f}s after seeding began)")
+    quiet = 0
+    while quiet < 2 and time.monotonic() < deadline:
+        before = suite.snapshot()
+        time.sleep(1)
+        after = suite.snapshot()
+        busy = max(after[name] - before[name] for name in ("registry", "envoy"))
+        quiet = quiet + 1 if busy < CLOCK_TICKS // 10 else 0  # under 10% of a core
+    print(f"  the gateway and the registry are idle again ({time.monotonic() - started:.1f}s after seeding)")
