@@ -71,10 +71,8 @@ class RouteFollower:
         if wanted is None:
             self.table.load(routes)
             return
-        for route in routes:
-            self.table.set_chute(route)
-        for gone in set(wanted) - {route.chute_id for route in routes}:
-            self.table.remove_chute(gone)
+        gone = sorted(set(wanted) - {route.chute_id for route in routes})
+        self.table.update(routes, gone)
 
     async def _listen(self) -> asyncpg.Connection:
         connection: asyncpg.Connection = await asyncpg.connect(

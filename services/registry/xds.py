@@ -237,6 +237,12 @@ class RoutingTable:
     def remove_chute(self, chute_id: str) -> int:
         return self._apply([], [chute_id])
 
+    def update(self, routes: Iterable[ChuteRoute], removals: Iterable[str]) -> int:
+        """Add or replace some chutes and remove others, in one generation: one copy of the
+        table for the batch (a copy per chute made a bulk insert of 20,000 chutes cost the
+        registry minutes of CPU)."""
+        return self._apply(list(routes), list(removals))
+
     def load(self, routes: Iterable[ChuteRoute]) -> int:
         """Replace the whole table (the chutes not in `routes` are removed)."""
         routes = list(routes)
