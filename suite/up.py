@@ -5,9 +5,11 @@ schema, starts the five services and Envoy, waits until all are healthy and prin
 `gateway: http://HOST:PORT` and where Prometheus scrapes (`metrics: identity=http://.../metrics
 ... envoy=http://ADMIN/stats/prometheus`; a service without CHUTES_<SERVICE>_PROMETHEUS_ADDRESS
 gets a free loopback port). On Ctrl-C or SIGTERM it stops the gateway, then the services
-(gracefully), then the database. If any child dies on its own, that is reported and everything
-else is stopped: the suite never runs on with a piece missing. Children also get SIGTERM should
-this process itself be killed, so nothing is left behind.
+(gracefully), then the database. A child that dies while the suite runs (a service, Envoy, the
+database, the local miner) is restarted with backoff, with one log line each time, and the rest
+keep serving meanwhile: one crash never takes the suite down (issue 16). While the suite starts,
+a child that dies is a configuration problem: that is reported and everything stops. Children
+also get SIGTERM should this process itself be killed, so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -41,6 +43,11 @@ STARTUP_TIMEOUT_SECONDS = 60.0
 ACCESS_LOG_FLUSH_SECONDS = 0.5
 ACCESS_LOG_SEND_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1
+#: Restart backoff of a crashed child: the first restart waits this long, each crash in a row
+#: doubles it, up to the most; a child that ran this long before crashing starts over.
+RESTART_FIRST_SECONDS = 0.25
+RESTART_MAX_SECONDS = 10.0
+RESTART_STABLE_SECONDS = 30.0
 
 
 def _die_with_parent() -> None:
@@ -58,6 +65,14 @@ class Child:
     process: subprocess.Popen[bytes]
     #: The signal that asks this child to stop cleanly.
     stop_signal: int = signal.SIGTERM
+    #: How to start it again (Popen's arguments).
+    argv: list[str] = field(default_factory=list)
+    popen: dict[str, object] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.monotonic)
+    #: Crashes in a row (each after less than RESTART_STABLE_SECONDS of running).
+    crashes: int = 0
+    #: When a crashed child is started again; None while it runs.
+    restart_at: float | None = None
 
     def exited(self) -> int | None:
         return self.process.poll()
@@ -69,20 +84,49 @@ class Supervisor:
         self.children: list[Child] = []
         self.log = log
         self.data_dir = settings.data_dir.resolve()
+        #: Whether a child that dies is restarted (once the suite is ready) or fails the suite.
+        self.restarting = False
 
-    def spawn(self, name: str, argv: list[str], stop_signal: int = signal.SIGTERM, **popen: object) -> Child:
-        process = subprocess.Popen(  # type: ignore[call-overload]
+    @staticmethod
+    def _start(argv: list[str], popen: dict[str, object]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
             argv, start_new_session=True, preexec_fn=_die_with_parent, **popen
         )
-        child = Child(name, process, stop_signal)
+
+    def spawn(self, name: str, argv: list[str], stop_signal: int = signal.SIGTERM, **popen: object) -> Child:
+        child = Child(name, self._start(argv, popen), stop_signal, argv, popen)
         self.children.append(child)
         return child
 
     def check_children(self) -> None:
+        """Fail on a dead child while starting; once running, restart dead children with
+        backoff (called every few hundred ms by the main loop)."""
+        now = time.monotonic()
         for child in self.children:
             code = child.exited()
-            if code is not None:
+            if code is None:
+                continue
+            if not self.restarting:
                 raise SuiteFailed(f"{child.name} exited with code {code}")
+            if child.restart_at is None:
+                if now - child.started_at >= RESTART_STABLE_SECONDS:
+                    child.crashes = 0
+                child.crashes += 1
+                delay = min(RESTART_FIRST_SECONDS * 2 ** (child.crashes - 1), RESTART_MAX_SECONDS)
+                child.restart_at = now + delay
+                self.log(
+                    f"{child.name} exited with code {code}; restarting it in {delay:g}s "
+                    f"(crash {child.crashes} in a row); the rest keep serving"
+                )
+            elif now >= child.restart_at:
+                try:
+                    child.process = self._start(child.argv, child.popen)
+                except OSError as error:  # e.g. the interpreter gone: try again later
+                    child.restart_at = None
+                    self.log(f"{child.name} could not be restarted: {error}")
+                    continue
+                child.started_at, child.restart_at = now, None
+                self.log(f"{child.name} restarted (pid {child.process.pid})")
 
     def wait_until(self, what: str, ready: Callable[[], bool], deadline: float) -> None:
         while not ready():
@@ -325,6 +369,7 @@ def up(settings: Settings | None = None) -> int:
         # The gateway line stays first: tests and benches wait for it.
         gateway = f"gateway: http://{settings.gateway_host}:{settings.gateway_port}"
         print(gateway, metrics_line(prometheus, admin_file), sep="\n", flush=True)
+        supervisor.restarting = True
         while not stopping:
             supervisor.check_children()
             time.sleep(0.2)

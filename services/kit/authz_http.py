@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
+from services.kit.db import database_unreachable
+
 log = logging.getLogger(__name__)
 
 #: Largest request head accepted (Envoy sends a handful of headers).
@@ -140,9 +142,12 @@ class AuthzProtocol(asyncio.Protocol):
     async def _answer(self, request: AuthzRequest) -> None:
         try:
             reply = render(await self.check(request))
-        except Exception:
+        except Exception as error:
             # A 5xx makes Envoy answer 503 (status_on_error): never a pass.
-            log.exception("authorization check failed")
+            if database_unreachable(error):  # an outage to wait out (PostgreSQL restarting)
+                log.warning("authorization check: database unreachable (%s)", type(error).__name__)
+            else:
+                log.exception("authorization check failed")
             reply = _response(500, {})
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply)

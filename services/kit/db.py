@@ -11,7 +11,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+#: What a caller is told while the database cannot be reached (a 503: try again).
+DATABASE_UNAVAILABLE = "Service temporarily unavailable, try again shortly"
+#: PostgreSQL refusing or dropping connections: shutting down, starting up, crashed, full.
+_OUTAGES = (
+    OSError,  # refused, reset: the server is gone (ConnectionError, socket timeouts)
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,  # "the database system is starting up"
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    sa_exc.TimeoutError,  # no pooled connection came back in time
+)
 
 
 def asyncpg_url(url: str) -> str:
@@ -59,9 +74,37 @@ class Database:
         caches each statement's prepared form per connection."""
         async with self.engine.connect() as connection:
             raw = await connection.get_raw_connection()
-            yield raw.driver_connection
+            try:
+                yield raw.driver_connection
+            except BaseException as error:
+                # SQLAlchemy never sees what fails on the driver's connection: one the server
+                # dropped (PostgreSQL restarted) would go back to the pool and fail every
+                # checkout after it. It is discarded instead, and the pool makes a new one.
+                if database_unreachable(error):
+                    await connection.invalidate()
+                raise
 
     async def close(self) -> None:
         for finish in self._before_close:
             await finish()
         await self.engine.dispose()
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """Whether `error` (or what it wraps) says the database cannot be reached right now, as while
+    PostgreSQL restarts: the call deserves a 503 and a retry, not a 500 and a traceback."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _OUTAGES):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and "connection" in str(current):
+            return True  # "connection is closed", "connection was closed in the middle of operation"
+        wrapped = getattr(current, "orig", None)
+        current = (
+            wrapped if isinstance(wrapped, BaseException) else (current.__cause__ or current.__context__)
+        )
+    return False

@@ -26,8 +26,9 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.kit.auth import Authenticator
+from services.kit.db import DATABASE_UNAVAILABLE, database_unreachable
 from services.kit.decoding import checked_deserializer, checked_stream, refuse_undecodable
-from services.kit.errors import ERROR_DOMAIN, DomainError, Unimplemented, ValidationFailed
+from services.kit.errors import ERROR_DOMAIN, DomainError, Unavailable, Unimplemented, ValidationFailed
 from services.kit.logs import request_id
 from services.kit.prometheus import MethodMetrics
 
@@ -73,6 +74,10 @@ async def _abort(
 ) -> None:
     if isinstance(exc, NotImplementedError):
         exc = Unimplemented(f"{method} is not implemented yet")
+    if not isinstance(exc, DomainError) and database_unreachable(exc):
+        # PostgreSQL restarting is an outage to wait out, not a bug: one line, and a 503.
+        log.warning("%s: database unreachable (%s)", method, type(exc).__name__)
+        exc = Unavailable(DATABASE_UNAVAILABLE)
     if not isinstance(exc, DomainError):
         log.exception("unhandled error in %s", method)
         exc = DomainError("Internal server error")
