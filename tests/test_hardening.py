@@ -322,3 +322,32 @@ def test_edge_limits_are_rendered() -> None:
     assert "stream_idle_timeout" not in hcm and "request_timeout" not in hcm  # SSE, uploads
     [monitor] = config["overload_manager"]["resource_monitors"]
     assert monitor["typed_config"]["max_active_downstream_connections"] > 0
+
+
+# ---- 2/3. NUL and invalid UTF-8 anywhere: a 400 or 422 whose body is valid JSON -------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/chutes/share", {"chute_id_or_name": "a", "user_id_or_name": "b\u0000c"}),
+        ("GET", "/chutes/?name=%FF%FE", None),
+        ("GET", "/images/?name=%00", None),
+        ("GET", "/chutes/?limit=%FF", None),  # echoed in the 422: was not valid JSON
+        ("GET", "/chutes/?include_public=%C3%28", None),
+        ("DELETE", "/api_keys/%00", None),
+        ("GET", "/chutes/%FF/evidence", None),
+        ("POST", "/jobs/%FF/x", {}),
+    ],
+)
+def test_nul_and_invalid_utf8_are_json_4xx(
+    http: httpx.Client, suite: RunningSuite, method: str, path: str, body: Any
+) -> None:
+    from tests.test_identity import new_user
+
+    headers = key(new_user(suite))
+    response = http.request(method, path, json=body, headers=headers) if body is not None else (
+        http.request(method, path, headers=headers)
+    )  # fmt: skip
+    assert response.status_code in (400, 422), response.text
+    assert_clean_4xx(response)
