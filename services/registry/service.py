@@ -65,6 +65,7 @@ from services.registry import (
 from services.registry.activity import Activity
 from services.registry.deploy import easy, teeify
 from services.registry.deploy.request import SCALING_RANGES
+from services.registry.freshness import ReadFollower
 from services.registry.job_placements import JobPlacementServicer
 from services.registry.miners import MinerServicer, require_miner
 from services.registry.routing import RouteFollower
@@ -89,6 +90,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.identity = IdentityClient(channel_at(context.settings.address_of("identity")))
         self.owners = affine.Owners(self.identity)
         self.responses = views.ResponseCache()
+        self.reads = views.ReadCache(self.responses)
         self.hf_infos = hf_info.HfInfoCache()
         self.routing = xds.RoutingTable(context.settings.chute_domain)
         self.ads = ads.AdsServicer(self.routing)
@@ -164,12 +166,26 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def GetChute(self, request: registry_pb2.GetChuteRequest, context: Context) -> registry_pb2.Chute:
         viewer = _viewer(optional_caller(), admin_only=False)
-        async with self.db.raw() as connection:
-            found = await store.find_chute(connection, request.chute_id_or_name, viewer)
-            if found is None:
+        reference = request.chute_id_or_name
+        # What the answer depends on besides the tables: who asks (their own, shared and subnet
+        # chutes are visible to them only).
+        key = (reference, viewer.user_id, *viewer.subnet_patterns)
+        now = time.monotonic()
+        answer = self.reads.get(key)
+        live = answer.live(now) if answer is not None else None
+        if answer is None or live is None:
+            generation = self.reads.generation
+            async with self.db.raw() as connection:
+                row = await store.get_chute(connection, reference, viewer)
+            if row is None:
                 raise NotFound(NOT_YOURS)
-            [response] = await self._responses(connection, "get", [found])
-        return views.with_live_boosts(response, found)
+            message = views.chute_message(row, priced=True, tao_usd=self.settings.tao_usd_rate)
+            answer = views.Answer(
+                row["chute_id"], message, row["bounty_age"], row["bounty_left"], row["manual_boost"], now
+            )
+            self.reads.put(key, answer, generation)
+            live = {"bounty_age": row["bounty_age"], "manual_boost": row["manual_boost"]}
+        return views.with_live_boosts(answer.message, live)
 
     async def GetChuteCode(
         self, request: registry_pb2.GetChuteCodeRequest, context: Context
@@ -195,6 +211,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             image=request.image,
             slug=request.slug,
         )
+        key = (wanted, page.page, page.limit, page.offset, request.include_schemas)
+        cached: registry_pb2.ListChutesResponse | None = self.reads.get_list(key)
+        if cached is not None:
+            return cached
+        generation = self.reads.generation
         async with self.db.raw() as connection:
             total, found = await store.list_chutes(connection, wanted, limit=page.limit, offset=page.offset)
             built = await self._responses(connection, "list", found)
@@ -205,6 +226,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 if not request.include_schemas:
                     cords = [{k: v for k, v in cord.items() if k not in views.SCHEMA_KEYS} for cord in cords]
                 response.cord_refs[item.cord_ref_id].extend(cords)
+        # A live bounty's amount grows by the second: such a page is built again each time.
+        if all(light["bounty_age"] is None for light in found):
+            self.reads.put_list(key, response, generation)
         return response
 
     async def GetChuteHfInfo(
@@ -548,10 +572,13 @@ async def _run_beside(servicer: object, settings: Settings) -> list[Closable]:
     assert isinstance(servicer, RegistryServicer)
     follower = RouteFollower(servicer.db, servicer.routing)
     await follower.start()
+    reads = ReadFollower(servicer.db, servicer.reads)
+    await reads.start()
     servicer.scheduler.start()
     servicer.utilization.start()
     return [
         follower,
+        reads,
         servicer.scheduler,
         servicer.utilization,
         *await invocations.serve_invocation_checks(servicer, settings),

@@ -59,6 +59,8 @@ INSTANCES_SELECT = """COALESCE((SELECT json_agg(json_build_object(
 #: cached responses at read time: its live bounty's age (seconds) and its manual boost.
 LIVE_SELECT = """(SELECT extract(epoch FROM now() - b.created_at)::float8 FROM bounties b
     WHERE b.chute_id = c.chute_id AND b.expires_at > now()) AS bounty_age,
+  (SELECT extract(epoch FROM b.expires_at - now())::float8 FROM bounties b
+    WHERE b.chute_id = c.chute_id AND b.expires_at > now()) AS bounty_left,
   (SELECT m.boost FROM chute_manual_boosts m WHERE m.chute_id = c.chute_id) AS manual_boost"""
 
 #: Who may see a chute: discoverable (public, or affine by name), the caller's own (`$2`, NULL when
@@ -72,6 +74,16 @@ _VISIBLE = """(c.discoverable OR c.user_id = $2 OR lower(c.name) LIKE ANY($3::te
 _FIND_CHUTE = f"""
 SELECT c.chute_id, c.updated_at, c.invocation_count, {INSTANCES_SELECT}, {LIVE_SELECT}
 FROM chutes c
+WHERE (c.chute_id = $1 OR c.name = $1) AND {_VISIBLE}
+ORDER BY (c.user_id = $2) DESC NULLS LAST, (c.username = 'chutes') DESC, c.created_at
+LIMIT 1
+"""
+
+#: The chute a caller means, whole, in one statement (`_FIND_CHUTE`'s choice, the columns of
+#: `_CHUTE_ROWS` and the live values): a GET that is not in the read cache.
+_GET_CHUTE = f"""
+SELECT {CHUTE_SELECT}, {IMAGE_SELECT}, {INSTANCES_SELECT}, {LIVE_SELECT}
+FROM chutes c JOIN images i ON i.image_id = c.image_id
 WHERE (c.chute_id = $1 OR c.name = $1) AND {_VISIBLE}
 ORDER BY (c.user_id = $2) DESC NULLS LAST, (c.username = 'chutes') DESC, c.created_at
 LIMIT 1
@@ -125,6 +137,12 @@ async def find_chute(connection: Any, reference: str, viewer: Viewer) -> Any:
     """The light row (id, updated_at, instances, live bounty and boost) of the chute `reference`
     names, if visible."""
     return await connection.fetchrow(_FIND_CHUTE, reference, viewer.user_id, viewer.subnet_patterns)
+
+
+async def get_chute(connection: Any, reference: str, viewer: Viewer) -> Any:
+    """The whole row (chute, image as `i_*`, instances, live values) of the chute `reference`
+    names, if visible: one round trip."""
+    return await connection.fetchrow(_GET_CHUTE, reference, viewer.user_id, viewer.subnet_patterns)
 
 
 async def tee_instances(connection: Any, reference: str, viewer: Viewer) -> Any:

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +47,123 @@ class ResponseCache:
         self._items[key] = value
         if len(self._items) > self.size:
             self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        # A column changed without moving `updated_at` (an UPDATE by another service or an
+        # operator) is not in the key: the change notifications clear it (ReadCache.changed).
+        self._items.clear()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A built read answer as cached, with what it shows that moves without a write: the live
+    bounty's age and time left and the manual boost, as they were when it was built."""
+
+    chute_id: str
+    message: Any
+    bounty_age: float | None
+    bounty_left: float | None
+    manual_boost: float | None
+    built: float  # time.monotonic()
+
+    def live(self, now: float) -> dict[str, Any] | None:
+        """The live values now (as `LIVE_SELECT` would read them); None once the bounty expired."""
+        if self.bounty_age is None:
+            return {"bounty_age": None, "manual_boost": self.manual_boost}
+        elapsed = now - self.built
+        if self.bounty_left is None or elapsed >= self.bounty_left:
+            return None
+        return {"bounty_age": self.bounty_age + elapsed, "manual_boost": self.manual_boost}
+
+
+class ReadCache:
+    """Read answers served without a query (issue 14): GETs by (reference, viewer), list pages by
+    their filter. Right only while every change is heard (freshness.ReadFollower): a chute's
+    change drops its GETs, a new chute drops GETs by name (the name may now mean it), an image's
+    change drops all; any change drops the lists (a count, an order, an item may have moved).
+    A build that raced with a change is not kept: `generation` moves with every change, and an
+    answer is put only under the generation read before its query."""
+
+    def __init__(self, built: ResponseCache, size: int = 20_000, lists: int = 256) -> None:
+        #: The list's cache of built items (keyed by what a light query reads), cleared with the
+        #: rest: it cannot see a change that leaves `updated_at` as it was.
+        self.built = built
+        self.size, self.list_size = size, lists
+        self.generation = 0
+        self.serving = False
+        self._gets: OrderedDict[tuple[Any, ...], Answer] = OrderedDict()
+        self._by_chute: dict[str, set[tuple[Any, ...]]] = {}
+        self._lists: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+    def start_serving(self) -> None:
+        self.clear()
+        self.serving = True
+
+    def stop_serving(self) -> None:
+        self.serving = False
+        self.clear()
+
+    def clear(self) -> None:
+        self.generation += 1
+        self.built.clear()
+        self._gets.clear()
+        self._by_chute.clear()
+        self._lists.clear()
+
+    def changed(self, payload: str) -> None:
+        """A notification: a chute id, `+<id>` (a new chute) or `*` (anything may have changed)."""
+        self.generation += 1
+        self._lists.clear()
+        self.built.clear()
+        if payload == "*":
+            self.clear()
+        elif payload.startswith("+"):
+            named = [key for key, answer in self._gets.items() if key[0] != answer.chute_id]
+            for key in named:
+                self._drop(key)
+        else:
+            for key in self._by_chute.pop(payload, ()):
+                self._gets.pop(key, None)
+
+    def get(self, key: tuple[Any, ...]) -> Answer | None:
+        if not self.serving:
+            return None
+        found = self._gets.get(key)
+        if found is not None:
+            self._gets.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[Any, ...], answer: Answer, generation: int) -> None:
+        if not self.serving or generation != self.generation:
+            return
+        self._gets[key] = answer
+        self._by_chute.setdefault(answer.chute_id, set()).add(key)
+        if len(self._gets) > self.size:
+            self._drop(next(iter(self._gets)))
+
+    def get_list(self, key: tuple[Any, ...]) -> Any:
+        if not self.serving:
+            return None
+        found = self._lists.get(key)
+        if found is not None:
+            self._lists.move_to_end(key)
+        return found
+
+    def put_list(self, key: tuple[Any, ...], response: Any, generation: int) -> None:
+        if not self.serving or generation != self.generation:
+            return
+        self._lists[key] = response
+        if len(self._lists) > self.list_size:
+            self._lists.popitem(last=False)
+
+    def _drop(self, key: tuple[Any, ...]) -> None:
+        answer = self._gets.pop(key, None)
+        if answer is not None:
+            keys = self._by_chute.get(answer.chute_id)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_chute[answer.chute_id]
 
 
 def cache_key(kind: str, row: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -1,0 +1,169 @@
+"""Read answers served from the registry's memory are never stale (issue 14).
+
+The registry answers a GET or a list page it has built before without asking the database
+(services/registry/views.py ReadCache); every change an answer shows is announced by a trigger
+and drops it (services/registry/freshness.py). Here each kind of change is made after the answer
+is cached, some straight in the database as another replica or service would make them, and the
+next read must show it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from chutes.registry.v1 import registry_pb2
+from services.registry.views import Answer, ReadCache, ResponseCache
+from tests.test_identity import User
+from tests.test_registry import deploy_body, deployed, http, image, key, owner  # noqa: F401
+
+#: How long a change made outside the registry may take to reach it (the notification's trip).
+SETTLE_SECONDS = 2.0
+
+
+def _sql(database_url: str, statement: str, *args: Any) -> None:
+    async def run() -> None:
+        # The history trigger names its table unqualified, as the registry's connections see it.
+        connection = await asyncpg.connect(database_url, server_settings={"search_path": "registry"})
+        try:
+            await connection.execute(statement, *args)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def _eventually(read: Callable[[], Any], wanted: Any) -> Any:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        got = read()
+        if got == wanted or time.monotonic() > deadline:
+            return got
+        time.sleep(0.02)
+
+
+def test_changes_made_in_the_database_reach_cached_answers(
+    http: httpx.Client,  # noqa: F811
+    owner: User,  # noqa: F811
+    image: str,  # noqa: F811
+    database_url: str,
+) -> None:
+    name = "fresh-" + uuid.uuid4().hex[:6]
+    chute_id = deployed(http, owner, deploy_body(name, image))["chute_id"]
+
+    def shown() -> dict[str, Any]:
+        got = http.get(f"/chutes/{chute_id}", headers=key(owner))
+        assert got.status_code == 200, got.text
+        answer: dict[str, Any] = got.json()
+        return answer
+
+    def listed() -> dict[str, Any]:
+        page: dict[str, Any] = http.get("/chutes/?include_public=false", headers=key(owner)).json()
+        return {item["chute_id"]: item for item in page["items"]}.get(chute_id, {})
+
+    for _ in range(2):  # built, then cached
+        assert shown()["tagline"] == "echo" and listed()["tagline"] == "echo"
+    # An edit by another replica (no request through this registry).
+    _sql(database_url, "UPDATE registry.chutes SET tagline = 'moved' WHERE chute_id = $1", chute_id)
+    assert _eventually(lambda: shown()["tagline"], "moved") == "moved"
+    assert _eventually(lambda: listed()["tagline"], "moved") == "moved"
+    # The count the metrics service adds (no edit of the chute: updated_at stays).
+    _sql(database_url, "UPDATE registry.chutes SET invocation_count = 77 WHERE chute_id = $1", chute_id)
+    assert _eventually(lambda: shown()["invocation_count"], 77) == 77
+    # An instance: the answer lists it and says hot.
+    _sql(
+        database_url,
+        "INSERT INTO registry.instances (instance_id, chute_id, region, active, verified, last_verified_at)"
+        " VALUES ($1, $2, 'eu-west', true, true, now())",
+        str(uuid.uuid4()),
+        chute_id,
+    )
+    assert _eventually(lambda: shown()["hot"], True) is True
+    # A manual boost (a billing admin's, its own table).
+    _sql(
+        database_url, "INSERT INTO registry.chute_manual_boosts (chute_id, boost) VALUES ($1, 2.0)", chute_id
+    )
+    assert _eventually(lambda: shown()["compute_multiplier_factors"].get("manual_boost"), 2.0) == 2.0
+    # A bounty: shown, and gone from the answer when it expires (no write marks that).
+    _sql(
+        database_url,
+        "INSERT INTO registry.bounties (chute_id, expires_at) VALUES ($1, now() + interval '1 second')",
+        chute_id,
+    )
+    assert _eventually(lambda: "bounty" in shown(), True) is True
+    time.sleep(1.1)
+    assert "bounty" not in shown()
+    # The image (every chute on it shows it).
+    _sql(
+        database_url,
+        "UPDATE registry.images SET readme = 'new base' WHERE image_id = $1",
+        shown()["image"]["image_id"],
+    )
+    assert _eventually(lambda: shown()["image"]["readme"], "new base") == "new base"
+    # Deleted elsewhere: not found.
+    _sql(database_url, "DELETE FROM registry.chutes WHERE chute_id = $1", chute_id)
+    gone = _eventually(lambda: http.get(f"/chutes/{chute_id}", headers=key(owner)).status_code, 404)
+    assert gone == 404 and listed() == {}
+
+
+def test_changes_through_the_api_are_read_at_once(
+    http: httpx.Client,  # noqa: F811
+    owner: User,  # noqa: F811
+    image: str,  # noqa: F811
+) -> None:
+    """A client that changed a chute and reads it right after sees its change, every time."""
+    name = "fresh-api-" + uuid.uuid4().hex[:6]
+    chute_id = deployed(http, owner, deploy_body(name, image))["chute_id"]
+    for number in range(10):
+        assert http.get(f"/chutes/{chute_id}", headers=key(owner)).json()["tagline"] != str(number)
+        updated = http.put(f"/chutes/{chute_id}", json={"tagline": str(number)}, headers=key(owner))
+        assert updated.status_code == 200, updated.text
+        assert http.get(f"/chutes/{chute_id}", headers=key(owner)).json()["tagline"] == str(number)
+        assert http.get(f"/chutes/{name}", headers=key(owner)).json()["tagline"] == str(number)
+
+
+def _answer(chute_id: str) -> Answer:
+    return Answer(chute_id, registry_pb2.Chute(chute_id=chute_id), None, None, None, time.monotonic())
+
+
+def test_an_answer_built_while_its_chute_changed_is_not_kept() -> None:
+    cache = ReadCache(ResponseCache())
+    cache.start_serving()
+    before = cache.generation
+    cache.changed("a")  # the chute changed while its answer was being built from older rows
+    cache.put(("a", None), _answer("a"), before)
+    assert cache.get(("a", None)) is None
+    cache.put(("a", None), _answer("a"), cache.generation)
+    assert cache.get(("a", None)) is not None
+
+
+@pytest.mark.parametrize(
+    ("payload", "kept"),
+    [("a", {("b", None), ("name-b", None)}), ("+c", {("a", None), ("b", None)}), ("*", set())],
+)
+def test_what_each_notification_drops(payload: str, kept: set[tuple[str, None]]) -> None:
+    cache = ReadCache(ResponseCache())
+    cache.start_serving()
+    for key_, chute_id in ((("a", None), "a"), (("b", None), "b"), (("name-b", None), "b")):
+        cache.put(key_, _answer(chute_id), cache.generation)
+    cache.put_list(("page",), object(), cache.generation)
+    cache.changed(payload)
+    assert {k for k in (("a", None), ("b", None), ("name-b", None)) if cache.get(k) is not None} == kept
+    assert cache.get_list(("page",)) is None
+
+
+def test_nothing_is_served_while_not_listening() -> None:
+    cache = ReadCache(ResponseCache())
+    cache.put(("a", None), _answer("a"), cache.generation)
+    assert cache.get(("a", None)) is None
+    cache.start_serving()
+    cache.put(("a", None), _answer("a"), cache.generation)
+    cache.stop_serving()
+    assert cache.get(("a", None)) is None
