@@ -32,6 +32,7 @@ credentials stop at the gateway: instances get only the verified `x-chutes-user-
 
 from __future__ import annotations
 
+import importlib.metadata
 import ipaddress
 import json
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ from typing import Any
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
+from gateway.openapi import DOCS_HTML, INTERNAL_SUFFIX, document
 from services.kit.headers import CALLER_HEADERS, USER_ID_HEADER, VERDICT_REUSE_HEADER
 from services.kit.server import MAX_REQUEST_MESSAGE_BYTES
 
@@ -71,9 +73,10 @@ MAX_DOWNSTREAM_CONNECTIONS = 10_000
 UNARY_TIMEOUT = "60s"
 #: Path of the benchmark-only direct response (Envoy's own ceiling).
 BENCH_DIRECT_PATH = "/__bench/direct"
+#: Where the gateway serves the REST face's OpenAPI document (gateway/openapi.py) and its docs.
+OPENAPI_PATH = "/openapi.json"
+DOCS_PATH = "/docs"
 
-#: Services named `*InternalService` are for the suite's own services and are never routed.
-INTERNAL_SUFFIX = "InternalService"
 
 _LUA = "envoy.filters.http.lua"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -283,8 +286,31 @@ def _cluster(name: str, address: str, *, http2: bool = True) -> dict[str, Any]:
     }
 
 
-def _routes(contract: Contract, bench: bool) -> list[dict[str, Any]]:
+def _routes(contract: Contract, bench: bool, openapi: str = "") -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = []
+    if openapi:
+        # Answered by Envoy itself: no service, no transcoding (no RPC has these paths).
+        served = _typed("config.route.v3.FilterConfig", disabled=True)
+        for path, body, content_type in (
+            (OPENAPI_PATH, openapi, "application/json"),
+            (DOCS_PATH, DOCS_HTML, "text/html; charset=utf-8"),
+        ):
+            routes.append(
+                {
+                    "match": {
+                        "path": path,
+                        "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                    },
+                    "direct_response": {"status": 200, "body": {"inline_string": body}},
+                    "response_headers_to_add": [
+                        {
+                            "header": {"key": "content-type", "value": content_type},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                        }
+                    ],
+                    "typed_per_filter_config": {_LUA: served, _TRANSCODER: served},
+                }
+            )
     if bench:
         disabled = _typed("config.route.v3.FilterConfig", disabled=True)
         routes.append(
@@ -411,6 +437,13 @@ def _ext_authz() -> dict[str, Any]:
     }
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("chutes-suite")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "0"
+
+
 def _lua_source(contract: Contract) -> str:
     def lua_set(names: set[str]) -> str:
         return "{" + ", ".join(f"[{json.dumps(n)}] = true" for n in sorted(names)) + "}"
@@ -518,12 +551,20 @@ def render(
         *(_cluster(name, addresses[name]) for name in sorted(set(contract.grpc_services.values()))),
         _cluster(AUTHZ_CLUSTER, authz_address, http2=False),
     ]
-    virtual_hosts = [{"name": "chutes", "domains": ["*"], "routes": _routes(contract, bench)}]
+    openapi = json.dumps(
+        document(load_descriptor(descriptor_path), version=_version()), separators=(",", ":")
+    )
+    virtual_hosts = [{"name": "chutes", "domains": ["*"], "routes": _routes(contract, bench, openapi)}]
     connection_manager = _typed(
         "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix="gateway",
         codec_type="AUTO",  # HTTP/1.1 for REST clients, HTTP/2 (h2c) for gRPC, one port
-        route_config={"name": "chutes", "virtual_hosts": virtual_hosts},
+        route_config={
+            "name": "chutes",
+            "virtual_hosts": virtual_hosts,
+            # The OpenAPI document is a direct response (Envoy allows 4 KiB by default).
+            "max_direct_response_body_size_bytes": 2 * len(openapi) + 65536,
+        },
         http_filters=http_filters,
         max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         local_reply_config={"mappers": _edge_local_replies()},
