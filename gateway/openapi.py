@@ -177,14 +177,27 @@ def _is_query_field(field: descriptor_pb2.FieldDescriptorProto) -> bool:
     return field.type != FieldDescriptor.TYPE_MESSAGE
 
 
+def _json_twin(
+    service: descriptor_pb2.ServiceDescriptorProto, method: descriptor_pb2.MethodDescriptorProto
+) -> str | None:
+    """The message an HttpBody RPC `<Name>Json` answers as JSON: its typed twin `<Name>`'s
+    (the registry pre-renders the twin's answer for REST, issue 14); None for any other RPC."""
+    if method.output_type != _HTTP_BODY or not method.name.endswith("Json"):
+        return None
+    twins = [m.output_type for m in service.method if m.name == method.name.removesuffix("Json")]
+    return twins[0] if twins else None
+
+
 def _operation(
     method: descriptor_pb2.MethodDescriptorProto,
     rule: Any,
     schemas: _Schemas,
     service: str,
     placeholders: dict[str, str],
+    json_of: str | None = None,
 ) -> dict[str, Any]:
-    """`placeholders`: the path's name for each path variable (see `document`)."""
+    """`placeholders`: the path's name for each path variable (see `document`); `json_of`: the
+    message an HttpBody answer prints (see `_json_twin`)."""
     request = schemas.messages[method.input_type]
     verb = rule.WhichOneof("pattern")
     template: str = getattr(rule, verb)
@@ -216,7 +229,7 @@ def _operation(
         ]
     if parameters:
         operation["parameters"] = parameters
-    output = method.output_type
+    output = json_of or method.output_type
     if output == _HTTP_BODY:
         answer: dict[str, Any] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
     elif method.server_streaming:
@@ -268,7 +281,7 @@ def document(descriptors: descriptor_pb2.FileDescriptorSet, version: str = "0") 
                         zip(names, (m.group(1) for m in _PATH_VARIABLE.finditer(path)), strict=True)
                     )
                     paths.setdefault(path, {})[verb] = _operation(
-                        method, binding, schemas, package[1], placeholders
+                        method, binding, schemas, package[1], placeholders, _json_twin(service, method)
                     )
     return {
         "openapi": "3.1.0",

@@ -25,6 +25,7 @@ from services.kit.errors import FieldViolation, NotFound, PaymentRequired, Valid
 from services.kit.headers import USER_ID_HEADER
 from services.kit.interceptors import RequestInterceptor
 from services.kit.server import MAX_REQUEST_MESSAGE_BYTES
+from services.registry.views import json_body
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -51,6 +52,14 @@ class EchoRegistry(registry_pb2_grpc.RegistryServiceServicer):
     async def GetChute(self, request: registry_pb2.GetChuteRequest, context: Context) -> Any:
         created = timestamp_pb2.Timestamp(seconds=1_700_000_000)
         return registry_pb2.Chute(chute_id=request.chute_id_or_name, created_at=created)
+
+    # REST reaches chutes through the JSON twins of GetChute and ListChutes (the registry prints
+    # the typed answer itself): the same echo, printed the registry's way.
+    async def GetChuteJson(self, request: registry_pb2.GetChuteRequest, context: Context) -> Any:
+        return json_body(await self.GetChute(request, context))
+
+    async def ListChutesJson(self, request: registry_pb2.ListChutesRequest, context: Context) -> Any:
+        return json_body(await self.ListChutes(request, context))
 
     async def GetImage(self, request: registry_pb2.GetImageRequest, context: Context) -> Any:
         return registry_pb2.Image(image_id=request.image_id_or_name)

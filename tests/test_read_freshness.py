@@ -16,11 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import grpc
 import httpx
 import pytest
+from google.protobuf import json_format
 
-from chutes.registry.v1 import registry_pb2
-from services.registry.views import Answer, ReadCache, ResponseCache
+from chutes.registry.v1 import registry_pb2, registry_pb2_grpc
+from services.registry.views import Answer, ReadCache, ResponseCache, json_body
+from tests.conftest import RunningSuite
 from tests.test_identity import User
 from tests.test_registry import deploy_body, deployed, http, image, key, owner  # noqa: F401
 
@@ -167,3 +170,39 @@ def test_nothing_is_served_while_not_listening() -> None:
     cache.put(("a", None), _answer("a"), cache.generation)
     cache.stop_serving()
     assert cache.get(("a", None)) is None
+
+
+def test_rest_reads_are_the_bytes_the_typed_answers_print(
+    suite: RunningSuite,
+    http: httpx.Client,  # noqa: F811
+    owner: User,  # noqa: F811
+    image: str,  # noqa: F811
+) -> None:
+    """REST GET and list are answered by GetChuteJson and ListChutesJson (pre-rendered JSON);
+    gRPC clients keep the typed GetChute and ListChutes. One source of truth: the JSON is what
+    the typed message prints, byte for byte, and the gateway passes it on unchanged."""
+    name = "json-" + uuid.uuid4().hex[:6]
+    chute_id = deployed(http, owner, deploy_body(name, image, readme='ünïcode "quoted"\n'))["chute_id"]
+    metadata = (("authorization", key(owner)["Authorization"]),)
+    with grpc.insecure_channel(suite.gateway.removeprefix("http://")) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        for _ in range(2):  # built, then cached
+            request = registry_pb2.GetChuteRequest(chute_id_or_name=chute_id)
+            typed = stub.GetChute(request, metadata=metadata, timeout=10)
+            body = stub.GetChuteJson(request, metadata=metadata, timeout=10)
+            assert body.content_type == "application/json"
+            assert body.data == json_body(typed).data
+            rest = http.get(f"/chutes/{chute_id}", headers=key(owner))
+            assert rest.headers["content-type"] == "application/json"
+            assert rest.content == body.data
+            assert rest.json() == json_format.MessageToDict(
+                typed, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+
+            listing = registry_pb2.ListChutesRequest(include_public=False, limit=5)
+            typed_page = stub.ListChutes(listing, metadata=metadata, timeout=10)
+            page = stub.ListChutesJson(listing, metadata=metadata, timeout=10)
+            assert page.data == json_body(typed_page).data
+            assert chute_id in {item.chute_id for item in typed_page.items}
+            rest_page = http.get("/chutes/?include_public=false&limit=5", headers=key(owner))
+            assert rest_page.content == page.data

@@ -165,6 +165,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return [cached.get(key) or by_id[key[1]] for key in keys]
 
     async def GetChute(self, request: registry_pb2.GetChuteRequest, context: Context) -> registry_pb2.Chute:
+        _, message = await self._get_chute(request)
+        return message
+
+    async def GetChuteJson(
+        self, request: registry_pb2.GetChuteRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        answer, message = await self._get_chute(request)
+        return answer.json(message)
+
+    async def _get_chute(
+        self, request: registry_pb2.GetChuteRequest
+    ) -> tuple[views.Answer, registry_pb2.Chute]:
+        """The answer (cached, or built and cached) and its message with the live values now."""
         viewer = _viewer(optional_caller(), admin_only=False)
         reference = request.chute_id_or_name
         # What the answer depends on besides the tables: who asks (their own, shared and subnet
@@ -185,7 +198,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             )
             self.reads.put(key, answer, generation)
             live = {"bounty_age": row["bounty_age"], "manual_boost": row["manual_boost"]}
-        return views.with_live_boosts(answer.message, live)
+        return answer, views.with_live_boosts(answer.message, live)
 
     async def GetChuteCode(
         self, request: registry_pb2.GetChuteCodeRequest, context: Context
@@ -200,6 +213,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def ListChutes(
         self, request: registry_pb2.ListChutesRequest, context: Context
     ) -> registry_pb2.ListChutesResponse:
+        response, _ = await self._list_chutes(request, json=False)
+        return response
+
+    async def ListChutesJson(
+        self, request: registry_pb2.ListChutesRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        response, body = await self._list_chutes(request, json=True)
+        return body or views.json_body(response)
+
+    async def _list_chutes(
+        self, request: registry_pb2.ListChutesRequest, *, json: bool
+    ) -> tuple[registry_pb2.ListChutesResponse, httpbody_pb2.HttpBody | None]:
+        """The page (cached, or built and cached when it shows no live bounty) and, with `json`,
+        its JSON, kept with it once made."""
         caller = optional_caller()
         page = page_of(request.page, request.limit if request.HasField("limit") else None, request.offset)
         wanted = store.ChuteFilter(
@@ -212,9 +239,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             slug=request.slug,
         )
         key = (wanted, page.page, page.limit, page.offset, request.include_schemas)
-        cached: registry_pb2.ListChutesResponse | None = self.reads.get_list(key)
+        cached: views.CachedPage | None = self.reads.get_list(key)
         if cached is not None:
-            return cached
+            if json and cached.body is None:
+                cached.body = views.json_body(cached.response)
+            return cached.response, cached.body
         generation = self.reads.generation
         async with self.db.raw() as connection:
             total, found = await store.list_chutes(connection, wanted, limit=page.limit, offset=page.offset)
@@ -227,9 +256,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                     cords = [{k: v for k, v in cord.items() if k not in views.SCHEMA_KEYS} for cord in cords]
                 response.cord_refs[item.cord_ref_id].extend(cords)
         # A live bounty's amount grows by the second: such a page is built again each time.
+        body = views.json_body(response) if json else None
         if all(light["bounty_age"] is None for light in found):
-            self.reads.put_list(key, response, generation)
-        return response
+            self.reads.put_list(key, views.CachedPage(response, body), generation)
+        return response, body
 
     async def GetChuteHfInfo(
         self, request: registry_pb2.GetChuteHfInfoRequest, context: Context

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.api import httpbody_pb2
+from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import Message
 
 from chutes.chute import NodeSelector
 from chutes.registry.v1 import registry_pb2
@@ -54,7 +56,24 @@ class ResponseCache:
         self._items.clear()
 
 
-@dataclass(frozen=True)
+def json_body(message: Message) -> httpbody_pb2.HttpBody:
+    """The JSON a REST client gets for `message`: what the gateway's transcoder printed for it
+    (its print options in gateway/render.py: proto field names, fields without presence always
+    printed; compact, UTF-8), made here once per built answer instead of by Envoy per request.
+    Keys sorted: a map's (and a Struct's) order is not kept by protobuf, so without it the same
+    message could print two ways."""
+    data = json.dumps(
+        json_format.MessageToDict(
+            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        ),
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
+    return httpbody_pb2.HttpBody(content_type="application/json", data=data)
+
+
+@dataclass
 class Answer:
     """A built read answer as cached, with what it shows that moves without a write: the live
     bounty's age and time left and the manual boost, as they were when it was built."""
@@ -65,6 +84,16 @@ class Answer:
     bounty_left: float | None
     manual_boost: float | None
     built: float  # time.monotonic()
+    #: `message` as JSON (json_body), made when a REST client first asks for it.
+    body: httpbody_pb2.HttpBody | None = None
+
+    def json(self, message: Any) -> httpbody_pb2.HttpBody:
+        """`message` (this answer's, or a copy with live values) as JSON: kept if it is this one's."""
+        if message is not self.message:
+            return json_body(message)
+        if self.body is None:
+            self.body = json_body(message)
+        return self.body
 
     def live(self, now: float) -> dict[str, Any] | None:
         """The live values now (as `LIVE_SELECT` would read them); None once the bounty expired."""
@@ -74,6 +103,14 @@ class Answer:
         if self.bounty_left is None or elapsed >= self.bounty_left:
             return None
         return {"bounty_age": self.bounty_age + elapsed, "manual_boost": self.manual_boost}
+
+
+@dataclass
+class CachedPage:
+    """A list page as cached, and its JSON once a REST client asked for it."""
+
+    response: Any
+    body: httpbody_pb2.HttpBody | None = None
 
 
 class ReadCache:

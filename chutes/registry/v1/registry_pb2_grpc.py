@@ -78,6 +78,11 @@ class RegistryServiceStub:
                 request_serializer=chutes_dot_registry_dot_v1_dot_registry__pb2.ListChutesRequest.SerializeToString,
                 response_deserializer=chutes_dot_registry_dot_v1_dot_registry__pb2.ListChutesResponse.FromString,
                 _registered_method=True)
+        self.ListChutesJson = channel.unary_unary(
+                '/chutes.registry.v1.RegistryService/ListChutesJson',
+                request_serializer=chutes_dot_registry_dot_v1_dot_registry__pb2.ListChutesRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.ListRollingUpdates = channel.unary_unary(
                 '/chutes.registry.v1.RegistryService/ListRollingUpdates',
                 request_serializer=chutes_dot_registry_dot_v1_dot_registry__pb2.ListRollingUpdatesRequest.SerializeToString,
@@ -107,6 +112,11 @@ class RegistryServiceStub:
                 '/chutes.registry.v1.RegistryService/GetChute',
                 request_serializer=chutes_dot_registry_dot_v1_dot_registry__pb2.GetChuteRequest.SerializeToString,
                 response_deserializer=chutes_dot_registry_dot_v1_dot_registry__pb2.Chute.FromString,
+                _registered_method=True)
+        self.GetChuteJson = channel.unary_unary(
+                '/chutes.registry.v1.RegistryService/GetChuteJson',
+                request_serializer=chutes_dot_registry_dot_v1_dot_registry__pb2.GetChuteRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
         self.DeleteChute = channel.unary_unary(
                 '/chutes.registry.v1.RegistryService/DeleteChute',
@@ -250,6 +260,17 @@ class RegistryServiceServicer:
         - Returns INVALID_ARGUMENT (REST 422) if page, limit or offset is out of range.
         - Returns INVALID_ARGUMENT (REST 400 "Cannot specify both page and offset, select <= 1 of
         these.") if page and offset are both non-zero.
+        REST clients get it from ListChutesJson (the same answer, printed by the registry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChutesJson(self, request, context):
+        """ListChutes for REST clients: its answer as JSON, exactly as ListChutesResponse prints
+        (proto field names, fields without presence always printed), rendered by the registry and
+        kept with its cached answer, so the gateway passes the bytes on instead of printing ~60 KB of
+        protobuf per page. Auth and errors: those of ListChutes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -329,6 +350,17 @@ class RegistryServiceServicer:
         effective compute multiplier and bounty. Auth: optional (hotkey purpose "chutes").
         - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
         has that id or name, or the caller may not see it.
+        REST clients get it from GetChuteJson (the same answer, printed by the registry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChuteJson(self, request, context):
+        """GetChute for REST clients: its answer as JSON, exactly as Chute prints (proto field names,
+        fields without presence always printed), rendered by the registry and kept with its cached
+        answer, so the gateway passes the bytes on instead of printing the message. Auth and errors:
+        those of GetChute.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -545,6 +577,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     request_deserializer=chutes_dot_registry_dot_v1_dot_registry__pb2.ListChutesRequest.FromString,
                     response_serializer=chutes_dot_registry_dot_v1_dot_registry__pb2.ListChutesResponse.SerializeToString,
             ),
+            'ListChutesJson': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChutesJson,
+                    request_deserializer=chutes_dot_registry_dot_v1_dot_registry__pb2.ListChutesRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
             'ListRollingUpdates': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRollingUpdates,
                     request_deserializer=chutes_dot_registry_dot_v1_dot_registry__pb2.ListRollingUpdatesRequest.FromString,
@@ -574,6 +611,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.GetChute,
                     request_deserializer=chutes_dot_registry_dot_v1_dot_registry__pb2.GetChuteRequest.FromString,
                     response_serializer=chutes_dot_registry_dot_v1_dot_registry__pb2.Chute.SerializeToString,
+            ),
+            'GetChuteJson': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChuteJson,
+                    request_deserializer=chutes_dot_registry_dot_v1_dot_registry__pb2.GetChuteRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'DeleteChute': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteChute,
@@ -817,6 +859,33 @@ class RegistryService:
             _registered_method=True)
 
     @staticmethod
+    def ListChutesJson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chutes.registry.v1.RegistryService/ListChutesJson',
+            chutes_dot_registry_dot_v1_dot_registry__pb2.ListChutesRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListRollingUpdates(request,
             target,
             options=(),
@@ -968,6 +1037,33 @@ class RegistryService:
             '/chutes.registry.v1.RegistryService/GetChute',
             chutes_dot_registry_dot_v1_dot_registry__pb2.GetChuteRequest.SerializeToString,
             chutes_dot_registry_dot_v1_dot_registry__pb2.Chute.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChuteJson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chutes.registry.v1.RegistryService/GetChuteJson',
+            chutes_dot_registry_dot_v1_dot_registry__pb2.GetChuteRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

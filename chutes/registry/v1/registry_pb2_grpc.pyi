@@ -112,6 +112,13 @@ class RegistryServiceStub:
     - Returns INVALID_ARGUMENT (REST 422) if page, limit or offset is out of range.
     - Returns INVALID_ARGUMENT (REST 400 "Cannot specify both page and offset, select <= 1 of
       these.") if page and offset are both non-zero.
+    REST clients get it from ListChutesJson (the same answer, printed by the registry).
+    """
+    ListChutesJson: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListChutesRequest, _httpbody_pb2.HttpBody]
+    """ListChutes for REST clients: its answer as JSON, exactly as ListChutesResponse prints
+    (proto field names, fields without presence always printed), rendered by the registry and
+    kept with its cached answer, so the gateway passes the bytes on instead of printing ~60 KB of
+    protobuf per page. Auth and errors: those of ListChutes.
     """
     ListRollingUpdates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListRollingUpdatesRequest, _registry_pb2.ListRollingUpdatesResponse]
     """All rolling updates in progress: one per chute redeployed while it had instances, until no
@@ -167,6 +174,13 @@ class RegistryServiceStub:
     effective compute multiplier and bounty. Auth: optional (hotkey purpose "chutes").
     - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
       has that id or name, or the caller may not see it.
+    REST clients get it from GetChuteJson (the same answer, printed by the registry).
+    """
+    GetChuteJson: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetChuteRequest, _httpbody_pb2.HttpBody]
+    """GetChute for REST clients: its answer as JSON, exactly as Chute prints (proto field names,
+    fields without presence always printed), rendered by the registry and kept with its cached
+    answer, so the gateway passes the bytes on instead of printing the message. Auth and errors:
+    those of GetChute.
     """
     DeleteChute: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteChuteRequest, _registry_pb2.DeleteChuteResponse]
     """Deletes a chute with its instances, shares and rolling update (its history is kept).
@@ -370,6 +384,13 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     - Returns INVALID_ARGUMENT (REST 422) if page, limit or offset is out of range.
     - Returns INVALID_ARGUMENT (REST 400 "Cannot specify both page and offset, select <= 1 of
       these.") if page and offset are both non-zero.
+    REST clients get it from ListChutesJson (the same answer, printed by the registry).
+    """
+    ListChutesJson: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListChutesRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """ListChutes for REST clients: its answer as JSON, exactly as ListChutesResponse prints
+    (proto field names, fields without presence always printed), rendered by the registry and
+    kept with its cached answer, so the gateway passes the bytes on instead of printing ~60 KB of
+    protobuf per page. Auth and errors: those of ListChutes.
     """
     ListRollingUpdates: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListRollingUpdatesRequest, _registry_pb2.ListRollingUpdatesResponse]  # type: ignore[assignment]
     """All rolling updates in progress: one per chute redeployed while it had instances, until no
@@ -425,6 +446,13 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     effective compute multiplier and bounty. Auth: optional (hotkey purpose "chutes").
     - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
       has that id or name, or the caller may not see it.
+    REST clients get it from GetChuteJson (the same answer, printed by the registry).
+    """
+    GetChuteJson: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetChuteRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """GetChute for REST clients: its answer as JSON, exactly as Chute prints (proto field names,
+    fields without presence always printed), rendered by the registry and kept with its cached
+    answer, so the gateway passes the bytes on instead of printing the message. Auth and errors:
+    those of GetChute.
     """
     DeleteChute: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteChuteRequest, _registry_pb2.DeleteChuteResponse]  # type: ignore[assignment]
     """Deletes a chute with its instances, shares and rolling update (its history is kept).
@@ -661,6 +689,19 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         - Returns INVALID_ARGUMENT (REST 422) if page, limit or offset is out of range.
         - Returns INVALID_ARGUMENT (REST 400 "Cannot specify both page and offset, select <= 1 of
           these.") if page and offset are both non-zero.
+        REST clients get it from ListChutesJson (the same answer, printed by the registry).
+        """
+
+    @_abc_1.abstractmethod
+    def ListChutesJson(
+        self,
+        request: _registry_pb2.ListChutesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """ListChutes for REST clients: its answer as JSON, exactly as ListChutesResponse prints
+        (proto field names, fields without presence always printed), rendered by the registry and
+        kept with its cached answer, so the gateway passes the bytes on instead of printing ~60 KB of
+        protobuf per page. Auth and errors: those of ListChutes.
         """
 
     @_abc_1.abstractmethod
@@ -752,6 +793,19 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         effective compute multiplier and bounty. Auth: optional (hotkey purpose "chutes").
         - Returns NOT_FOUND (REST 404 "Chute not found, or does not belong to you") if no chute
           has that id or name, or the caller may not see it.
+        REST clients get it from GetChuteJson (the same answer, printed by the registry).
+        """
+
+    @_abc_1.abstractmethod
+    def GetChuteJson(
+        self,
+        request: _registry_pb2.GetChuteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """GetChute for REST clients: its answer as JSON, exactly as Chute prints (proto field names,
+        fields without presence always printed), rendered by the registry and kept with its cached
+        answer, so the gateway passes the bytes on instead of printing the message. Auth and errors:
+        those of GetChute.
         """
 
     @_abc_1.abstractmethod
