@@ -63,6 +63,11 @@ def test_a_key_scoped_to_one_chute_cannot_reach_its_owners_others(
     # A body field naming the path variable (`body: "*"`) does not choose the object either.
     put = http.put(f"/chutes/{mine}", json={"tagline": "body", "chute_id_or_name": other}, headers=only_x)
     assert put.status_code == 422 and put.json()["detail"][0]["loc"] == ["body", "chute_id_or_name"]
+    put = http.put(f"/chutes/{mine}", json={"tagline": "body", "chuteIdOrName": other}, headers=only_x)
+    # The JSON spelling: refused, or the path's object (never the body's).
+    assert put.status_code == 422 or put.json()["chute_id"] == mine, put.text
+    put = http.put(f"/chutes/{mine}?chuteIdOrName={other}", json={"tagline": "q"}, headers=only_x)
+    assert put.status_code == 200 and put.json()["chute_id"] == mine, put.text
     assert http.get(f"/chutes/{other}", headers=key(owner)).json()["tagline"] == "echo"
 
     deleted = http.delete(f"/chutes/{mine}?chute_id={other}", headers=only_x)
