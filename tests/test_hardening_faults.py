@@ -6,15 +6,19 @@ back, and then everything answers again."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import psutil  # type: ignore[import-untyped]
+import pytest
 
 from services.kit.settings import SERVICE_NAMES
 from suite.up import _serving
@@ -64,9 +68,18 @@ def answers_now(gateway: str, path: str) -> bool:
         return False
 
 
-def test_killed_children_come_back_and_the_rest_keep_serving(tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)  # the embedded server may run as the wheel's unprivileged user
-    suite = start_suite(suite_env(tmp_path / "data", database_url=None))
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """Not under pytest's tmp_path: the embedded server runs as the wheel's unprivileged user, and
+    any pytest session starting meanwhile makes /tmp/pytest-of-<user> private again (0700), so a
+    restarted PostgreSQL could no longer reach its data directory there."""
+    with tempfile.TemporaryDirectory(prefix="chutes-test-faults-") as tmp:
+        os.chmod(tmp, 0o755)
+        yield Path(tmp) / "data"
+
+
+def test_killed_children_come_back_and_the_rest_keep_serving(data_dir: Path) -> None:
+    suite = start_suite(suite_env(data_dir, database_url=None))
     load = Load(suite.gateway)
     worker = threading.Thread(target=load.run, daemon=True)
     worker.start()
