@@ -10,6 +10,7 @@ next read must show it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import asyncpg
 import grpc
 import httpx
 import pytest
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from chutes.registry.v1 import registry_pb2, registry_pb2_grpc
 from services.registry.views import Answer, ReadCache, ResponseCache, json_body
@@ -206,3 +207,43 @@ def test_rest_reads_are_the_bytes_the_typed_answers_print(
             assert chute_id in {item.chute_id for item in typed_page.items}
             rest_page = http.get("/chutes/?include_public=false&limit=5", headers=key(owner))
             assert rest_page.content == page.data
+
+
+def _printed(message: Any) -> bytes:
+    # What the transcoder's print options give, through protobuf's own printer.
+    return json.dumps(
+        json_format.MessageToDict(
+            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        ),
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
+
+
+def test_the_json_printer_prints_what_protobuf_prints() -> None:
+    """views.json_body's own printer (faster than json_format) against json_format, on messages
+    with every shape the registry's answers have: Structs of every value kind, maps of doubles
+    and of lists, optional fields set to zero and unset, timestamps with and without nanos."""
+    schema = struct_pb2.Struct()
+    schema.update(
+        {"type": "object", "n": 1.5, "whole": 3, "ok": True, "none": None, "list": [1, "a", None, {"x": []}],
+         "nested": {"deep": {"é": "ü\n\"q\""}}}
+    )  # fmt: skip
+    chute = registry_pb2.Chute(
+        chute_id="c", name="ünï \"quoted\"\n", public=True, concurrency=0, boost=0.0, bounty=7,
+        created_at=timestamp_pb2.Timestamp(seconds=1_700_000_000, nanos=120_000_000),
+        updated_at=timestamp_pb2.Timestamp(seconds=1_700_000_001),
+        cords=[registry_pb2.Cord(function="f", input_schema=schema), registry_pb2.Cord()],
+        jobs=[registry_pb2.JobDefinition(name="j", timeout=0, ports=[registry_pb2.Port(default=False)])],
+        node_selector=registry_pb2.NodeSelector(gpu_count=1, compute_multiplier=0.1 + 0.2, include=["a"]),
+        current_estimated_price=schema, supported_gpus=["h100", "a100"],
+        instances=[registry_pb2.Instance(instance_id="i", active=True)],
+    )  # fmt: skip
+    chute.compute_multiplier_factors.update({"base": 1e-7, "tee": 2.25, "big": 1e300})
+    assert json_body(chute).data == _printed(chute)
+    assert json_body(registry_pb2.Chute()).data == _printed(registry_pb2.Chute())
+    page = registry_pb2.ListChutesResponse(total=3, limit=25, items=[chute, registry_pb2.Chute(chute_id="d")])
+    page.cord_refs["r"].extend([{"method": "POST", "stream": False}, 1.0, "s", None])
+    page.cord_refs["empty"].extend([])
+    assert json_body(page).data == _printed(page)
