@@ -225,8 +225,9 @@ class CachedPage:
 class ReadCache:
     """Read answers served without a query (issue 14): GETs by (reference, viewer), list pages by
     their filter. Right only while every change is heard (freshness.ReadFollower): a chute's
-    change drops its GETs, a new chute drops GETs by name (the name may now mean it), an image's
-    change drops all; any change drops the lists (a count, an order, an item may have moved).
+    change drops its GETs and every GET by name (a chute that became visible may now be the
+    one a name means), a new or renamed chute or an image's change drops all; any change drops
+    the lists (a count, an order, an item may have moved).
     A build that raced with a change is not kept: `generation` moves with every change, and an
     answer is put only under the generation read before its query."""
 
@@ -239,6 +240,8 @@ class ReadCache:
         self.serving = False
         self._gets: OrderedDict[tuple[Any, ...], Answer] = OrderedDict()
         self._by_chute: dict[str, set[tuple[Any, ...]]] = {}
+        #: GETs whose reference is not the id of the chute they answer (a name).
+        self._named: set[tuple[Any, ...]] = set()
         self._lists: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
     def start_serving(self) -> None:
@@ -254,22 +257,20 @@ class ReadCache:
         self.built.clear()
         self._gets.clear()
         self._by_chute.clear()
+        self._named.clear()
         self._lists.clear()
 
     def changed(self, payload: str) -> None:
-        """A notification: a chute id, `+<id>` (a new chute) or `*` (anything may have changed)."""
+        """A notification: a chute id, `+<id>` (a new or renamed chute) or `*` (anything may
+        have changed)."""
+        if payload.startswith(("*", "+")):
+            self.clear()
+            return
         self.generation += 1
         self._lists.clear()
         self.built.clear()
-        if payload == "*":
-            self.clear()
-        elif payload.startswith("+"):
-            named = [key for key, answer in self._gets.items() if key[0] != answer.chute_id]
-            for key in named:
-                self._drop(key)
-        else:
-            for key in self._by_chute.pop(payload, ()):
-                self._gets.pop(key, None)
+        for key in [*self._named, *self._by_chute.get(payload, ())]:
+            self._drop(key)
 
     def get(self, key: tuple[Any, ...]) -> Answer | None:
         if not self.serving:
@@ -284,6 +285,8 @@ class ReadCache:
             return
         self._gets[key] = answer
         self._by_chute.setdefault(answer.chute_id, set()).add(key)
+        if key[0] != answer.chute_id:
+            self._named.add(key)
         if len(self._gets) > self.size:
             self._drop(next(iter(self._gets)))
 
@@ -303,6 +306,7 @@ class ReadCache:
             self._lists.popitem(last=False)
 
     def _drop(self, key: tuple[Any, ...]) -> None:
+        self._named.discard(key)
         answer = self._gets.pop(key, None)
         if answer is not None:
             keys = self._by_chute.get(answer.chute_id)
