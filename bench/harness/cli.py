@@ -12,7 +12,9 @@ prints the same table.
 
 Scenarios that read chutes first seed the suite's database with --seed-chutes public chutes (once
 per harness run). Baseline scenarios load bench/baselines/fastapi_chutes.py (FastAPI + SQLAlchemy ORM
-+ asyncpg), which the harness starts on a free port against the same database, after seeding.
++ asyncpg), lean ones bench/baselines/lean_chutes.py (FastAPI + raw asyncpg + orjson), which the
+harness starts on free ports against the same database, after seeding; the read scenarios of the
+suite and both baselines run interleaved (Scenario.interleave).
 Invocation scenarios call examples/echo_chute.py on `up`'s local miner (on only when such a scenario
 runs), deployed and warmed up once per harness run (invocation.py). The job transfer scenarios
 move a 1 GiB file up and down through the gateway (transfer.py) and have a table of their own.
