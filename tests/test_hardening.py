@@ -356,3 +356,24 @@ def test_nul_and_invalid_utf8_are_json_4xx(
     )  # fmt: skip
     assert response.status_code in (400, 422), response.text
     assert_clean_4xx(response)
+
+
+def test_the_kit_judges_the_message_a_scoped_key_acts_on() -> None:
+    """Behind the gateway's fix, the services hold it too: the request message must name the
+    objects of the REST path the key was judged on (services/kit/caller.py acts_on_its_path)."""
+    from chutes.identity.v1 import identity_pb2
+    from chutes.registry.v1 import registry_pb2
+    from services.kit.caller import acts_on_its_path
+
+    delete = "/chutes.registry.v1.RegistryService/DeleteChute"
+    assert acts_on_its_path(delete, registry_pb2.DeleteChuteRequest(chute_id="X"), "DELETE", "/chutes/X?a=1")
+    assert not acts_on_its_path(delete, registry_pb2.DeleteChuteRequest(chute_id="Y"), "DELETE", "/chutes/X")
+    assert not acts_on_its_path(delete, registry_pb2.DeleteChuteRequest(chute_id="X"), "DELETE", "/images/X")
+    image = "/chutes.registry.v1.RegistryService/DeleteImage"
+    assert acts_on_its_path(image, registry_pb2.DeleteImageRequest(image_id="a b"), "DELETE", "/images/a%20b")
+    update = "/chutes.registry.v1.RegistryService/UpdateChute"
+    request = registry_pb2.UpdateChuteRequest(chute_id_or_name="u/n")
+    assert acts_on_its_path(update, request, "PUT", "/chutes/u/n")
+    assert not acts_on_its_path(update, request, "PUT", "/chutes/u/other")
+    key = "/chutes.identity.v1.IdentityService/GetApiKey"
+    assert acts_on_its_path(key, identity_pb2.GetApiKeyRequest(api_key_id="k"), "HEAD", "/api_keys/k/")

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 
-from services.kit.caller import Caller, CallerLookup, scope_allows
+from services.kit.caller import Caller, CallerLookup, acts_on_its_path, scope_allows
 from services.kit.errors import DomainError, Unauthenticated
 from services.kit.headers import (
     AUTH_METHOD_HEADER,
@@ -35,6 +35,19 @@ _MAX_CACHED = 50_000
 
 _caller: ContextVar[Caller | None] = ContextVar("caller", default=None)
 _failure: ContextVar[DomainError | None] = ContextVar("caller_failure", default=None)
+#: The REST method and path a scoped key was judged on (None for every other caller).
+_judged: ContextVar[tuple[str, str] | None] = ContextVar("judged_request", default=None)
+
+
+def judge_request(grpc_method: str, request: object) -> None:
+    """A scoped key was allowed on its REST path: the request message must act on the objects
+    that path names (`acts_on_its_path`), else the key is refused as a scope mismatch is."""
+    judged = _judged.get()
+    if judged is None or _caller.get() is None:
+        return
+    if not acts_on_its_path(grpc_method, request, *judged):
+        _caller.set(None)
+        _failure.set(Unauthenticated("Invalid token or user not found"))
 
 
 def optional_caller() -> Caller | None:
@@ -86,6 +99,7 @@ class Authenticator:
         for the handler, so routes that need no caller are not affected by them."""
         _caller.set(None)
         _failure.set(None)
+        _judged.set(None)
         try:
             user_id = metadata.get(USER_ID_HEADER)
             authorization = metadata.get("authorization")
@@ -103,9 +117,10 @@ class Authenticator:
             return
         if user_id:
             answer = Caller(**{**answer.__dict__, "auth_method": metadata.get(AUTH_METHOD_HEADER, "hotkey")})
-        elif not answer.admin and not scope_allows(
-            answer.scopes, metadata.get(ORIGINAL_METHOD_HEADER, ""), metadata.get(ORIGINAL_PATH_HEADER, "")
-        ):
-            _failure.set(Unauthenticated("Invalid token or user not found"))
-            return
+        elif not answer.admin:
+            rest = (metadata.get(ORIGINAL_METHOD_HEADER, ""), metadata.get(ORIGINAL_PATH_HEADER, ""))
+            if not scope_allows(answer.scopes, *rest):
+                _failure.set(Unauthenticated("Invalid token or user not found"))
+                return
+            _judged.set(rest)
         _caller.set(answer)

@@ -6,9 +6,14 @@ kit's authenticator (services/kit/auth.py) and never look users up themselves.
 
 from __future__ import annotations
 
+import functools
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pool
 
 from chutes.identity.v1 import identity_pb2
 from services.kit.errors import Unauthenticated
@@ -84,6 +89,65 @@ def scope_allows(scopes: tuple[Scope, ...], method: str, path: str) -> bool:
         and (scope.action is None or scope.action == action)
         for scope in scopes
     )
+
+
+def _variable_pattern(match: re.Match[str]) -> str:
+    """The regex of one (escaped) path variable: `{name=**}` spans segments, `{name}` is one."""
+    spans = "**" in (match.group(2) or "").replace("\\", "")
+    return "(.+)" if spans else "([^/]+)"
+
+
+@functools.cache
+def _path_templates(grpc_method: str) -> tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...]:
+    """(REST method, path regex with one group per variable, the variables' top-level fields) of
+    each HTTP rule of `/package.Service/Method`; none when it has no rule or is unknown."""
+    try:
+        method = descriptor_pool.Default().FindMethodByName(grpc_method.strip("/").replace("/", "."))
+    except KeyError:
+        return ()
+    rule = method.GetOptions().Extensions[annotations_pb2.http]
+    out = []
+    for binding in (rule, *rule.additional_bindings):
+        verb = binding.WhichOneof("pattern")
+        if verb in (None, "custom"):
+            continue
+        template = getattr(binding, verb)
+        names = tuple(m.group(1).split(".")[0] for m in re.finditer(r"\{([^}=]+)", template))
+        pattern = re.sub(r"\\\{([^}=]+)(=[^}]*)?\\\}", _variable_pattern, re.escape(template.rstrip("/")))
+        out.append((verb.upper(), re.compile(pattern + "/?"), names))  # with or without the slash
+    return tuple(out)
+
+
+#: What the transcoder leaves escaped in a path variable (RFC 6570 reserved characters).
+_RESERVED = frozenset(":/?#[]@!$&'()*+,;=")
+
+
+def _unescaped(value: str) -> str:
+    """A path variable as the transcoder binds it: escapes decoded, except reserved characters'."""
+    kept = re.sub(
+        r"%([0-9A-Fa-f]{2})",
+        lambda m: "%25" + m.group(1) if chr(int(m.group(1), 16)) in _RESERVED else m.group(0),
+        value,
+    )
+    return urllib.parse.unquote(kept)
+
+
+def acts_on_its_path(grpc_method: str, request: object, rest_method: str, path: str) -> bool:
+    """Whether the request message names the objects its REST path names: a scoped key is judged
+    on the path (`scope_allows`), so the message must act on exactly those. The gateway keeps
+    query parameters and `body: "*"` fields from setting a path variable's field (issue 16);
+    this holds it in the services too, whatever the transcoder does."""
+    bare = path.split("?", 1)[0]
+    rest_method = "GET" if rest_method.upper() == "HEAD" else rest_method.upper()
+    for verb, template, names in _path_templates(grpc_method):
+        match = template.fullmatch(bare) if verb == rest_method else None
+        if match is None:
+            continue
+        return all(
+            str(getattr(request, name, None)) == _unescaped(value)
+            for name, value in zip(names, match.groups(), strict=True)
+        )
+    return not _path_templates(grpc_method)  # a REST request its rules do not match: refused
 
 
 def scope_to_proto(scope: Scope) -> identity_pb2.ApiKeyScope:

@@ -25,7 +25,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.kit.auth import Authenticator
+from services.kit.auth import Authenticator, judge_request
 from services.kit.db import DATABASE_UNAVAILABLE, database_unreachable
 from services.kit.decoding import checked_deserializer, checked_stream, refuse_undecodable
 from services.kit.errors import ERROR_DOMAIN, DomainError, Unavailable, Unimplemented, ValidationFailed
@@ -101,11 +101,13 @@ async def _bind_call(
         await authenticator.resolve(metadata)
 
 
-def _checked(request: Any) -> Any:
-    """The request, or (a client stream) the stream, refusing what the deserializer refused."""
+def _checked(method: str, request: Any) -> Any:
+    """The request, or (a client stream) the stream, refusing what the deserializer refused; a
+    scoped key is judged on the message too (services/kit/auth.py `judge_request`)."""
     if hasattr(request, "__aiter__"):
         return checked_stream(request)
     refuse_undecodable(request)
+    judge_request(method, request)
     return request
 
 
@@ -116,7 +118,7 @@ def _wrap_unary_response(method: str, behavior: Behavior, authenticator: Authent
         started = time.perf_counter()
         try:
             await _bind_call(context, authenticator)
-            reply = await behavior(_checked(request), context)
+            reply = await behavior(_checked(method, request), context)
             # OK (None) unless the handler set a code; recorded before the reply goes out.
             metrics.record(context.code(), started)
             return reply
@@ -139,7 +141,7 @@ def _wrap_stream_response(method: str, behavior: Behavior, authenticator: Authen
         started = time.perf_counter()
         try:
             await _bind_call(context, authenticator)
-            result = behavior(_checked(request), context)
+            result = behavior(_checked(method, request), context)
             if inspect.isasyncgen(result):
                 async for message in result:
                     yield message
