@@ -1,0 +1,46 @@
+"""Schemathesis against the running suite, from the OpenAPI document the gateway serves
+(`/openapi.json`, gateway/openapi.py): every REST operation, anonymous and with an admin API key,
+with schema-valid and schema-breaking inputs of its own making (examples, coverage and fuzzing
+phases; a fixed seed, so a failure replays). What must hold for every answer:
+
+- no 5xx but 501 (`not_a_server_error`);
+- a status the document declares for the operation (`status_code_conformance`), with its content
+  type (`content_type_conformance`) and a body its schema accepts (`response_schema_conformance`).
+
+Not checked on purpose: that every schema-valid request is accepted (the document carries the
+protos' shapes, not every rule the real API applies: name patterns, ranges, known images), and
+that undeclared methods answer 405 (the transcoder answers them as the real API's unknown paths).
+tests/test_hardening_fuzz.py adds nastier bytes the document cannot describe.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningSuite
+from tests.test_identity import admin
+
+ST = str(Path(sys.executable).parent / "st")
+CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+#: Cases per operation and phase: ~1,800 requests per run (~15 s here), two runs.
+EXAMPLES = 25
+
+
+@pytest.mark.parametrize("who", ["anonymous", "admin"])
+def test_every_operation_answers_as_documented(suite: RunningSuite, who: str) -> None:
+    argv = [ST, "run", f"{suite.gateway}/openapi.json", "-n", str(EXAMPLES), "--workers", "2"]
+    argv += ["--checks", CHECKS, "--seed", "20261202", "--no-color"]
+    if who == "admin":
+        made = admin(suite, "create-user", "--username", "st" + uuid.uuid4().hex[:8], "--balance", "5")
+        argv += ["-H", f"Authorization: {made['api_key']}"]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": ""}
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    summary = run.stdout[-6000:]
+    assert run.returncode == 0, summary
+    assert " passed" in summary and "generated" in summary, summary
