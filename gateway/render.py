@@ -44,7 +44,12 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from gateway.openapi import DOCS_HTML, INTERNAL_SUFFIX, document
-from services.kit.headers import CALLER_HEADERS, USER_ID_HEADER, VERDICT_REUSE_HEADER
+from services.kit.headers import (
+    ANONYMOUS_READS_HOST,
+    CALLER_HEADERS,
+    USER_ID_HEADER,
+    VERDICT_REUSE_HEADER,
+)
 from services.kit.server import MAX_REQUEST_MESSAGE_BYTES
 
 GATEWAY_DIR = Path(__file__).resolve().parent
@@ -364,6 +369,36 @@ def _routes(contract: Contract, bench: bool, openapi: str = "") -> list[dict[str
     return routes
 
 
+#: An anonymous GET of a chute by id (lower-case UUID; the query string is not part of the match).
+ANONYMOUS_READ_PATH = r"^/chutes/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def _anonymous_read_route() -> dict[str, Any]:
+    """Anonymous `GET /chutes/<uuid>` straight to the registry's plain HTTP endpoint (the one of
+    the invocation checks, told apart by Host), not transcoded to GetChuteJson: the same JSON
+    from the same cache without grpc.aio's per-call cost or the transcoder (bench/README.md,
+    issue 14; services/registry/anonymous_reads.py). Any credential (an Authorization header, any
+    signature header) takes the transcoded route, where the caller is known."""
+    disabled = _typed("config.route.v3.FilterConfig", disabled=True)
+    credentials = ("authorization", *SIGNATURE_HEADERS)
+    return {
+        "match": {
+            "safe_regex": {"regex": ANONYMOUS_READ_PATH},
+            "headers": [
+                {"name": ":method", "string_match": {"exact": "GET"}},
+                *({"name": name, "present_match": True, "invert_match": True} for name in credentials),
+            ],
+        },
+        "route": {
+            "cluster": INVOCATION_AUTHZ_CLUSTER,
+            "timeout": UNARY_TIMEOUT,
+            "host_rewrite_literal": ANONYMOUS_READS_HOST,
+        },
+        # The answer is final JSON (errors included, `{"detail"}`): nothing to normalise or transcode.
+        "typed_per_filter_config": {_LUA: disabled, _TRANSCODER: disabled},
+    }
+
+
 def _header_absent(name: str) -> dict[str, Any]:
     return {
         "not_matcher": {
@@ -554,7 +589,8 @@ def render(
     openapi = json.dumps(
         document(load_descriptor(descriptor_path), version=_version()), separators=(",", ":")
     )
-    virtual_hosts = [{"name": "chutes", "domains": ["*"], "routes": _routes(contract, bench, openapi)}]
+    main_routes = _routes(contract, bench, openapi)
+    virtual_hosts = [{"name": "chutes", "domains": ["*"], "routes": main_routes}]
     connection_manager = _typed(
         "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix="gateway",
@@ -622,6 +658,7 @@ def render(
         checked = invocation_authz_address is not None
         if invocation_authz_address is not None:
             clusters.append(_cluster(INVOCATION_AUTHZ_CLUSTER, invocation_authz_address, http2=False))
+            main_routes.insert(0, _anonymous_read_route())
             after_identity = next(i for i, f in enumerate(http_filters) if f["name"] == _EXT_AUTHZ) + 1
             http_filters[after_identity:after_identity] = [_invocation_verdicts(), _invocation_authz()]
         if als_clusters:

@@ -152,7 +152,8 @@ def metrics_line(suite: RunningSuite) -> str:
 # A call through the gateway that each service answers (whatever it answers), and its RPC.
 CALLS_THROUGH_THE_GATEWAY = {
     "identity": ("/ping", "chutes.identity.v1.IdentityService", "Ping"),
-    "registry": (f"/chutes/{UUID}", REGISTRY_SERVICE, "GetChuteJson"),  # REST GET: the JSON twin
+    # By name: an anonymous GET by id is answered outside gRPC (services/registry/anonymous_reads.py).
+    "registry": ("/chutes/org/model", REGISTRY_SERVICE, "GetChuteJson"),
     "jobs": (f"/jobs/{UUID}", "chutes.jobs.v1.JobsService", "GetJob"),
     "attestation": (
         f"/chutes/{UUID}/evidence?nonce=" + "ab" * 32,

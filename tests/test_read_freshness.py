@@ -251,3 +251,46 @@ def test_the_json_printer_prints_what_protobuf_prints() -> None:
     page.cord_refs["r"].extend([{"method": "POST", "stream": False}, 1.0, "s", None])
     page.cord_refs["empty"].extend([])
     assert json_body(page).data == _printed(page)
+
+
+def test_anonymous_reads_by_id_skip_grpc_and_answer_the_same(
+    suite: RunningSuite,
+    http: httpx.Client,  # noqa: F811
+    owner: User,  # noqa: F811
+    image: str,  # noqa: F811
+    database_url: str,
+) -> None:
+    """An anonymous `GET /chutes/<uuid>` goes to the registry's plain HTTP endpoint (no gRPC, no
+    transcoder; services/registry/anonymous_reads.py): the same bytes as GetChuteJson, fresh after
+    a change, and 404 alike for a chute an anonymous caller may not see."""
+    name = "anon-" + uuid.uuid4().hex[:6]
+    chute_id = deployed(http, owner, deploy_body(name, image))["chute_id"]
+    hidden = http.get(f"/chutes/{chute_id}")
+    assert (hidden.status_code, hidden.json()) == (
+        404,
+        {"detail": "Chute not found, or does not belong to you"},
+    )
+    _sql(database_url, "UPDATE registry.chutes SET public = true WHERE chute_id = $1", chute_id)
+
+    def read() -> httpx.Response:
+        got = http.get(f"/chutes/{chute_id}")
+        assert got.status_code == 200, got.text
+        return got
+
+    assert _eventually(lambda: read().json()["public"], True) is True
+    with grpc.insecure_channel(suite.gateway.removeprefix("http://")) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        request = registry_pb2.GetChuteRequest(chute_id_or_name=chute_id)
+        for _ in range(2):  # built, then cached
+            body = stub.GetChuteJson(request, timeout=10)
+            rest = read()
+            assert rest.headers["content-type"] == "application/json"
+            assert rest.content == body.data == json_body(stub.GetChute(request, timeout=10)).data
+    # The same answer with a query string; by name and with credentials: the transcoded way.
+    assert http.get(f"/chutes/{chute_id}?x=1").content == body.data
+    assert http.get(f"/chutes/{name}").content == body.data
+    assert http.get(f"/chutes/{chute_id}", headers=key(owner)).json()["chute_id"] == chute_id
+    _sql(database_url, "UPDATE registry.chutes SET tagline = 'anon' WHERE chute_id = $1", chute_id)
+    assert _eventually(lambda: read().json()["tagline"], "anon") == "anon"
+    _sql(database_url, "UPDATE registry.chutes SET public = false WHERE chute_id = $1", chute_id)
+    assert _eventually(lambda: http.get(f"/chutes/{chute_id}").status_code, 404) == 404

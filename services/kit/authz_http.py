@@ -48,11 +48,13 @@ class AuthzRequest:
 @dataclass(frozen=True)
 class Verdict:
     """Allow (with headers for the upstream request) or deny (with the client's detail and the
-    status the client gets: 401 unless said otherwise)."""
+    status the client gets: 401 unless said otherwise). `body`: an allow's body, for an endpoint
+    that answers requests itself (the registry's anonymous reads)."""
 
     upstream_headers: dict[str, str] | None = None
     denied: str | None = None
     status: int = 401
+    body: bytes = b""
 
 
 Check = Callable[[AuthzRequest], Awaitable[Verdict]]
@@ -69,7 +71,7 @@ def _response(status: int, headers: dict[str, str], body: bytes = b"") -> bytes:
 
 def render(verdict: Verdict) -> bytes:
     if verdict.denied is None:
-        return _response(200, verdict.upstream_headers or {})
+        return _response(200, verdict.upstream_headers or {}, verdict.body)
     body = json.dumps({"detail": verdict.denied}).encode()
     return _response(verdict.status, {"content-type": "application/json"}, body)
 

@@ -20,6 +20,11 @@ VERIFIED_HOTKEY_HEADER = "x-chutes-verified-hotkey"
 #: Between the registry and Envoy only; never forwarded.
 VERDICT_REUSE_HEADER = "x-chutes-verdict-reuse-ms"
 
+#: The Host the gateway gives anonymous `GET /chutes/<uuid>` requests it sends to the registry's
+#: plain HTTP endpoint (services/registry/anonymous_reads.py) instead of transcoding them. No dot:
+#: it can never be a chute's host (`{slug}.{domain}`), whose checks reach the same endpoint.
+ANONYMOUS_READS_HOST = "chutes-anonymous-reads"
+
 #: The REST request as the gateway saw it (set by the transcoder); API key scopes are judged on it.
 ORIGINAL_METHOD_HEADER = "x-envoy-original-method"
 ORIGINAL_PATH_HEADER = "x-envoy-original-path"

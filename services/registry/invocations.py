@@ -25,15 +25,12 @@ import logging
 import math
 import time
 
-from services.kit import authz_http
 from services.kit.auth import Authenticator
 from services.kit.authz_http import AuthzRequest, Verdict
 from services.kit.caller import Caller, CallerLookup, scope_allows
 from services.kit.db import Database
 from services.kit.errors import DomainError
 from services.kit.headers import USER_ID_HEADER, VERDICT_REUSE_HEADER
-from services.kit.server import Closable
-from services.kit.settings import Settings
 from services.registry import store
 from services.registry.subnets import substrings_managed_by
 
@@ -189,15 +186,3 @@ class InvocationAuthorizer:
             self._decisions.clear()
         self._decisions[key] = (expires, chute_id)
         return chute_id, expires
-
-
-async def serve_invocation_checks(servicer: object, settings: Settings) -> list[Closable]:
-    """Start the check on `settings.registry_authz_address` (the registry's `start_side_servers`)."""
-    from services.registry.service import RegistryServicer  # here: service.py imports this module
-
-    assert isinstance(servicer, RegistryServicer)
-    authorizer = InvocationAuthorizer(servicer.db, servicer.identity, settings.chute_domain)
-    host, _, port = settings.registry_authz_address.rpartition(":")
-    return [
-        await authz_http.serve(authorizer.verdict, settings.bind_host or host, int(port), authorizer.known)
-    ]

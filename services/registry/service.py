@@ -50,13 +50,13 @@ from services.kit.settings import Settings
 from services.registry import (
     ads,
     affine,
+    anonymous_reads,
     bounties,
     deploy,
     fleet_store,
     hf_info,
     image_store,
     instance_logs,
-    invocations,
     public_copies,
     store,
     views,
@@ -165,21 +165,33 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return [cached.get(key) or by_id[key[1]] for key in keys]
 
     async def GetChute(self, request: registry_pb2.GetChuteRequest, context: Context) -> registry_pb2.Chute:
-        _, message = await self._get_chute(request)
+        _, message = await self.get_chute(
+            request.chute_id_or_name, _viewer(optional_caller(), admin_only=False)
+        )
         return message
 
     async def GetChuteJson(
         self, request: registry_pb2.GetChuteRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
-        answer, message = await self._get_chute(request)
+        viewer = _viewer(optional_caller(), admin_only=False)
+        answer, message = await self.get_chute(request.chute_id_or_name, viewer)
         return answer.json(message)
 
-    async def _get_chute(
-        self, request: registry_pb2.GetChuteRequest
+    def cached_chute(
+        self, reference: str, viewer: store.Viewer
+    ) -> tuple[views.Answer, registry_pb2.Chute] | None:
+        """The answer the read cache holds for `viewer`, with the live values now; None if it
+        holds none (or its bounty expired)."""
+        answer = self.reads.get((reference, viewer.user_id, *viewer.subnet_patterns))
+        if answer is None:
+            return None
+        live = answer.live(time.monotonic())
+        return None if live is None else (answer, views.with_live_boosts(answer.message, live))
+
+    async def get_chute(
+        self, reference: str, viewer: store.Viewer
     ) -> tuple[views.Answer, registry_pb2.Chute]:
         """The answer (cached, or built and cached) and its message with the live values now."""
-        viewer = _viewer(optional_caller(), admin_only=False)
-        reference = request.chute_id_or_name
         # What the answer depends on besides the tables: who asks (their own, shared and subnet
         # chutes are visible to them only).
         key = (reference, viewer.user_id, *viewer.subnet_patterns)
@@ -611,7 +623,7 @@ async def _run_beside(servicer: object, settings: Settings) -> list[Closable]:
         reads,
         servicer.scheduler,
         servicer.utilization,
-        *await invocations.serve_invocation_checks(servicer, settings),
+        *await anonymous_reads.serve_checks_and_reads(servicer, settings),
     ]
 
 
