@@ -15,11 +15,13 @@ can never be mistaken for a read and answered 200.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING
 
 from services.kit import authz_http
 from services.kit.authz_http import AuthzRequest, Verdict
+from services.kit.db import DATABASE_UNAVAILABLE, database_unreachable
 from services.kit.errors import NotFound
 from services.kit.headers import ANONYMOUS_READS_HOST
 from services.kit.server import Closable
@@ -29,6 +31,8 @@ from services.registry.invocations import InvocationAuthorizer
 
 if TYPE_CHECKING:
     from services.registry.service import RegistryServicer
+
+log = logging.getLogger(__name__)
 
 #: What the gateway routes here: `/chutes/<lower-case uuid>`, the query string ignored (as the
 #: transcoder ignores parameters GetChuteRequest does not have).
@@ -67,6 +71,14 @@ class AnonymousReads:
             answer, message = await self.servicer.get_chute(reference, _ANONYMOUS)
         except NotFound:
             return Verdict(denied=_NOT_FOUND, status=404)
+        except Exception as error:
+            # What the kit's interceptor answers on the transcoded way: 503 while the database
+            # cannot be reached, else 500 (and the traceback in the log, not to the client).
+            if database_unreachable(error):
+                log.warning("anonymous read: database unreachable (%s)", type(error).__name__)
+                return Verdict(denied=DATABASE_UNAVAILABLE, status=503)
+            log.exception("anonymous read of %s failed", reference)
+            return Verdict(denied="Internal server error", status=500)
         return Verdict(upstream_headers=_JSON, body=answer.json(message).data)
 
 
