@@ -35,7 +35,7 @@ from __future__ import annotations
 import importlib.metadata
 import ipaddress
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from gateway.openapi import DOCS_HTML, INTERNAL_SUFFIX, document
 from services.kit.headers import (
     ANONYMOUS_READS_HOST,
     CALLER_HEADERS,
+    ORIGINAL_METHOD_HEADER,
     USER_ID_HEADER,
     VERDICT_REUSE_HEADER,
 )
@@ -255,14 +256,25 @@ def _typed(kind: str, **config: Any) -> dict[str, Any]:
 
 
 def _cluster(name: str, address: str, *, http2: bool = True) -> dict[str, Any]:
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-        discovery = "STATIC"
-    except ValueError:
-        discovery = "STRICT_DNS"  # a service name, e.g. in Kubernetes
-    return {
+    """The cluster of one address, or of a service's replicas (`host:port,host:port`, as
+    `up --replicas N` gives them): one endpoint each. No outlier detection: a request that
+    cannot reach a stopped replica goes to another at once (`_replica_retries`; a refused
+    connection on loopback costs nothing), and a replica the supervisor restarted is used again
+    as soon as it listens, where an ejection would keep it out for seconds after, leaving the
+    other one alone exactly when that one may be the next to stop."""
+    endpoints = []
+    discovery = "STATIC"
+    for one in address.split(","):
+        host, _, port = one.rpartition(":")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            discovery = "STRICT_DNS"  # a service name, e.g. in Kubernetes
+        endpoints.append(
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}
+        )
+    cluster: dict[str, Any] = {
         "name": name,
         "type": discovery,
         "connect_timeout": "1s",
@@ -274,20 +286,28 @@ def _cluster(name: str, address: str, *, http2: bool = True) -> dict[str, Any]:
                 else {"http_protocol_options": {}},
             )
         },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {"socket_address": {"address": host, "port_value": int(port)}}
-                            }
-                        }
-                    ]
-                }
-            ],
-        },
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+    }
+    return cluster
+
+
+#: Retries of a request no replica received (a replica stopped or restarting): never one that
+#: reached a replica, so they are safe for every method.
+REPLICA_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
+
+
+def _replica_retries() -> dict[str, Any]:
+    """A retry policy (route or ext_authz) that tries another replica than the one that failed."""
+    return {
+        "retry_on": REPLICA_RETRY_ON,
+        "num_retries": 2,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": _typed("extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"),
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
     }
 
 
@@ -672,7 +692,41 @@ def render(
         if als_clusters:
             connection_manager["access_log"] = [_invocation_access_log(domain, c) for c in als_clusters]
         bootstrap.update(_dynamic_bootstrap(xds_cluster))
+    if any(
+        "," in address for address in (*addresses.values(), authz_address, invocation_authz_address or "")
+    ):
+        _retry_on_other_replicas(virtual_hosts, http_filters)
     return bootstrap
+
+
+def _idempotent_routes(routes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Before each service's route, the same for REST GETs (the transcoder keeps the method in
+    ORIGINAL_METHOD_HEADER): a read may also be retried after a reset, when a replica died while
+    answering it, since asking again changes nothing."""
+    for route in routes:
+        prefix = route["match"].get("prefix", "/")
+        if prefix != "/" and "route" in route and len(route["match"]) == 1:
+            get = {"name": ORIGINAL_METHOD_HEADER, "string_match": {"exact": "GET"}}
+            retries = _replica_retries() | {"retry_on": REPLICA_RETRY_ON + ",reset"}
+            yield {
+                "match": {"prefix": prefix, "headers": [get]},
+                "route": {**route["route"], "retry_policy": retries},
+            }
+        yield route
+
+
+def _retry_on_other_replicas(virtual_hosts: list[dict[str, Any]], http_filters: list[dict[str, Any]]) -> None:
+    """With several replicas of the services, a request (or a check) that reached none of them, as
+    while one stops or restarts, goes to another instead of failing (one replica: nothing to try)."""
+    for host in virtual_hosts:
+        if host["name"] == "chutes":
+            host["retry_policy"] = _replica_retries()
+            host["routes"] = [*_idempotent_routes(host["routes"])]
+    for http_filter in http_filters:
+        config = http_filter.get("typed_config", {})
+        config = config.get("extension_config", {}).get("typed_config", config)
+        if "http_service" in config:
+            config["http_service"]["retry_policy"] = _replica_retries()
 
 
 def _grpc_cluster(

@@ -13,10 +13,13 @@ from suite.admin import add_commands as add_admin_commands
 from suite.miner import add_command as add_miner_command
 
 
-def _up(_: argparse.Namespace) -> int:
+def _up(args: argparse.Namespace) -> int:
     from suite.up import up
 
-    return up()
+    settings = get_settings()
+    if args.replicas is not None:
+        settings = settings.model_copy(update={"replicas": args.replicas})
+    return up(settings)
 
 
 def _codegen(_: argparse.Namespace) -> int:
@@ -84,7 +87,14 @@ def _set_descriptor_path(node: Any, path: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="chutes-suite", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="run the whole suite locally until Ctrl-C").set_defaults(run=_up)
+    run_up = commands.add_parser("up", help="run the whole suite locally until Ctrl-C")
+    run_up.add_argument(
+        "--replicas",
+        type=int,
+        metavar="N",
+        help="processes of each service, behind the gateway (default: CHUTES_REPLICAS, or 1)",
+    )
+    run_up.set_defaults(run=_up)
     commands.add_parser("codegen", help="regenerate stubs and the descriptor set from protos/").set_defaults(
         run=_codegen
     )

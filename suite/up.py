@@ -10,6 +10,12 @@ database, the local miner) is restarted with backoff, with one log line each tim
 keep serving meanwhile: one crash never takes the suite down (issue 16). While the suite starts,
 a child that dies is a configuration problem: that is reported and everything stops. Children
 also get SIGTERM should this process itself be killed, so nothing is left behind.
+
+With `--replicas N` (CHUTES_REPLICAS) each service runs as N processes, each a child of its own
+(restarted alone) on its own ports: gRPC, Prometheus, and identity's and the registry's check
+endpoints. The first replica keeps the configured addresses, so one replica is exactly the suite
+of before; Envoy's clusters get one endpoint per replica, and every process reaches the other
+services at all their replicas (CHUTES_<SERVICE>_ADDRESS lists them; services/kit/channels.py).
 """
 
 from __future__ import annotations
@@ -149,14 +155,28 @@ class Supervisor:
         (self.data_dir / DATABASE_URL_FILE).write_text(postgres.url(port))
         return postgres.url(port)
 
-    def start_services(self, database_url: str, prometheus: dict[str, str]) -> None:
+    def start_services(self, database_url: str, layout: Layout) -> None:
         env = {**os.environ, "CHUTES_DATABASE_URL": database_url}
-        env |= {f"CHUTES_{name.upper()}_PROMETHEUS_ADDRESS": address for name, address in prometheus.items()}
+        env |= {
+            f"CHUTES_{name.upper()}_PROMETHEUS_ADDRESS": replicas[0].prometheus
+            for name, replicas in layout.items()
+        }
+        if len(layout["identity"]) > 1:
+            # Every process reaches the other services at all their replicas (balanced).
+            env |= {f"CHUTES_{name.upper()}_ADDRESS": joined(replicas) for name, replicas in layout.items()}
         for name in SERVICE_NAMES:
-            self.spawn(name, [sys.executable, "-m", f"services.{name}"], env=env)
+            for replica in layout[name]:
+                # Each replica listens on its own addresses; one that dies is restarted alone.
+                own = {
+                    f"CHUTES_{name.upper()}_ADDRESS": replica.address,
+                    f"CHUTES_{name.upper()}_PROMETHEUS_ADDRESS": replica.prometheus,
+                }
+                if replica.authz is not None:
+                    own[f"CHUTES_{name.upper()}_AUTHZ_ADDRESS"] = replica.authz
+                self.spawn(replica.name, [sys.executable, "-m", f"services.{name}"], env=env | own)
 
-    def start_gateway(self) -> Path:
-        config = write_gateway_config(self.data_dir / "envoy.json", self.settings)
+    def start_gateway(self, layout: Layout) -> Path:
+        config = write_gateway_config(self.data_dir / "envoy.json", self.settings, layout)
         admin_file = self.data_dir / "envoy-admin-address"
         admin_file.unlink(missing_ok=True)
         self.spawn(
@@ -194,10 +214,11 @@ class Supervisor:
             argv.append("--software-tee")
         self.spawn("miner", argv, env={**os.environ, "CHUTES_MINER_API_KEY": key})
 
-    def wait_healthy(self, admin_file: Path, deadline: float) -> None:
+    def wait_healthy(self, admin_file: Path, layout: Layout, deadline: float) -> None:
         for name in SERVICE_NAMES:
-            address = self.settings.address_of(name)
-            self.wait_until(name, lambda address=address: _serving(address), deadline)  # type: ignore[misc]
+            for replica in layout[name]:
+                address = replica.address
+                self.wait_until(replica.name, lambda address=address: _serving(address), deadline)  # type: ignore[misc]
         self.wait_until("envoy", lambda: _envoy_ready(admin_file), deadline)
 
     def stop(self) -> None:
@@ -229,28 +250,84 @@ class Supervisor:
         time.sleep(ACCESS_LOG_FLUSH_SECONDS + ACCESS_LOG_SEND_SECONDS)
 
 
-def write_gateway_config(path: Path, settings: Settings) -> Path:
+@dataclass(frozen=True)
+class Replica:
+    """One process of a service, and where it listens."""
+
+    name: str  # the child's name: the service's, or `identity-2` when it has several replicas
+    address: str  # gRPC
+    prometheus: str
+    #: Where it answers the gateway's checks (identity's signatures, the registry's invocations).
+    authz: str | None
+
+
+#: Each service's replicas, in SERVICE_NAMES order.
+Layout = dict[str, list[Replica]]
+
+#: The services with a plain-HTTP check endpoint for the gateway, and its setting.
+_AUTHZ_SETTINGS = {"identity": "identity_authz_address", "registry": "registry_authz_address"}
+
+
+def replica_layout(settings: Settings, prometheus: dict[str, str]) -> Layout:
+    """`settings.replicas` processes of each service: the first on the configured addresses, the
+    others on free loopback ports (of the same hosts) for each of their listeners."""
+    count = max(1, settings.replicas)
+    taken = configured_ports(settings) | {int(a.rpartition(":")[2]) for a in prometheus.values()}
+
+    def another(address: str) -> str:
+        return f"{address.rpartition(':')[0]}:{spare_port(taken)}"
+
+    layout: Layout = {}
+    for name in SERVICE_NAMES:
+        authz: str | None = getattr(settings, _AUTHZ_SETTINGS[name]) if name in _AUTHZ_SETTINGS else None
+        first = Replica(
+            name if count == 1 else f"{name}-1", settings.address_of(name), prometheus[name], authz
+        )
+        layout[name] = [first] + [
+            Replica(
+                f"{name}-{i + 1}",
+                another(first.address),
+                another(first.prometheus),
+                None if authz is None else another(authz),
+            )
+            for i in range(1, count)
+        ]
+    return layout
+
+
+def joined(replicas: list[Replica], what: str = "address") -> str:
+    """The replicas' addresses as one setting (`host:port,host:port`)."""
+    return ",".join(str(getattr(replica, what)) for replica in replicas)
+
+
+def write_gateway_config(path: Path, settings: Settings, layout: Layout | None = None) -> Path:
     """The gateway of a suite configured by `settings`: every service, identity's signature check,
     and the registry as the control plane and access-log sink of the chute hosts
-    (`{slug}.{chute_domain}`)."""
+    (`{slug}.{chute_domain}`). With a `layout` of several replicas, each cluster has one endpoint
+    per replica."""
+    addresses = {name: settings.address_of(name) for name in SERVICE_NAMES}
+    authz = {name: getattr(settings, setting) for name, setting in _AUTHZ_SETTINGS.items()}
+    if layout is not None:
+        addresses = {name: joined(layout[name]) for name in SERVICE_NAMES}
+        authz = {name: joined(layout[name], "authz") for name in _AUTHZ_SETTINGS}
     return write_config(
         path,
-        {name: settings.address_of(name) for name in SERVICE_NAMES},
-        authz_address=settings.identity_authz_address,
+        addresses,
+        authz_address=authz["identity"],
         port=settings.gateway_port,
         host=settings.gateway_host,
         admin_port=settings.gateway_admin_port,
         bench=settings.gateway_bench_route,
-        xds_address=settings.address_of("registry"),
+        xds_address=addresses["registry"],
         chute_domain=settings.chute_domain,
         # The access log goes to both: the metrics service keeps one record per call
         # (services/metrics/records.py), the registry scales on it: cold calls start instances,
         # answered calls keep them (services/registry/activity.py).
         als_addresses=(
-            settings.address_of("registry"),
-            *([settings.address_of("metrics")] if settings.gateway_invocation_records else []),
+            addresses["registry"],
+            *([addresses["metrics"]] if settings.gateway_invocation_records else []),
         ),
-        invocation_authz_address=settings.registry_authz_address,
+        invocation_authz_address=authz["registry"],
     )
 
 
@@ -282,9 +359,10 @@ def prometheus_addresses(settings: Settings) -> dict[str, str]:
     }
 
 
-def metrics_line(prometheus: dict[str, str], admin_file: Path) -> str:
-    """`metrics: identity=http://.../metrics ... envoy=http://ADMIN/stats/prometheus`."""
-    targets = [f"{name}=http://{address}/metrics" for name, address in prometheus.items()]
+def metrics_line(layout: Layout, admin_file: Path) -> str:
+    """`metrics: identity=http://.../metrics ... envoy=http://ADMIN/stats/prometheus` (with
+    several replicas, `identity-1=... identity-2=...`)."""
+    targets = [f"{r.name}=http://{r.prometheus}/metrics" for replicas in layout.values() for r in replicas]
     targets.append(f"envoy=http://{admin_file.read_text().strip()}/stats/prometheus")
     return "metrics: " + " ".join(targets)
 
@@ -360,15 +438,15 @@ def up(settings: Settings | None = None) -> int:
         database_url = supervisor.start_database(deadline)
         for name in SERVICE_NAMES:
             upgrade(name, database_url)
-        prometheus = prometheus_addresses(settings)
-        supervisor.start_services(database_url, prometheus)
-        admin_file = supervisor.start_gateway()
-        supervisor.wait_healthy(admin_file, deadline)
+        layout = replica_layout(settings, prometheus_addresses(settings))
+        supervisor.start_services(database_url, layout)
+        admin_file = supervisor.start_gateway(layout)
+        supervisor.wait_healthy(admin_file, layout, deadline)
         if settings.local_miner:
             supervisor.start_local_miner()
         # The gateway line stays first: tests and benches wait for it.
         gateway = f"gateway: http://{settings.gateway_host}:{settings.gateway_port}"
-        print(gateway, metrics_line(prometheus, admin_file), sep="\n", flush=True)
+        print(gateway, metrics_line(layout, admin_file), sep="\n", flush=True)
         supervisor.restarting = True
         while not stopping:
             supervisor.check_children()

@@ -87,8 +87,22 @@ class RegistrationToken(IdentityTable, table=True):
     used_by: str | None = Field(default=None, sa_type=TEXT, foreign_key="users.user_id", ondelete="SET NULL")
 
 
+class SignatureUse(IdentityTable, table=True):
+    """A hotkey signature already used, kept until its nonce leaves the window: an exact replay
+    is refused by whichever identity replica sees it (issue 17), so this is shared, not memory."""
+
+    __tablename__ = "signature_uses"
+    __table_args__ = (sa.Index("signature_uses_expires_at", "expires_at"),)
+
+    #: sha256 of the signature bytes, the method and the path (services/identity/signatures.py).
+    digest: bytes = Field(primary_key=True, sa_type=sa.LargeBinary)
+    #: When the nonce it was signed with stops being accepted: the row is useless after that.
+    expires_at: datetime = Field(sa_type=TIMESTAMP)
+
+
 metadata = IdentityTable.metadata
 users = table_of(User)
 api_keys = table_of(ApiKey)
 api_key_scopes = table_of(ApiKeyScope)
 registration_tokens = table_of(RegistrationToken)
+signature_uses = table_of(SignatureUse)

@@ -16,7 +16,7 @@ import time
 
 from chutes.identity.v1 import identity_pb2, identity_pb2_grpc
 from services.identity import keys, store, views
-from services.identity.signatures import SignatureRejected, SignatureVerifier, SignedRequest
+from services.identity.signatures import REPLAYED, SignatureRejected, SignatureVerifier, SignedRequest, Use
 from services.kit import authz_http
 from services.kit.auth import require_caller
 from services.kit.authz_http import AuthzRequest, Verdict
@@ -43,6 +43,8 @@ _OBJECT_TYPES = ("images", "chutes", "invocations")
 _ACTIONS = ("read", "write", "delete", "invoke")
 #: How long a hotkey's user id is remembered by the authorizer (users are never re-keyed).
 _HOTKEY_CACHE_SECONDS = 60.0
+#: How often each replica deletes expired signature uses (piggybacked on a check's statement).
+_SWEEP_SECONDS = 60.0
 
 
 def _scopes_of(request: identity_pb2.CreateApiKeyRequest) -> list[Scope]:
@@ -94,6 +96,8 @@ class IdentityServicer(
         self.verified_keys = keys.VerifiedKeys()
         self.signatures = SignatureVerifier(context.settings.signature_window_seconds)
         self._hotkeys: dict[str, tuple[float, str]] = {}
+        #: When this replica next deletes the expired signature uses (at its first check).
+        self._next_sweep = 0.0
 
     # ---- IdentityService (REST) ------------------------------------------------------------
 
@@ -251,6 +255,14 @@ class IdentityServicer(
             self._hotkeys[hotkey] = (now + _HOTKEY_CACHE_SECONDS, user_id)
         return user_id
 
+    async def _first_use(self, use: Use) -> bool:
+        now = time.monotonic()
+        sweep = now >= self._next_sweep
+        if sweep:
+            self._next_sweep = now + _SWEEP_SECONDS
+        async with self.db.raw() as connection:
+            return await store.first_use(connection, use, sweep=sweep)
+
     async def verdict(self, request: AuthzRequest) -> Verdict:
         """Allow a hotkey-signed request with the verified identity, or deny it with a reason."""
         headers = request.headers
@@ -260,7 +272,9 @@ class IdentityServicer(
             return Verdict(upstream_headers={})
         signed = SignedRequest(hotkey, nonce, signature, request.method, request.path, request.body)
         try:
-            self.signatures.verify(signed)
+            use = self.signatures.verify(signed)
+            if not await self._first_use(use):
+                raise SignatureRejected(REPLAYED)
         except SignatureRejected as rejected:
             return Verdict(denied=str(rejected))
         except (ValueError, TypeError, OverflowError) as error:

@@ -7,7 +7,9 @@ for the others. The nonce is unix seconds within the window of the server's cloc
 
 Beyond the real API, an exact replay (the same signature bytes on the same method and path inside
 the window) is refused. Requests that share a nonce, or one header set reused on another path,
-pass: the published CLI does both.
+pass: the published CLI does both. `verify` checks everything but the replay and returns the
+request's `Use`; the caller records it in the store every identity replica shares
+(store.first_use), since a replay may reach any of them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import sr25519
@@ -108,32 +109,25 @@ def ss58_of(public_key: bytes, prefix: int = 42) -> str:
     return "1" * (len(raw) - len(raw.lstrip(b"\0"))) + out
 
 
-class ReplayStore:
-    """Signatures seen inside the window, by (signature, method, path). In memory: the gateway
-    sends one hotkey's checks to one identity process, so a single process sees every replay."""
+REPLAYED = "Replayed request: this signature was already used on this path"
 
-    def __init__(self, window_seconds: float) -> None:
-        self.window = window_seconds
-        self._seen: set[tuple[bytes, str, str]] = set()
-        self._order: deque[tuple[float, tuple[bytes, str, str]]] = deque()
 
-    def first_time(self, key: tuple[bytes, str, str], now: float) -> bool:
-        while self._order and self._order[0][0] <= now:
-            self._seen.discard(self._order.popleft()[1])
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        self._order.append((now + self.window, key))
-        return True
+@dataclass(frozen=True)
+class Use:
+    """One use of a valid signature: what makes it a replay (`digest`) and until when it must be
+    remembered (`expires_at`, unix seconds: after it the nonce itself is refused)."""
+
+    digest: bytes
+    expires_at: float
 
 
 class SignatureVerifier:
     def __init__(self, window_seconds: int) -> None:
         self.window = window_seconds
-        self.replays = ReplayStore(2 * window_seconds)  # covers nonces from -window to +window
 
-    def verify(self, request: SignedRequest, now: float | None = None) -> None:
-        """Raise SignatureRejected unless `request` is validly and freshly signed by its hotkey."""
+    def verify(self, request: SignedRequest, now: float | None = None) -> Use:
+        """Raise SignatureRejected unless `request` is validly and freshly signed by its hotkey;
+        the use to record, refused as a replay if it is already recorded."""
         now = time.time() if now is None else now
         # ASCII digits of a plausible length only: str.isdigit() accepts superscripts int()
         # refuses, and int() refuses more than 4,300 digits; both were tracebacks and a 503.
@@ -154,5 +148,6 @@ class SignatureVerifier:
             or sr25519.verify(signature, b"<Bytes>" + message + b"</Bytes>", public_key)
         ):
             raise SignatureRejected(invalid)
-        if not self.replays.first_time((signature, request.method, request.path), now):
-            raise SignatureRejected("Replayed request: this signature was already used on this path")
+        # One digest of fixed size per (signature, method, path): the key a replay repeats.
+        digest = hashlib.sha256(b"\0".join((signature, request.method.encode(), request.path.encode())))
+        return Use(digest.digest(), int(request.nonce) + self.window)

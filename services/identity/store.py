@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 import sr25519
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.identity import keys
 from services.identity.models import api_key_scopes, api_keys, registration_tokens, users
-from services.identity.signatures import ss58_of
+from services.identity.signatures import Use, ss58_of
 from services.kit.caller import Caller, Scope
 from services.kit.errors import AlreadyExists
 
@@ -295,3 +296,25 @@ async def use_registration_token(connection: AsyncConnection, token: str, user_i
         .values(used_by=user_id)
     )
     return used.rowcount > 0
+
+
+#: One statement per signed request: the use is recorded unless it already is (a replay). The
+#: digest is the primary key, so two replicas seeing one signature at once cannot both insert it.
+_FIRST_USE = """
+INSERT INTO signature_uses (digest, expires_at) VALUES ($1, to_timestamp($2))
+ON CONFLICT (digest) DO NOTHING RETURNING true
+"""
+#: The same, with the expired rows deleted in the same statement (every replica does so now and
+#: then: by the index on expires_at, a range delete of what expired since the last sweep).
+_FIRST_USE_SWEEPING = (
+    "WITH expired AS (DELETE FROM signature_uses WHERE expires_at < now()) " + _FIRST_USE.strip()
+)
+
+
+async def first_use(connection: Any, use: Use, *, sweep: bool = False) -> bool:
+    """Record `use` (asyncpg connection); False when it was recorded before: a replay. An expired
+    row can never hide a valid use: the same signature with an expired nonce is refused before."""
+    found = await connection.fetchval(
+        _FIRST_USE_SWEEPING if sweep else _FIRST_USE, use.digest, use.expires_at
+    )
+    return found is True

@@ -22,7 +22,10 @@ class Settings(BaseSettings):
     #: Where `up` keeps the embedded database and the rendered gateway config.
     data_dir: Path = Path(".data")
 
-    #: Where each service listens and where the others (and Envoy) reach it.
+    #: Where each service listens and where the others (and Envoy) reach it. Where the others
+    #: reach a replicated service this may be a comma-separated list of IP `host:port`s, one per
+    #: replica (`up --replicas N` sets it so; services/kit/channels.py balances over them); a
+    #: process always listens on one address: its own replica's.
     identity_address: str = "127.0.0.1:50151"
     registry_address: str = "127.0.0.1:50152"
     jobs_address: str = "127.0.0.1:50153"
@@ -39,6 +42,8 @@ class Settings(BaseSettings):
     jobs_prometheus_address: str | None = None
     attestation_prometheus_address: str | None = None
     metrics_prometheus_address: str | None = None
+    #: How many processes of each service `chutes-suite up` runs (`--replicas`), behind Envoy.
+    replicas: int = 1
     #: Host a service binds to; unset means the host of its own address (set 0.0.0.0 in containers).
     bind_host: str | None = None
 
