@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -237,3 +240,67 @@ def test_killing_one_replica_of_each_service_fails_only_what_was_in_flight_on_it
     restarted = "".join(suite.stderr_lines)
     for name in SERVICE_NAMES:
         assert f"{name}-{SERVICE_NAMES.index(name) % REPLICAS + 1} restarted" in restarted
+
+
+def test_each_job_runs_exactly_once_with_two_miners_and_two_registries(suite: RunningSuite) -> None:
+    from chutes.registry.v1 import internal_pb2, internal_pb2_grpc
+    from tests.test_chute_run import start_http_server
+    from tests.test_identity import admin
+    from tests.test_runtime import JOB_CODE, deploy_echo, job_api
+
+    runner = "jobs" + uuid.uuid4().hex[:6]
+    made = admin(suite, "create-user", "--username", runner, "--balance", "100")
+    admin(suite, "add-image", "--username", runner, "--name", "base", "--tag", "1.0")
+    job_owner = User(str(made["user_id"]), runner, str(made["api_key"]), None)  # type: ignore[arg-type]
+    job = {"name": "train", "upload": True, "timeout": 120, "ports": [], "disk_gb": 10}
+    chute = deploy_echo(
+        suite, job_owner, "jobs-" + uuid.uuid4().hex[:6], code=JOB_CODE, filename="job_chute.py",
+        ref_str="job_chute:chute", cords=[], jobs=[job],
+    )  # fmt: skip
+    miner_key = admin(suite, "create-user", "--username", "m" + uuid.uuid4().hex[:8], "--role", "miner")[
+        "api_key"
+    ]
+    recorder, server = start_http_server(job_api)
+    miners = []
+    with tempfile.TemporaryDirectory(prefix="chutes-test-two-miners-") as tmp:
+        try:
+            for name in ("node-a", "node-b"):
+                argv = [sys.executable, "-m", "suite.miner", "--gateway", suite.gateway, "--name", name]
+                argv += ["--gpus", "pro_6000:1", "--work-dir", str(Path(tmp) / name)]
+                env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
+                env["CHUTES_MINER_API_KEY"] = str(miner_key)
+                miners.append(subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL))
+            # Jobs asked of both registry replicas in turn, more than the two nodes hold at once.
+            stubs = [
+                internal_pb2_grpc.RegistryInternalServiceStub(grpc.insecure_channel(address))
+                for address in endpoints(suite, "registry")
+            ]
+            job_ids = [str(uuid.uuid4()) for _ in range(6)]
+            for i, job_id in enumerate(job_ids):
+                stubs[i % len(stubs)].ScheduleJob(
+                    internal_pb2.ScheduleJobRequest(
+                        job_id=job_id, chute_id=chute["chute_id"], method="train", data_json='{"epochs": 1}',
+                        status_url=f"{recorder.url}/jobs/{job_id}?token=t",
+                    ),
+                    timeout=10,
+                )  # fmt: skip
+
+            def ended() -> bool:
+                found = stubs[0].GetJobPlacements(
+                    internal_pb2.GetJobPlacementsRequest(job_ids=job_ids), timeout=10
+                )
+                return len(found.placements) == 6 and all(
+                    p.state == internal_pb2.JOB_PLACEMENT_STATE_ENDED and p.succeeded
+                    for p in found.placements
+                )
+
+            wait_for("every job done", ended, timeout=90, interval=0.25)
+        finally:
+            for miner in miners:
+                miner.terminate()
+            for miner in miners:
+                miner.wait(30)
+            server.shutdown()
+    # Each job's instance ran it once: one result POST per job, none twice.
+    posts = [r.path.split("?")[0] for r in recorder.requests if r.method == "POST"]
+    assert sorted(posts) == sorted(f"/jobs/{job_id}" for job_id in job_ids)
