@@ -146,17 +146,25 @@ end
 """
 
 
-#: The uncached scenarios: each request the next chute of the list, from a random place per wrk
-#: thread, in order, so a least-recently-used cache smaller than the list never holds the next one.
+#: The uncached scenarios: each request the next chute of the list, in order, so a
+#: least-recently-used cache smaller than the list never holds the next one. Each run starts where
+#: the scenario's previous run (its warm-up included) stopped: a run starting anywhere else would
+#: find the chutes the previous one asked for last still cached (a first version started each run
+#: at a random place, and its later runs were partly cache hits).
 CYCLE_WRK_SCRIPT = """
 local ids = {%(ids)s}
 local count = #ids
-local next_index = math.random(count)
+local next_index = %(start)d
 request = function()
   next_index = next_index %% count + 1
   return wrk.format("GET", "%(prefix)s" .. ids[next_index])
 end
 """
+
+
+#: Per uncached scenario: where in the list of chutes its next run starts (0-based, before the
+#: first increment of the script, so the first request reads the chute after it).
+_CYCLE_NEXT: dict[str, int] = {}
 
 
 def wrk_request(suite: Suite, scenario: Scenario, workdir: Path) -> list[str]:
@@ -169,7 +177,8 @@ def wrk_request(suite: Suite, scenario: Scenario, workdir: Path) -> list[str]:
         script = workdir / f"{scenario.name}.cycle.lua"
         ids = ",".join(f'"{chute_id}"' for chute_id in suite.seeded.chute_ids)
         prefix = scenario.path.removesuffix("{chute_id}")
-        script.write_text(CYCLE_WRK_SCRIPT % {"ids": ids, "prefix": prefix})
+        start = _CYCLE_NEXT.get(scenario.name, 0) % len(suite.seeded.chute_ids)
+        script.write_text(CYCLE_WRK_SCRIPT % {"ids": ids, "prefix": prefix, "start": start})
         return [*options, "-s", str(script)]
     if scenario.method != "GET" or scenario.body is not None:
         script = workdir / f"{scenario.name}.request.lua"
@@ -272,6 +281,11 @@ def run_load(suite: Suite, scenario: Scenario, load: Load, workdir: Path, warm_u
         run = parse_wrk(completed.stdout)
     else:
         run = parse_h2load(completed.stdout, log.read_text())
+    if scenario.uncached:
+        # wrk sent the completed requests and at most one more per connection: the next run
+        # starts past them all (skipping a few chutes, never repeating a recent one).
+        start = _CYCLE_NEXT.get(scenario.name, 0)
+        _CYCLE_NEXT[scenario.name] = start + run.requests + 2 * load.connections
     _cpu_per_request(run, before, after, loadgen_after - loadgen_before)
     if accounting is not None:
         run.records = accounting.settle()
