@@ -80,7 +80,9 @@ def test_streaming_rpcs_have_no_upstream_timeout_and_hostnames_resolve_by_dns() 
     routes = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
         "route_config"
     ]["virtual_hosts"][0]["routes"]
-    timeouts = {r["match"].get("path"): r["route"]["timeout"] for r in routes if "path" in r["match"]}
+    timeouts = {
+        r["match"].get("path"): r["route"]["timeout"] for r in routes if "path" in r["match"] and "route" in r
+    }
     assert timeouts["/chutes.registry.v1.RegistryService/WarmupChute"] == "0s"
     assert timeouts["/chutes.jobs.v1.JobsService/UploadJobFile"] == "0s"
     assert timeouts["/chutes.registry.v1.RegistryService/ListBoostedChutes"] != "0s"
