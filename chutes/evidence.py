@@ -14,18 +14,18 @@ same shape with a quote from the VM's attestation service instead.
 from __future__ import annotations
 
 import base64
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from starlette.responses import JSONResponse
 
 from chutes.tee import NONCE_SIZE, load_node_key, make_software_quote, public_key_bytes
 
 if TYPE_CHECKING:
-    from starlette.types import Scope, Send
+    from starlette.types import Receive, Scope, Send
 
 EVIDENCE_PATH = "/_chutes/evidence"
 #: Set by the miner on nodes that offer the software TEE: the node's key file.
@@ -58,7 +58,7 @@ class EvidenceEndpoint:
             "certificate": base64.b64encode(self.certificate).decode(),
         }
 
-    async def __call__(self, scope: Scope, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         nonces = query.get("nonce", [])
         status: int
@@ -73,7 +73,4 @@ class EvidenceEndpoint:
                 body = self.evidence(nonces[0])
             except ValueError as error:
                 status, body = 400, {"detail": f"bad nonce: {error}"}
-        payload = json.dumps(body).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await JSONResponse(body, status_code=status)(scope, receive, send)

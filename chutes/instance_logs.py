@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from starlette.responses import JSONResponse
+
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
@@ -50,10 +52,8 @@ class LogsEndpoint:
         except ValueError:
             backfill = -1
         if not 0 <= backfill <= MAX_BACKFILL:
-            body = json.dumps({"detail": f"backfill must be an integer from 0 to {MAX_BACKFILL}"}).encode()
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 400, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            detail = f"backfill must be an integer from 0 to {MAX_BACKFILL}"
+            await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
             return
         await send(
             {

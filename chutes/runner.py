@@ -155,7 +155,7 @@ class ChuteServer:
             await self._lifespan(receive, send)
             return
         if self.evidence is not None and scope["type"] == "http" and scope["path"] == EVIDENCE_PATH:
-            await self.evidence(scope, send)
+            await self.evidence(scope, receive, send)
             return
         if self.logs is not None and scope["type"] == "http" and scope["path"] == LOGS_PATH:
             await self.logs(scope, receive, send)

@@ -8,6 +8,7 @@ registers its node key and runs TEE chutes; every evidence item names trust root
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import threading
@@ -124,8 +125,6 @@ def test_every_instance_gives_evidence_bound_to_the_nonce_and_verified(
         assert item["gpu_evidence"] == []
         # What a client checks itself: the quote binds its nonce and the item's certificate,
         # and measures the code that was deployed.
-        import base64
-
         quote = SoftwareQuote.parse(base64.b64decode(item["quote"]))
         certificate = base64.b64decode(item["certificate"])
         assert quote.report_data == bind_report_data(bytes.fromhex(NONCE), certificate)
@@ -134,8 +133,6 @@ def test_every_instance_gives_evidence_bound_to_the_nonce_and_verified(
     assert len({item["certificate"] for item in items.values()}) == 2
 
     # The same evidence proves nothing for another nonce, nor once a byte changes.
-    import base64
-
     item = next(iter(items.values()))
     raw = Evidence.from_base64(item["quote"], item["certificate"])
     node_key = SoftwareQuote.parse(raw.quote).node_key

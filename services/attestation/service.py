@@ -34,6 +34,7 @@ from services.kit.errors import (
 )
 from services.kit.requests import Context
 from services.kit.server import GrpcService, ServiceContext, ServiceSpec
+from services.kit.versions import version_tuple
 
 #: The real route's limit: evidence requests per minute, across all callers.
 REQUESTS_PER_MINUTE = 60
@@ -71,16 +72,6 @@ def nonce_bytes(nonce: str) -> bytes:
         return bytes.fromhex(nonce)
     except ValueError:
         raise InvalidArgument("Nonce must be a valid hexadecimal string") from None
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """`0.6.9` -> (0, 6, 9); parts after the first non-number are ignored (`0.6.0rc1` -> (0, 6))."""
-    parts = []
-    for part in version.split("."):
-        if not part.isdigit():
-            break
-        parts.append(int(part))
-    return tuple(parts)
 
 
 class AttestationServicer(attestation_pb2_grpc.AttestationServiceServicer):

@@ -29,6 +29,7 @@ from services.kit.errors import (
     TooManyRequests,
 )
 from services.kit.roles import Role
+from services.kit.versions import version_tuple
 from services.registry.pricing import SYSTEM_USERNAME
 from services.registry.subnets import Subnet
 
@@ -169,17 +170,6 @@ def rule_14_reserved_gpus(selector: NodeSelector, caller: Caller) -> NodeSelecto
 def rule_15_vllm_revision(template: str | None, args: registry_pb2.ChuteArgs) -> None:
     if template == "vllm" and not args.HasField("revision"):
         raise InvalidArgument("vllm chutes must pin a revision (40-hex Hugging Face commit)")
-
-
-def version_tuple(version: str | None) -> tuple[int, ...]:
-    """`0.6.9` as (0, 6, 9); anything unparsable sorts first."""
-    parts = []
-    for piece in (version or "").split("."):
-        digits = re.match(r"\d+", piece)
-        if digits is None:
-            break
-        parts.append(int(digits.group()))
-    return tuple(parts)
 
 
 def rule_17_sdk_version(caller: Caller, image: Mapping[Any, Any]) -> None:
