@@ -80,7 +80,7 @@ def command(pgdata: Path, port: int) -> list[str]:
         "-k",
         str(pgdata),
         "-c",
-        "max_connections=200",
+        "max_connections=300",  # 5 services x (20 kept + 10 overflow) x 2 replicas
         "-c",
         "fsync=off",  # a local development database: speed over crash safety
     ]

@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -23,7 +24,17 @@ import pytest
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from chutes.registry.v1 import registry_pb2, registry_pb2_grpc
-from services.registry.views import Answer, ReadCache, ResponseCache, json_body
+from services.registry.views import (
+    Answer,
+    ReadCache,
+    ResponseCache,
+    chute_message,
+    chute_view,
+    dumps,
+    json_body,
+    view_with_live_boosts,
+    with_live_boosts,
+)
 from tests.conftest import RunningSuite
 from tests.test_identity import User
 from tests.test_registry import deploy_body, deployed, http, image, key, owner  # noqa: F401
@@ -138,7 +149,7 @@ def test_changes_through_the_api_are_read_at_once(
 
 
 def _answer(chute_id: str) -> Answer:
-    return Answer(chute_id, registry_pb2.Chute(chute_id=chute_id), None, None, None, time.monotonic())
+    return Answer(chute_id, {"chute_id": chute_id}, None, None, None, None, time.monotonic())
 
 
 def test_an_answer_built_while_its_chute_changed_is_not_kept() -> None:
@@ -215,14 +226,11 @@ def test_rest_reads_are_the_bytes_the_typed_answers_print(
 
 def _printed(message: Any) -> bytes:
     # What the transcoder's print options give, through protobuf's own printer.
-    return json.dumps(
+    return dumps(
         json_format.MessageToDict(
             message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        ),
-        ensure_ascii=False,
-        separators=(",", ":"),
-        sort_keys=True,
-    ).encode()
+        )
+    )
 
 
 def test_the_json_printer_prints_what_protobuf_prints() -> None:
@@ -294,3 +302,192 @@ def test_anonymous_reads_by_id_skip_grpc_and_answer_the_same(
     assert _eventually(lambda: read().json()["tagline"], "anon") == "anon"
     _sql(database_url, "UPDATE registry.chutes SET public = false WHERE chute_id = $1", chute_id)
     assert _eventually(lambda: http.get(f"/chutes/{chute_id}").status_code, 404) == 404
+
+
+def _chute_row(**changes: Any) -> dict[str, Any]:
+    """A whole chute row as store.get_chute reads it (chute, image as `i_*`, instances, live)."""
+    created = datetime(2024, 3, 1, 12, 0, 5, tzinfo=UTC)
+    row: dict[str, Any] = {
+        "chute_id": "c1",
+        "user_id": "u1",
+        "username": "alice",
+        "name": "alice/echo",
+        "tagline": "t",
+        "readme": "# r\n",
+        "tool_description": None,
+        "image_id": "i1",
+        "logo_id": None,
+        "public": True,
+        "standard_template": None,
+        "cords": json.dumps(
+            [
+                {
+                    "method": "POST",
+                    "path": "/echo",
+                    "function": "echo",
+                    "stream": False,
+                    "input_schema": {
+                        "type": "object",
+                        "properties": {
+                            "n": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 2.5,
+                                "default": None,
+                                "enum": [1, "a", True],
+                            }
+                        },
+                    },
+                }
+            ]
+        ),
+        "jobs": "[]",
+        "node_selector": json.dumps({"gpu_count": 1, "min_vram_gb_per_gpu": 16}),
+        "slug": "alice-echo",
+        "version": "v1",
+        "concurrency": None,
+        "boost": None,
+        "chutes_version": "0.6.9",
+        "revision": None,
+        "openrouter": False,
+        "discount": None,
+        "max_instances": None,
+        "scaling_threshold": None,
+        "shutdown_after_seconds": None,
+        "allow_external_egress": False,
+        "encrypted_fs": False,
+        "tee": False,
+        "lock_modules": None,
+        "immutable": False,
+        "disabled": False,
+        "invocation_count": 12,
+        "created_at": created,
+        "updated_at": created.replace(microsecond=120000),
+        "i_image_id": "i1",
+        "i_user_id": "u1",
+        "i_username": "alice",
+        "i_name": "echo",
+        "i_tag": "1",
+        "i_readme": "",
+        "i_logo_id": None,
+        "i_public": True,
+        "i_status": "built and pushed",
+        "i_chutes_version": "0.6.9",
+        "i_patch_version": None,
+        "i_build_started_at": None,
+        "i_build_completed_at": created.replace(microsecond=123456),
+        "i_created_at": created,
+        "instances": "[]",
+        "bounty_age": None,
+        "bounty_left": None,
+        "manual_boost": None,
+    }
+    row.update(changes)
+    return row
+
+
+_CHUTE_ROWS = {
+    "plain": _chute_row(),
+    "every optional set to zero": _chute_row(
+        concurrency=0,
+        boost=0,
+        max_instances=0,
+        shutdown_after_seconds=0,
+        scaling_threshold=0,
+        lock_modules=False,
+        tool_description="",
+        revision="",
+        logo_id="",
+        discount=0.0,
+    ),
+    "private, tee, boosted, selector with lists": _chute_row(
+        public=False,
+        tee=True,
+        boost=2,
+        concurrency=8,
+        max_instances=3,
+        scaling_threshold=0.75,
+        lock_modules=True,
+        logo_id="logo",
+        i_logo_id="ilogo",
+        revision="abc",
+        i_patch_version="p1",
+        node_selector=json.dumps(
+            {
+                "gpu_count": 2,
+                "min_vram_gb_per_gpu": 48,
+                "include": ["h100", "a100"],
+                "max_hourly_price_per_gpu": 3,
+            }
+        ),
+        created_at=datetime(2023, 1, 1, tzinfo=UTC),
+        i_build_started_at=datetime(2024, 1, 1, 0, 0, 0, 1000),
+    ),
+    "vllm, jobs, instances": _chute_row(
+        standard_template="vllm",
+        name='unsloth/Llama é "q"',
+        jobs=json.dumps(
+            [
+                {
+                    "name": "train",
+                    "upload": True,
+                    "timeout": 0,
+                    "disk_gb": 10,
+                    "ports": [{"name": "p", "port": 8000, "proto": "tcp", "default": False}],
+                },
+                {"name": "plain"},
+            ]
+        ),
+        instances=json.dumps(
+            [
+                {
+                    "instance_id": "n1",
+                    "region": "us",
+                    "active": True,
+                    "verified": True,
+                    "last_verified_at": "2024-05-01T10:00:00.5+00:00",
+                },
+                {
+                    "instance_id": "n2",
+                    "region": "eu",
+                    "active": False,
+                    "verified": False,
+                    "last_verified_at": None,
+                },
+            ]
+        ),
+        cords=json.dumps(
+            [
+                {
+                    "method": "GET",
+                    "path": "/a",
+                    "function": "a",
+                    "stream": True,
+                    "output_schema": {"x": [{"y": 1e-7}, 1e300]},
+                    "minimal_input_schema": "no",
+                },
+                {"function": "b"},
+            ]
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("row", _CHUTE_ROWS.values(), ids=_CHUTE_ROWS.keys())
+@pytest.mark.parametrize("priced", [True, False])
+def test_a_printed_answer_is_what_its_typed_message_prints(row: dict[str, Any], priced: bool) -> None:
+    """A REST GET that missed the cache prints the row's values without building the protobuf
+    message (views.chute_view); it must be the same bytes the typed answer prints, with and
+    without live bounties and boosts."""
+    message = chute_message(row, priced=priced, tao_usd=450.0)
+    view = chute_view(row, priced=priced, tao_usd=450.0)
+    assert dumps(view) == json_body(message).data
+    for live in (
+        {"bounty_age": None, "manual_boost": None},
+        {"bounty_age": 30.5, "manual_boost": None},
+        {"bounty_age": None, "manual_boost": 1.5},
+        {"bounty_age": 4000.0, "manual_boost": 0.5},
+    ):
+        assert dumps(view_with_live_boosts(view, live)) == json_body(with_live_boosts(message, live)).data
+    listed = chute_message(row, priced=priced, tao_usd=450.0, in_list=True)
+    assert dumps(chute_view(row, priced=priced, tao_usd=450.0, in_list=True)) == json_body(listed).data

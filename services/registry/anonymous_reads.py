@@ -60,15 +60,15 @@ class AnonymousReads:
         cached = self.servicer.cached_chute(reference, _ANONYMOUS)
         if cached is None:
             return None
-        answer, message = cached
-        return Verdict(upstream_headers=_JSON, body=answer.json(message).data)
+        answer, live = cached
+        return Verdict(upstream_headers=_JSON, body=answer.json(live))
 
     async def answer(self, request: AuthzRequest) -> Verdict:
         reference = self._reference(request)
         if reference is None:
             return Verdict(denied="Not Found", status=404)
         try:
-            answer, message = await self.servicer.get_chute(reference, _ANONYMOUS)
+            answer, live = await self.servicer.get_chute(reference, _ANONYMOUS)
         except NotFound:
             return Verdict(denied=_NOT_FOUND, status=404)
         except Exception as error:
@@ -79,7 +79,7 @@ class AnonymousReads:
                 return Verdict(denied=DATABASE_UNAVAILABLE, status=503)
             log.exception("anonymous read of %s failed", reference)
             return Verdict(denied="Internal server error", status=500)
-        return Verdict(upstream_headers=_JSON, body=answer.json(message).data)
+        return Verdict(upstream_headers=_JSON, body=answer.json(live))
 
 
 async def serve_checks_and_reads(servicer: RegistryServicer, settings: Settings) -> list[Closable]:

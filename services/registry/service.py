@@ -165,33 +165,31 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return [cached.get(key) or by_id[key[1]] for key in keys]
 
     async def GetChute(self, request: registry_pb2.GetChuteRequest, context: Context) -> registry_pb2.Chute:
-        _, message = await self.get_chute(
+        answer, live = await self.get_chute(
             request.chute_id_or_name, _viewer(optional_caller(), admin_only=False)
         )
-        return message
+        return answer.message(live)
 
     async def GetChuteJson(
         self, request: registry_pb2.GetChuteRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
         viewer = _viewer(optional_caller(), admin_only=False)
-        answer, message = await self.get_chute(request.chute_id_or_name, viewer)
-        return answer.json(message)
+        answer, live = await self.get_chute(request.chute_id_or_name, viewer)
+        return httpbody_pb2.HttpBody(content_type="application/json", data=answer.json(live))
 
     def cached_chute(
         self, reference: str, viewer: store.Viewer
-    ) -> tuple[views.Answer, registry_pb2.Chute] | None:
-        """The answer the read cache holds for `viewer`, with the live values now; None if it
-        holds none (or its bounty expired)."""
+    ) -> tuple[views.Answer, dict[str, Any]] | None:
+        """The answer the read cache holds for `viewer` and its live values now; None if it holds
+        none (or its bounty expired)."""
         answer = self.reads.get((reference, viewer.user_id, *viewer.subnet_patterns))
         if answer is None:
             return None
         live = answer.live(time.monotonic())
-        return None if live is None else (answer, views.with_live_boosts(answer.message, live))
+        return None if live is None else (answer, live)
 
-    async def get_chute(
-        self, reference: str, viewer: store.Viewer
-    ) -> tuple[views.Answer, registry_pb2.Chute]:
-        """The answer (cached, or built and cached) and its message with the live values now."""
+    async def get_chute(self, reference: str, viewer: store.Viewer) -> tuple[views.Answer, dict[str, Any]]:
+        """The answer (cached, or read and cached) and its live values now."""
         # What the answer depends on besides the tables: who asks (their own, shared and subnet
         # chutes are visible to them only).
         key = (reference, viewer.user_id, *viewer.subnet_patterns)
@@ -204,13 +202,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 row = await store.get_chute(connection, reference, viewer)
             if row is None:
                 raise NotFound(NOT_YOURS)
-            message = views.chute_message(row, priced=True, tao_usd=self.settings.tao_usd_rate)
             answer = views.Answer(
-                row["chute_id"], message, row["bounty_age"], row["bounty_left"], row["manual_boost"], now
+                row["chute_id"],
+                row,
+                self.settings.tao_usd_rate,
+                row["bounty_age"],
+                row["bounty_left"],
+                row["manual_boost"],
+                now,
             )
             self.reads.put(key, answer, generation)
             live = {"bounty_age": row["bounty_age"], "manual_boost": row["manual_boost"]}
-        return answer, views.with_live_boosts(answer.message, live)
+        return answer, live
 
     async def GetChuteCode(
         self, request: registry_pb2.GetChuteCodeRequest, context: Context
