@@ -80,7 +80,7 @@ def command(pgdata: Path, port: int) -> list[str]:
         "-k",
         str(pgdata),
         "-c",
-        "max_connections=300",  # 5 services x (20 kept + 10 overflow) x 2 replicas
+        "max_connections=400",  # 5 services x (20 raw + 10 + 10 overflow Core) x 2 replicas
         "-c",
         "fsync=off",  # a local development database: speed over crash safety
     ]

@@ -1,12 +1,14 @@
 """Async database access: one PostgreSQL schema per service, SQLAlchemy on asyncpg.
 
-Hot paths use the raw asyncpg connection (`Database.raw()`) or SQLAlchemy Core on the tables of
-the service's models (`Database.engine`). Each service sets its own schema as the connection's
-`search_path`, so it only ever sees its own tables.
+Hot paths use raw asyncpg connections (`Database.raw()`, a pool of their own) and the rest
+SQLAlchemy Core on the tables of the service's models (`Database.engine`). Each service sets its
+own schema as the connection's `search_path`, so it only ever sees its own tables.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -40,31 +42,27 @@ def asyncpg_url(url: str) -> str:
 class Database:
     """The connection pool of one service, bound to that service's schema."""
 
-    def __init__(self, url: str, schema: str, *, pool_size: int = 20) -> None:
+    def __init__(self, url: str, schema: str, *, pool_size: int = 10, raw_pool_size: int = 20) -> None:
         self.schema = schema
         #: The server's URL as asyncpg takes it (for connections outside the pool, e.g. LISTEN).
         self.url = "postgresql://" + asyncpg_url(url).removeprefix("postgresql+asyncpg://")
+        self._server_settings = {
+            "search_path": schema,
+            "application_name": f"chutes-{schema}",
+            # Our statements are short lookups by key: a generic plan is as good as a custom one,
+            # and re-planning every execution cost ~0.2 ms per lookup.
+            "plan_cache_mode": "force_generic_plan",
+        }
         self.engine: AsyncEngine = create_async_engine(
             asyncpg_url(url),
-            # Connections kept open. Every request beyond them opens a connection of its own and
-            # closes it when done (SQLAlchemy's overflow): a new PostgreSQL backend per request,
-            # ~1 ms of CPU on both sides. With 10 kept, 16 concurrent reads that missed the
-            # registry's cache churned a connection per request (bench/README.md, issue 14).
             pool_size=pool_size,
-            max_overflow=10,
             # No pre-ping: it costs three round trips per checkout on every request. A connection
             # the server dropped fails its statement once and is replaced by the pool.
             pool_recycle=3600,
-            connect_args={
-                "server_settings": {
-                    "search_path": schema,
-                    "application_name": f"chutes-{schema}",
-                    # Our statements are short lookups by key: a generic plan is as good as a
-                    # custom one, and re-planning every execution cost ~0.2 ms per lookup.
-                    "plan_cache_mode": "force_generic_plan",
-                }
-            },
+            connect_args={"server_settings": self._server_settings},
         )
+        self._raw_pool_size = raw_pool_size
+        self._raw_pool: asyncio.Future[asyncpg.Pool] | None = None
         self._before_close: list[Callable[[], Awaitable[None]]] = []
 
     def before_close(self, finish: Callable[[], Awaitable[None]]) -> None:
@@ -76,23 +74,74 @@ class Database:
     @asynccontextmanager
     async def raw(self) -> AsyncIterator[Any]:
         """A pooled asyncpg connection, for hot paths: no ORM, no SQL compilation, and asyncpg
-        caches each statement's prepared form per connection."""
-        async with self.engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            try:
-                yield raw.driver_connection
-            except BaseException as error:
-                # SQLAlchemy never sees what fails on the driver's connection: one the server
-                # dropped (PostgreSQL restarted) would go back to the pool and fail every
-                # checkout after it. It is discarded instead, and the pool makes a new one.
-                if database_unreachable(error):
-                    await connection.invalidate()
-                raise
+        caches each statement's prepared form per connection. asyncpg's own pool: a checkout
+        through SQLAlchemy's (engine.connect, get_raw_connection: greenlet switches) cost ~180 µs
+        of CPU, this one ~70 (bench/README.md, issue 14)."""
+        pool = await self._raw()
+        connection = await pool.acquire()
+        try:
+            yield connection
+        except BaseException as error:
+            # One the server dropped (PostgreSQL restarted) would fail every checkout after it:
+            # it is closed instead, and the pool opens a new one when next asked.
+            if database_unreachable(error):
+                connection.terminate()
+            raise
+        finally:
+            await pool.release(connection)
+
+    async def _raw(self) -> asyncpg.Pool:
+        if self._raw_pool is None:
+            self._raw_pool = asyncio.ensure_future(
+                asyncpg.create_pool(
+                    self.url,
+                    # Opened as needed and kept: a connection per concurrent request at most. Every
+                    # request beyond `max_size` waits for one; SQLAlchemy's overflow instead opened
+                    # and closed one per request (a new PostgreSQL backend each: ~1 ms of CPU on
+                    # both sides, issue 14).
+                    min_size=0,
+                    max_size=self._raw_pool_size,
+                    max_inactive_connection_lifetime=3600,
+                    server_settings=self._server_settings,
+                    init=_json_codecs,
+                    reset=_end_transaction,
+                )
+            )
+        return await asyncio.shield(self._raw_pool)
 
     async def close(self) -> None:
         for finish in self._before_close:
             await finish()
+        if self._raw_pool is not None:
+            await (await self._raw_pool).close()
         await self.engine.dispose()
+
+
+async def _json_codecs(connection: asyncpg.Connection) -> None:
+    """json and jsonb as SQLAlchemy's asyncpg dialect has them, so a query reads the same values
+    on either pool: decoded to Python on the way out, JSON text on the way in."""
+    await connection.set_type_codec(
+        "json",
+        encoder=str.encode,
+        decoder=lambda data: json.loads(data.decode()),
+        schema="pg_catalog",
+        format="binary",
+    )
+    await connection.set_type_codec(
+        "jsonb",
+        encoder=lambda text: b"\x01" + text.encode(),  # jsonb's binary format: version 1, text
+        decoder=lambda data: json.loads(data[1:].decode()),
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+async def _end_transaction(connection: asyncpg.Connection) -> None:
+    """What a connection needs before its next user: no transaction left open (a local check).
+    asyncpg's default reset (RESET ALL, UNLISTEN, advisory unlocks) is a round trip per request
+    for state raw() users never leave (LISTEN runs on its own connections)."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
 
 
 def database_unreachable(error: BaseException) -> bool:
