@@ -9,9 +9,10 @@ gRPC), from the records of the last hour:
   count in the denominator while their calls still count: after a scale-in a window may read
   above 1 until it has passed.
 - rate-limit ratio = rate-limited / (rate-limited + completed), as the real autoscaler has it.
-The numbers stay in memory for the registry's scheduler (ListUtilization; the registry asks every
-0.5 s) and go to the capacity log every `capacity_log_seconds` per chute, and at once when the
-scheduler changed something for it (its action and target come with the fleet).
+The numbers stay in memory for the registry's scheduler (ListUtilization, which leaves out the
+chutes whose numbers are all 0; the registry asks every 0.5 s) and go to the capacity log every
+`capacity_log_seconds` per chute, and at once when the scheduler changed something for it (its
+action and target come with the fleet).
 
 Records reach the table about a second after a call ends (the gateway's ALS flush, 0.5 s, then
 records.py's, 0.5 s): calls still running count once they end.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -40,14 +41,39 @@ LONG_SECONDS = 15.0
 REGISTRY_SECONDS = 5.0
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+#: The numbers ListUtilization answers (a ChuteLoad's fields besides the chute).
+LOAD_FIELDS = tuple(
+    name for name in metrics_internal_pb2.ChuteLoad.DESCRIPTOR.fields_by_name if name != "chute_id"
+)
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (what Timestamp.ToDatetime would be subtracted from)."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _routable_for(chute: internal_pb2.ChuteFleet, now: datetime) -> list[float]:
+    """Seconds each routable instance of the chute has been routable (in instance order)."""
+    now_us = _micros(now)
+    return [
+        (now_us - (instance.ready_at.seconds * 1_000_000 + instance.ready_at.nanos // 1000)) / 1_000_000
+        for instance in chute.instances
+        if instance.active and instance.HasField("ready_at")
+    ]
+
+
+def _held(routable: list[float], window: float) -> float:
+    held = 0.0
+    for since in routable:
+        held += min(window, max(0.0, since))
+    return held
+
+
 def held_seconds(chute: internal_pb2.ChuteFleet, window: float, now: datetime) -> float:
     """Instance-seconds the chute's routable instances were available within the window."""
-    held = 0.0
-    for instance in chute.instances:
-        if instance.active and instance.HasField("ready_at"):
-            since = (now - instance.ready_at.ToDatetime(UTC)).total_seconds()
-            held += min(window, max(0.0, since))
-    return held
+    return _held(_routable_for(chute, now), window)
 
 
 def ratio(part: float, other: float) -> float:
@@ -62,12 +88,23 @@ def no_calls() -> dict[str, Any]:
     return sums
 
 
+_NO_CALLS = no_calls()
+
+
 def load_row(chute: internal_pb2.ChuteFleet, seen: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The capacity-log columns of a chute (without action and target) from its records' sums."""
     row: dict[str, Any] = {"chute_id": chute.chute_id, "timestamp": now}
+    routable: list[float] | None = None
     for name, seconds in store.UTILIZATION_WINDOWS.items():
-        capacity = chute.concurrency * held_seconds(chute, seconds, now)
-        row[f"utilization_{name}"] = seen[f"busy_{name}"] / capacity if capacity > 0 else 0.0
+        busy = seen[f"busy_{name}"]
+        if not busy:
+            # 0 over any capacity: the instances' part of the window need not be computed.
+            row[f"utilization_{name}"] = 0.0
+            continue
+        if routable is None:
+            routable = _routable_for(chute, now)
+        capacity = chute.concurrency * _held(routable, seconds)
+        row[f"utilization_{name}"] = busy / capacity if capacity > 0 else 0.0
     for name in store.COUNT_WINDOWS:
         counts = {kind: float(seen[f"{kind}_{name}"]) for kind in ("total", "completed", "rate_limited")}
         row[f"total_requests_{name}"] = counts["total"]
@@ -81,12 +118,7 @@ def load_row(chute: internal_pb2.ChuteFleet, seen: dict[str, Any], now: datetime
 
 def load_message(row: dict[str, Any]) -> metrics_internal_pb2.ChuteLoad:
     return metrics_internal_pb2.ChuteLoad(
-        chute_id=row["chute_id"],
-        **{
-            name: row[name]
-            for name in metrics_internal_pb2.ChuteLoad.DESCRIPTOR.fields_by_name
-            if name != "chute_id"
-        },
+        chute_id=row["chute_id"], **{name: row[name] for name in LOAD_FIELDS}
     )
 
 
@@ -140,18 +172,22 @@ class Capacity:
                 self._long = await store.load(connection, chute_ids, now, store.LONG_WINDOWS)
                 self._long_at = now
             short = await store.load(connection, chute_ids, now, store.SHORT_WINDOWS)
-        rows = [
-            load_row(
-                chute, no_calls() | self._long.get(chute.chute_id, {}) | short.get(chute.chute_id, {}), now
-            )
-            for chute in fleet.chutes
-        ]
-        self.latest, self.computed_at = [load_message(row) for row in rows], now
-        logged = []
-        for chute, row in zip(fleet.chutes, rows, strict=True):
-            if chute.chute_id in due:
+        # A chute without records in the last hour has all its numbers 0 whatever its instances:
+        # it gets a row only when one is logged, and no ChuteLoad (ListUtilization leaves out
+        # the chutes whose numbers are all 0, which the scheduler reads as 0 anyway).
+        latest, logged = [], []
+        for chute in fleet.chutes:
+            chute_id = chute.chute_id
+            long, recent = self._long.get(chute_id), short.get(chute_id)
+            if long is None and recent is None and chute_id not in due:
+                continue
+            row = load_row(chute, _NO_CALLS | (long or {}) | (recent or {}), now)
+            if any(row[name] for name in LOAD_FIELDS):
+                latest.append(load_message(row))
+            if chute_id in due:
                 self._decided(chute, row)
                 logged.append(row)
+        self.latest, self.computed_at = latest, now
         if logged:
             async with self.db.raw() as connection:
                 if not await store.add_capacity_rows(connection, logged):

@@ -10,7 +10,7 @@ that writes the instance row and the node's work, so no two miners ever run the 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chutes.chute import NodeSelector
@@ -48,6 +48,8 @@ class JobPlacementServicer(internal_pb2_grpc.RegistryInternalServiceServicer):
         #: Woken when a job waits for a node; its decisions are part of the fleet's answer.
         self.scheduler = scheduler
         self.on_change = scheduler.wake
+        #: Per chute, the fleet row (and the scheduler's decisions) its ChuteFleet was built from.
+        self._fleet_cache: dict[str, tuple[tuple[Any, ...], internal_pb2.ChuteFleet]] = {}
 
     async def ScheduleJob(
         self, request: internal_pb2.ScheduleJobRequest, context: Context
@@ -108,7 +110,13 @@ class JobPlacementServicer(internal_pb2_grpc.RegistryInternalServiceServicer):
     ) -> internal_pb2.ListFleetResponse:
         async with self.db.raw() as connection:
             rows = await store.fleet(connection, request.standard_template, request.chute_ids)
-        return internal_pb2.ListFleetResponse(chutes=[self._fleet_message(row) for row in rows])
+        chutes = [self._fleet_message(row) for row in rows]
+        if not request.standard_template and not request.chute_ids:
+            # The whole fleet: forget the chutes that left it.
+            self._fleet_cache = {
+                chute_id: self._fleet_cache[chute_id] for chute_id in (r["chute_id"] for r in rows)
+            }
+        return internal_pb2.ListFleetResponse(chutes=chutes)
 
     async def GetTeeInstances(
         self, request: internal_pb2.GetTeeInstancesRequest, context: Context
@@ -139,31 +147,52 @@ class JobPlacementServicer(internal_pb2_grpc.RegistryInternalServiceServicer):
         )
 
     def _fleet_message(self, row: Any) -> internal_pb2.ChuteFleet:
-        multiplier = 1.0
-        for factor in multiplier_factors(row, NodeSelector(**json.loads(row["node_selector"]))).values():
-            multiplier *= factor
-        chute = internal_pb2.ChuteFleet(
-            chute_id=row["chute_id"],
-            name=row["name"],
-            public=row["public"],
-            standard_template=row["standard_template"],
-            invocation_count=row["invocation_count"],
-            concurrency=row["concurrency"],
-            effective_multiplier=multiplier,
-        )
-        for instance in json.loads(row["instances"]):
-            added = chute.instances.add(
-                instance_id=instance["instance_id"],
-                miner_hotkey=instance["miner_hotkey"],
-                active=instance["active"],
-            )
-            if instance["ready_at"]:
-                added.ready_at.FromDatetime(datetime.fromisoformat(instance["ready_at"]))
-        target = self.scheduler.targets.get(row["chute_id"])
+        """The chute's ChuteFleet; the last one built while the row and the scheduler's decisions
+        for it are unchanged (the whole fleet is asked every second, and mostly unchanged)."""
+        chute_id = row["chute_id"]
+        target = self.scheduler.targets.get(chute_id)
+        action = self.scheduler.actions.get(chute_id)
+        key = (tuple(row.values()), target, action)
+        cached = self._fleet_cache.get(chute_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        chute = fleet_message(row)
         if target is not None:
             chute.target_count = target
-        action = self.scheduler.actions.get(row["chute_id"])
         if action is not None:
             chute.last_action = action[0]
             chute.last_action_at.FromDatetime(action[1])
+        self._fleet_cache[chute_id] = (key, chute)
         return chute
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def fleet_message(row: Any) -> internal_pb2.ChuteFleet:
+    """A fleet row's ChuteFleet, without the scheduler's part."""
+    multiplier = 1.0
+    for factor in multiplier_factors(row, NodeSelector(**json.loads(row["node_selector"]))).values():
+        multiplier *= factor
+    chute = internal_pb2.ChuteFleet(
+        chute_id=row["chute_id"],
+        name=row["name"],
+        public=row["public"],
+        standard_template=row["standard_template"],
+        invocation_count=row["invocation_count"],
+        concurrency=row["concurrency"],
+        effective_multiplier=multiplier,
+    )
+    for instance in json.loads(row["instances"]):
+        added = chute.instances.add(
+            instance_id=instance["instance_id"],
+            miner_hotkey=instance["miner_hotkey"],
+            active=instance["active"],
+        )
+        if instance["ready_at"]:
+            ready_at = datetime.fromisoformat(instance["ready_at"])
+            if ready_at.tzinfo is None:
+                ready_at = ready_at.replace(tzinfo=UTC)
+            added.ready_at.FromMicroseconds((ready_at - _EPOCH) // _MICROSECOND)
+    return chute
