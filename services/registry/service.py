@@ -388,6 +388,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     # ---- chutes: writes ---------------------------------------------------------------------
 
+    def _wrote(self, chute_id: str) -> None:
+        """This registry committed a change of the chute: its cached answers go now. The change's
+        notification drops them too (on every replica), but it may reach this one after the
+        client's next read: a client that changed a chute reads its change (read your writes)."""
+        self.reads.changed(chute_id)
+
     async def _reload(self, chute_id: str) -> registry_pb2.Chute:
         """The response to a write: the chute as stored, without price injection (as the real API)."""
         async with self.db.raw() as connection:
@@ -455,6 +461,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             await store.emit(
                 connection, "chute_updated", {"chute_id": found["chute_id"], "version": found["version"]}
             )
+        self._wrote(found["chute_id"])
         return await self._reload(found["chute_id"])
 
     async def DeleteChute(
@@ -476,6 +483,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             await store.emit(
                 connection, "chute_deleted", {"chute_id": row["chute_id"], "version": row["version"]}
             )
+        self._wrote(row["chute_id"])
         return registry_pb2.DeleteChuteResponse(chute_id=row["chute_id"], deleted=True)
 
     # ---- shares -----------------------------------------------------------------------------
@@ -501,6 +509,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             raise InvalidArgument("Cannot share a chute with yourself")
         async with self.db.engine.begin() as connection:
             await store.share(connection, chute["chute_id"], caller.user_id, target.user_id)
+        self._wrote(chute["chute_id"])
         return registry_pb2.ShareChuteResponse(
             status=f"Successfully shared chute.name='{chute['name']}' with user.username='{target.username}'"
         )
@@ -512,6 +521,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         chute, target = await self._share_parties(request.chute_id_or_name, request.user_id_or_name, caller)
         async with self.db.engine.begin() as connection:
             await store.unshare(connection, chute["chute_id"], caller.user_id, target.user_id)
+        self._wrote(chute["chute_id"])
         return registry_pb2.UnshareChuteResponse(
             status=f"Successfully unshared chute.name='{chute['name']}' "
             f"with user.username='{target.username}' (if share exists)"
@@ -553,6 +563,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             outcome = await bounties.increase(connection, request.chute_id, boost)
         if outcome is None:
             raise NotFound("Chute not found")
+        self._wrote(request.chute_id)
         return registry_pb2.IncreaseChuteBountyResponse(**dataclasses.asdict(outcome))
 
 

@@ -20,11 +20,16 @@ from google.protobuf import json_format, message_factory, struct_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from chutes.chute import NodeSelector
 from chutes.registry.v1 import registry_pb2
 from services.kit.messages import timestamp
 from services.registry import bounties
-from services.registry.pricing import estimated_price, legacy_billing, live_factors, multiplier_factors
+from services.registry.pricing import (
+    estimated_price,
+    legacy_billing,
+    live_factors,
+    multiplier_factors,
+    selector_of,
+)
 
 #: Cord keys dropped from `cord_refs` unless the list asks for schemas.
 SCHEMA_KEYS = ("input_schema", "minimal_input_schema", "output_schema")
@@ -436,7 +441,7 @@ def chute_values(
 ) -> dict[str, Any]:
     """The ChuteResponse of a row. `priced`: GET and list inject price and multiplier (deploy
     and update do not, as in the real API). `in_list`: cords are replaced by `cord_ref_id`."""
-    selector = NodeSelector(**loads(row["node_selector"]))
+    selector = selector_of(loads(row["node_selector"]))
     cords = loads(row["cords"]) or []
     instances = loads(row["instances"]) if "instances" in row else []
     supported = selector.supported_gpus
@@ -459,7 +464,7 @@ def chute_values(
         "user": {"username": row["username"], "user_id": row["user_id"]},
         "supported_gpus": supported,
         "node_selector": {
-            **selector.stored(),
+            **selector.stored,
             "compute_multiplier": selector.compute_multiplier,
             "supported_gpus": supported,
         },
