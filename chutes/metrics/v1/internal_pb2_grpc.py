@@ -50,8 +50,9 @@ class MetricsInternalServiceServicer:
 
     def ListUtilization(self, request, context):
         """The latest utilization of every chute that has instances or demand, computed every second
-        from the invocation records (services/metrics/capacity.py). A chute absent from the answer
-        has had no instances in the last computation: its utilization is 0.
+        from the invocation records (services/metrics/capacity.py), leaving out the chutes whose
+        numbers are all 0 (most of a large fleet at rest). A chute absent from the answer had no
+        instances, or no load, in the last computation: its utilization is 0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,8 +37,9 @@ class MetricsInternalServiceStub:
     def __new__(cls, channel: _aio.Channel) -> MetricsInternalServiceAsyncStub: ...
     ListUtilization: _grpc.UnaryUnaryMultiCallable[_internal_pb2.ListUtilizationRequest, _internal_pb2.ListUtilizationResponse]
     """The latest utilization of every chute that has instances or demand, computed every second
-    from the invocation records (services/metrics/capacity.py). A chute absent from the answer
-    has had no instances in the last computation: its utilization is 0.
+    from the invocation records (services/metrics/capacity.py), leaving out the chutes whose
+    numbers are all 0 (most of a large fleet at rest). A chute absent from the answer had no
+    instances, or no load, in the last computation: its utilization is 0.
     """
 
 @_typing.type_check_only
@@ -50,8 +51,9 @@ class MetricsInternalServiceAsyncStub(MetricsInternalServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListUtilization: _aio.UnaryUnaryMultiCallable[_internal_pb2.ListUtilizationRequest, _internal_pb2.ListUtilizationResponse]  # type: ignore[assignment]
     """The latest utilization of every chute that has instances or demand, computed every second
-    from the invocation records (services/metrics/capacity.py). A chute absent from the answer
-    has had no instances in the last computation: its utilization is 0.
+    from the invocation records (services/metrics/capacity.py), leaving out the chutes whose
+    numbers are all 0 (most of a large fleet at rest). A chute absent from the answer had no
+    instances, or no load, in the last computation: its utilization is 0.
     """
 
 class MetricsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -66,8 +68,9 @@ class MetricsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_internal_pb2.ListUtilizationResponse, _abc.Awaitable[_internal_pb2.ListUtilizationResponse]]:
         """The latest utilization of every chute that has instances or demand, computed every second
-        from the invocation records (services/metrics/capacity.py). A chute absent from the answer
-        has had no instances in the last computation: its utilization is 0.
+        from the invocation records (services/metrics/capacity.py), leaving out the chutes whose
+        numbers are all 0 (most of a large fleet at rest). A chute absent from the answer had no
+        instances, or no load, in the last computation: its utilization is 0.
         """
 
 def add_MetricsInternalServiceServicer_to_server(servicer: MetricsInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
