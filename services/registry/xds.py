@@ -14,10 +14,15 @@ Rules the resources follow:
   metadata `chutes: {chute_id}`, stats under `cluster.chute-{slug}.` (the gateway rejects them);
 - per-host `max_connections = concurrency` (HTTP/1.1 upstream: one connection, one request), a
   1024-deep pending queue per cluster, FULL_SCAN least request, `idle_timeout` 4 s (below
-  uvicorn's 5 s keep-alive), outlier detection on local-origin (connect) failures only;
+  uvicorn's 5 s keep-alive), outlier detection on local-origin (connect) failures only, and only
+  while the chute has instances. Each detector works on Envoy's main thread (a 1 s timer; at 10 s
+  they still cost half): 30,000 clusters, 2,422 with an instance, idle, standalone, cost 5.5-5.8%
+  of a core with detection on all of them and 1.4-1.7% with it on the 2,422 (0.95% with none),
+  and 135 MB more memory (1,120 MB RSS). A cluster without hosts has nothing to eject;
 - instances live only in the ClusterLoadAssignment (host metadata `chutes: {instance_id}`): a
   Cluster update rebuilds the cluster and resets its circuit breakers, so instance changes never
-  touch it;
+  touch it, except the 0 <-> 1+ transitions, which add or drop the outlier detection (the cluster
+  has no host on one side of them, so nothing to reset worth keeping);
 - versions are content hashes, so a reconnecting Envoy that reports `initial_resource_versions`
   is sent nothing it already has;
 - whenever a Cluster is (re)sent its ClusterLoadAssignment is sent again, or the updated cluster
@@ -35,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
@@ -231,7 +236,8 @@ class RoutingTable:
 
     def set_chute(self, route: ChuteRoute) -> int:
         """Add or replace a chute (its instances included). Returns the generation that carries
-        it; a change of instances only is sent over EDS, leaving the cluster untouched."""
+        it; a change of instances only is sent over EDS, leaving the cluster untouched (except
+        from none to some or back: that adds or drops the cluster's outlier detection)."""
         return self._apply([route], [])
 
     def remove_chute(self, chute_id: str) -> int:
@@ -330,7 +336,7 @@ class RoutingTable:
                     clusters.pop(old_name)
                     assignments.pop(old_name)
                     owners.pop(old_name, None)
-                if old is None or (old.slug, old.concurrency) != (route.slug, route.concurrency):
+                if old is None or _cluster_key(old) != _cluster_key(route):
                     clusters.set(_resource(name, CLUSTER_TYPE, self._cluster(route, name)))
                 if old is None or old.slug != route.slug or old.instances != route.instances:
                     assignments.set(_resource(name, ENDPOINT_TYPE, _assignment(route, name)))
@@ -358,6 +364,8 @@ class RoutingTable:
         cluster.alt_stat_name = CHUTE_STAT_PREFIX + route.slug
         cluster.metadata.filter_metadata[METADATA_NAMESPACE].fields["chute_id"].string_value = route.chute_id
         cluster.circuit_breakers.per_host_thresholds.add().max_connections.value = route.concurrency
+        if route.instances:
+            cluster.outlier_detection.CopyFrom(_OUTLIER_DETECTION)
         return cluster
 
     def _wake_streams(self) -> None:
@@ -388,6 +396,25 @@ def _seconds(message: Any, seconds: float) -> None:
     message.FromNanoseconds(round(seconds * 1e9))
 
 
+def _cluster_key(route: ChuteRoute) -> tuple[str, int, bool]:
+    """What a chute's Cluster depends on: instance changes that keep it the same go over EDS only."""
+    return route.slug, route.concurrency, bool(route.instances)
+
+
+def _outlier_detection() -> outlier_detection_pb2.OutlierDetection:
+    """A chute cluster's outlier detection, set only while the chute has instances."""
+    outlier = outlier_detection_pb2.OutlierDetection()
+    # Only failures to reach an instance eject it; a chute answering 5xx is the chute's business.
+    outlier.split_external_local_origin_errors = True
+    outlier.consecutive_local_origin_failure.value = 1
+    outlier.enforcing_consecutive_5xx.value = 0
+    outlier.enforcing_success_rate.value = 0
+    _seconds(outlier.interval, 1)
+    _seconds(outlier.base_ejection_time, 5)
+    outlier.max_ejection_percent.value = 100
+    return outlier
+
+
 def _cluster_template(connect_timeout: float) -> cluster_pb2.Cluster:
     """Everything a chute cluster has that does not depend on the chute."""
     cluster = cluster_pb2.Cluster(type=cluster_pb2.Cluster.EDS)
@@ -408,16 +435,10 @@ def _cluster_template(connect_timeout: float) -> cluster_pb2.Cluster:
     _seconds(options.common_http_protocol_options.idle_timeout, UPSTREAM_IDLE_TIMEOUT_SECONDS)
     options.explicit_http_config.http_protocol_options.SetInParent()
     cluster.typed_extension_protocol_options[_HTTP_OPTIONS].Pack(options)
-    outlier = cluster.outlier_detection
-    # Only failures to reach an instance eject it; a chute answering 5xx is the chute's business.
-    outlier.split_external_local_origin_errors = True
-    outlier.consecutive_local_origin_failure.value = 1
-    outlier.enforcing_consecutive_5xx.value = 0
-    outlier.enforcing_success_rate.value = 0
-    _seconds(outlier.interval, 1)
-    _seconds(outlier.base_ejection_time, 5)
-    outlier.max_ejection_percent.value = 100
     return cluster
+
+
+_OUTLIER_DETECTION: Final = _outlier_detection()
 
 
 def _assignment(route: ChuteRoute, name: str) -> endpoint_pb2.ClusterLoadAssignment:
