@@ -73,7 +73,8 @@ def _search_int(pattern: str, text: str, default: int | None = None) -> int:
 
 def parse_wrk(output: str) -> Run:
     """Parse `wrk --latency` output. wrk counts status >= 400 as "Non-2xx or 3xx"."""
-    latencies = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    # wrk pads latencies in seconds with a trailing space ("1.03s ").
+    latencies = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
     if not rps or set(latencies) != {"50", "99"}:
         raise ValueError(f"unexpected wrk output:\n{output}")
