@@ -482,12 +482,24 @@ def test_a_printed_answer_is_what_its_typed_message_prints(row: dict[str, Any], 
     message = chute_message(row, priced=priced, tao_usd=450.0)
     view = chute_view(row, priced=priced, tao_usd=450.0)
     assert dumps(view) == json_body(message).data
-    for live in (
+    lives = (
         {"bounty_age": None, "manual_boost": None},
         {"bounty_age": 30.5, "manual_boost": None},
         {"bounty_age": None, "manual_boost": 1.5},
         {"bounty_age": 4000.0, "manual_boost": 0.5},
-    ):
+    )
+    for live in lives:
         assert dumps(view_with_live_boosts(view, live)) == json_body(with_live_boosts(message, live)).data
+    if priced:  # cached answers are priced (GET): either rendering first, the other made from it
+        for live in lives:
+            rest_first = Answer("c1", row, 450.0, None, None, None, 0.0)
+            assert (
+                rest_first.json(live)
+                == json_body(rest_first.message(live)).data
+                == json_body(with_live_boosts(message, live)).data
+            )
+            grpc_first = Answer("c1", row, 450.0, None, None, None, 0.0)
+            assert json_body(grpc_first.message(live)).data == grpc_first.json(live)
+            assert rest_first.row is None and grpc_first.row is None  # the row is not kept
     listed = chute_message(row, priced=priced, tao_usd=450.0, in_list=True)
     assert dumps(chute_view(row, priced=priced, tao_usd=450.0, in_list=True)) == json_body(listed).data

@@ -188,40 +188,50 @@ def json_body(message: Message) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(content_type="application/json", data=dumps(_json_object(message)))
 
 
-@dataclass
+@dataclass(slots=True)
 class Answer:
-    """A GET answer as cached: the chute's row as read, and what it shows that moves without a
-    write (the live bounty's age and time left, the manual boost) as they were when it was read.
-    The typed message and the JSON are each made when first asked for, from the same values
-    (`chute_values`): a REST miss never builds the protobuf message."""
+    """A GET answer as cached, and what it shows that moves without a write (the live bounty's
+    age and time left, the manual boost) as they were when it was read.
+
+    It holds the chute's row only until its first rendering (JSON for REST, the typed message for
+    gRPC; a REST miss never builds the protobuf message), then that rendering alone: bytes, or one
+    protobuf object. A row is hundreds of Python objects (decoded cords, schemas, instances), and
+    20,000 cached rows made each full garbage collection of the registry ~1 s long: the p99 of
+    reads (bench/README.md, issue 14). The other rendering, when asked for, is made from the first."""
 
     chute_id: str
-    row: Mapping[str, Any]
+    row: Mapping[str, Any] | None
     tao_usd: float | None
     bounty_age: float | None
     bounty_left: float | None
     manual_boost: float | None
     built: float  # time.monotonic()
     _message: registry_pb2.Chute | None = None
-    _view: dict[str, Any] | None = None
     _body: bytes | None = None
 
     def message(self, live: Mapping[str, Any]) -> registry_pb2.Chute:
         """The typed answer with the live values `live` (`live()`)."""
         if self._message is None:
-            self._message = chute_message(self.row, priced=True, tao_usd=self.tao_usd)
+            if self.row is not None:
+                self._message = chute_message(self.row, priced=True, tao_usd=self.tao_usd)
+            else:
+                assert self._body is not None
+                self._message = json_format.Parse(self._body, registry_pb2.Chute())
+            self.row = None
         return with_live_boosts(self._message, live)
 
     def json(self, live: Mapping[str, Any]) -> bytes:
         """The answer's JSON with the live values `live`: the same bytes `message(live)` prints."""
-        if self._view is None:
-            self._view = chute_view(self.row, priced=True, tao_usd=self.tao_usd)
-        shown = view_with_live_boosts(self._view, live)
-        if shown is not self._view:
-            return dumps(shown)
         if self._body is None:
-            self._body = dumps(shown)
-        return self._body
+            if self.row is not None:
+                self._body = dumps(chute_view(self.row, priced=True, tao_usd=self.tao_usd))
+            else:
+                assert self._message is not None
+                self._body = json_body(self._message).data
+            self.row = None
+        if live["bounty_age"] is None and not live_factors(live["manual_boost"], None):
+            return self._body
+        return dumps(view_with_live_boosts(orjson.loads(self._body), live))
 
     def live(self, now: float) -> dict[str, Any] | None:
         """The live values now (as `LIVE_SELECT` would read them); None once the bounty expired."""
