@@ -13,14 +13,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chutes.chute import NodeSelector
 from chutes.registry.v1 import internal_pb2, internal_pb2_grpc
 from services.kit.caller import caller_from_proto
 from services.kit.db import Database
 from services.kit.errors import NotFound
 from services.kit.requests import Context
 from services.registry import fleet_store, store
-from services.registry.pricing import multiplier_factors
+from services.registry.pricing import multiplier_factors, selector_of
 from services.registry.scheduler import Scheduler
 from services.registry.subnets import substrings_managed_by
 
@@ -173,7 +172,7 @@ _MICROSECOND = timedelta(microseconds=1)
 def fleet_message(row: Any) -> internal_pb2.ChuteFleet:
     """A fleet row's ChuteFleet, without the scheduler's part."""
     multiplier = 1.0
-    for factor in multiplier_factors(row, NodeSelector(**json.loads(row["node_selector"]))).values():
+    for factor in multiplier_factors(row, selector_of(json.loads(row["node_selector"]))).values():
         multiplier *= factor
     chute = internal_pb2.ChuteFleet(
         chute_id=row["chute_id"],
