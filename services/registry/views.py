@@ -229,7 +229,7 @@ class Answer:
                 assert self._message is not None
                 self._body = json_body(self._message).data
             self.row = None
-        if live["bounty_age"] is None and not live_factors(live["manual_boost"], None):
+        if not shows_live(live):
             return self._body
         return dumps(view_with_live_boosts(orjson.loads(self._body), live))
 
@@ -609,7 +609,8 @@ def _printing(descriptor: Any) -> dict[str, tuple[int, Any, Any]]:
     found = _PRINTING.get(descriptor.full_name)
     if found is None:
         found = {}
-        for name, (kind, field) in _shape(descriptor)[1].items():  # a map's: its values' field
+        # For a map, `field` is its values' field (`_shape`).
+        for name, (kind, field) in _shape(descriptor)[1].items():
             plain = field.cpp_type in _AS_IS or (
                 field.cpp_type == _STRING and field.type != FieldDescriptor.TYPE_BYTES
             )
@@ -658,12 +659,17 @@ def _struct_json(value: Any) -> Any:
     return float(value)
 
 
+def shows_live(light: Mapping[str, Any]) -> bool:
+    """Whether the live values `light` change an answer (a live bounty, or a manual boost)."""
+    return light["bounty_age"] is not None or bool(live_factors(light["manual_boost"], None))
+
+
 def view_with_live_boosts(view: dict[str, Any], light: Mapping[str, Any]) -> dict[str, Any]:
     """`with_live_boosts` for a printed answer (`chute_view`)."""
+    if not shows_live(light):
+        return view
     age = light["bounty_age"]
     factors = live_factors(light["manual_boost"], age)
-    if not factors and age is None:
-        return view
     live = dict(view)
     if age is not None:
         live["bounty"] = bounties.amount(age)
@@ -683,10 +689,10 @@ def with_live_boosts(chute: registry_pb2.Chute, light: Mapping[str, Any]) -> reg
     """A cached response with what changes without a write to the chute (spec 8.3): the live
     bounty's amount and boost, and the manual boost, multiplied in. The cached message is
     shared, so a changed one is a copy."""
+    if not shows_live(light):
+        return chute
     age = light["bounty_age"]
     factors = live_factors(light["manual_boost"], age)
-    if not factors and age is None:
-        return chute
     live = registry_pb2.Chute()
     live.CopyFrom(chute)
     if age is not None:
