@@ -92,5 +92,13 @@ def start(pgdata: Path, port: int, **popen: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command(pgdata, port), user=user, **popen)  # type: ignore[call-overload,no-any-return]
 
 
+def ready(port: int) -> bool:
+    """Whether the server on `port` accepts sessions. A listening socket is not enough: while it
+    starts (or recovers) the server answers every connection with "the database system is
+    starting up", which is what `pg_isready` tells apart."""
+    check = [str(POSTGRES_BIN_PATH / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-t", "1"]
+    return subprocess.run(check, check=False).returncode == 0
+
+
 def url(port: int) -> str:
     return f"postgresql://postgres@127.0.0.1:{port}/postgres"

@@ -150,7 +150,7 @@ class Supervisor:
         self.spawn(
             "postgres", postgres.command(pgdata, port), signal.SIGINT, user=user
         )  # SIGINT: fast shutdown
-        self.wait_until("postgres", lambda: _accepts_connections("127.0.0.1", port), deadline)
+        self.wait_until("postgres", lambda: postgres.ready(port), deadline)
         # Where `chutes-suite admin` finds the database while the suite runs.
         (self.data_dir / DATABASE_URL_FILE).write_text(postgres.url(port))
         return postgres.url(port)
@@ -365,16 +365,6 @@ def metrics_line(layout: Layout, admin_file: Path) -> str:
     targets = [f"{r.name}=http://{r.prometheus}/metrics" for replicas in layout.values() for r in replicas]
     targets.append(f"envoy=http://{admin_file.read_text().strip()}/stats/prometheus")
     return "metrics: " + " ".join(targets)
-
-
-def _accepts_connections(host: str, port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _serving(address: str) -> bool:

@@ -122,7 +122,7 @@ def database_url() -> Iterator[str]:
         )
         try:
             deadline = time.monotonic() + 30
-            while not _accepts(port):
+            while not postgres.ready(port):
                 assert server.poll() is None, "embedded postgres exited"
                 assert time.monotonic() < deadline, "embedded postgres did not start"
                 time.sleep(0.05)
@@ -130,16 +130,6 @@ def database_url() -> Iterator[str]:
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(30)
-
-
-def _accepts(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @contextmanager
