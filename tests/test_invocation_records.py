@@ -24,7 +24,9 @@ from tests.test_runtime import deploy_echo, invoke, warm
 
 @pytest.fixture(scope="module")
 def suite(database_url: str) -> Iterator[RunningSuite]:
-    with suite_with_miner(database_url, "records") as running:
+    # Four GPUs: the cold call below makes its chute wanted, so it takes a GPU of its own; with the
+    # usual two, the next test's chute would wait for one to scale to zero (300 s idle).
+    with suite_with_miner(database_url, "records", local_miner_gpus="pro_6000:4") as running:
         yield running
 
 
