@@ -13,6 +13,7 @@ import asyncio
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -42,8 +43,32 @@ ROOT = Path(__file__).resolve().parent.parent
 CHUTES_SUITE = str(Path(sys.executable).parent / "chutes-suite")
 
 
+def _first_port() -> int:
+    """Where this test process's ports start: below the kernel's ephemeral range, a block per
+    pytest-xdist worker. bind(0) picks from the ephemeral range, where every outgoing connection
+    (clients, pools, the other worker's suites) also takes its local port, so a port picked that
+    way was sometimes taken before the suite's process bound it ("address already in use")."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    first = 10_000 + worker * PORTS_PER_WORKER
+    assert first + PORTS_PER_WORKER <= ephemeral_low, "more workers than ports below the ephemeral range"
+    return first
+
+
+PORTS_PER_WORKER = 2_000
+_next_ports = iter(range(_first_port(), _first_port() + PORTS_PER_WORKER))
+
+
 def free_port() -> int:
-    return postgres.free_port()
+    """A loopback port nothing listens on, never handed out before in this process."""
+    for port in _next_ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"this test process used all its {PORTS_PER_WORKER} ports")
 
 
 @dataclass
@@ -73,6 +98,7 @@ def suite_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
     env["CHUTES_JOB_TOKEN_SECRET"] = "suite-job-token-secret-32-bytes!"  # tests/test_jobs.py mints tokens
     for name in SERVICE_NAMES:
         env[f"CHUTES_{name.upper()}_ADDRESS"] = f"127.0.0.1:{free_port()}"
+        env[f"CHUTES_{name.upper()}_PROMETHEUS_ADDRESS"] = f"127.0.0.1:{free_port()}"
     env["CHUTES_IDENTITY_AUTHZ_ADDRESS"] = f"127.0.0.1:{free_port()}"
     env["CHUTES_REGISTRY_AUTHZ_ADDRESS"] = f"127.0.0.1:{free_port()}"
     if database_url:

@@ -127,10 +127,18 @@ def test_killed_children_come_back_and_the_rest_keep_serving(data_dir: Path) -> 
     assert code == 0
     # Nothing was a 500 or anything but JSON, whatever was down.
     for _, path, status, text in load.answers:
-        assert status in (0, 200, 503), (path, status, text)
+        assert status in (0, 200, 503), f"{path}: {status} {text}\n{_first_traceback(suite)}"
         if status == 503:
             assert text.startswith('{"detail":'), text
     log = "".join(suite.stderr_lines)
     for name in (*SERVICE_NAMES, "envoy", "postgres"):
         assert f"{name} exited with code -9; restarting it in" in log
         assert f"{name} restarted (pid" in log
+
+
+def _first_traceback(suite: RunningSuite) -> str:
+    """What a service logged from its first unhandled error on (its traceback): why a 500."""
+    for start, line in enumerate(suite.stderr_lines):
+        if "unhandled error" in line:
+            return "".join(suite.stderr_lines[start : start + 60])
+    return "(no unhandled error logged)"

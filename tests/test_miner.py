@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -52,12 +51,6 @@ FAILED = miners_pb2.INSTANCE_STATE_FAILED
 STOPPED = miners_pb2.INSTANCE_STATE_STOPPED
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.02) -> T:

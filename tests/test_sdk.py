@@ -7,7 +7,6 @@ HTTP servers (uvicorn in a thread on a free 127.0.0.1 port).
 import asyncio
 import contextlib
 import importlib.util
-import socket
 import tempfile
 import threading
 import time
@@ -38,6 +37,7 @@ from chutes.chute.template.vllm import VLLMChute, build_vllm_chute, vllm_command
 from chutes.image import Image, InvalidDirective
 from chutes.image.standard import DIFFUSION, SGLANG, VLLM
 from chutes.util.schema import extract_schemas, type_to_schema
+from tests.conftest import free_port
 
 CHUTE_FILES = Path(__file__).parent / "chute_files"
 CORD_KEYS = [
@@ -65,13 +65,6 @@ def load_chute_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
