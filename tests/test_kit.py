@@ -109,3 +109,40 @@ async def reflection_and_details() -> None:
             assert "grpc-status-details-bin" in trailers
     finally:
         await running.stop(grace=0)
+
+
+def test_raw_connections_are_kept_after_errors_and_dropped_after_interruptions(database_url: str) -> None:
+    """A pooled connection goes on serving after a statement the server refused (no reconnect
+    per failed request), but one whose statement was cancelled midway is closed, never handed to
+    the next request in an unknown protocol state."""
+    import asyncpg
+
+    from services.kit.db import Database
+
+    async def scenario() -> None:
+        db = Database(database_url, "public", raw_pool_size=1)
+        try:
+            async with db.raw() as connection:
+                first = connection.get_server_pid()
+            with pytest.raises(asyncpg.DivisionByZeroError):
+                async with db.raw() as connection:
+                    await connection.fetchval("SELECT 1 / 0")
+            async with db.raw() as connection:
+                assert connection.get_server_pid() == first
+
+            async def sleep_in_the_database() -> None:
+                async with db.raw() as connection:
+                    await connection.execute("SELECT pg_sleep(30)")
+
+            sleeping = asyncio.ensure_future(sleep_in_the_database())
+            await asyncio.sleep(0.3)
+            sleeping.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sleeping
+            async with db.raw() as connection:
+                assert connection.get_server_pid() != first
+                assert await connection.fetchval("SELECT 41 + 1") == 42
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())

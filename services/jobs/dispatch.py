@@ -29,7 +29,7 @@ import grpc
 from chutes.registry.v1 import internal_pb2, internal_pb2_grpc, registry_pb2, registry_pb2_grpc
 from services.jobs import store
 from services.jobs.store import JobRow
-from services.kit.db import Database
+from services.kit.db import Database, log_failure
 from services.kit.errors import Unavailable
 from services.kit.headers import AUTH_METHOD_HEADER, USER_ID_HEADER
 
@@ -197,7 +197,7 @@ class Sweeper:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("job sweep failed")
+                log_failure(log, "job sweep failed")
             await asyncio.sleep(SWEEP_SECONDS)
 
     async def sweep(self) -> None:

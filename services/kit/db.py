@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,6 +31,8 @@ _OUTAGES = (
     asyncpg.exceptions.TooManyConnectionsError,
     sa_exc.TimeoutError,  # no pooled connection came back in time
 )
+#: A statement cut short on the client's side: the connection's protocol state is not to be trusted.
+_INTERRUPTIONS = (asyncio.CancelledError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
 
 
 def asyncpg_url(url: str) -> str:
@@ -82,9 +86,12 @@ class Database:
         try:
             yield connection
         except BaseException as error:
-            # One the server dropped (PostgreSQL restarted) would fail every checkout after it:
-            # it is closed instead, and the pool opens a new one when next asked.
-            if database_unreachable(error):
+            # Closed instead of pooled (the pool opens a new one when next asked): one the server
+            # dropped (PostgreSQL restarted) would fail every checkout after it, and one whose
+            # statement was interrupted may still be mid-protocol: a cancelled call whose cancel
+            # request could not reach the server left the next request "another operation is in
+            # progress", a 500.
+            if database_unreachable(error) or isinstance(error, _INTERRUPTIONS):
                 connection.terminate()
             raise
         finally:
@@ -104,7 +111,7 @@ class Database:
                     max_inactive_connection_lifetime=3600,
                     server_settings=self._server_settings,
                     init=_json_codecs,
-                    reset=_end_transaction,
+                    reset=_keep_session,
                 )
             )
         return await asyncio.shield(self._raw_pool)
@@ -136,12 +143,10 @@ async def _json_codecs(connection: asyncpg.Connection) -> None:
     )
 
 
-async def _end_transaction(connection: asyncpg.Connection) -> None:
-    """What a connection needs before its next user: no transaction left open (a local check).
-    asyncpg's default reset (RESET ALL, UNLISTEN, advisory unlocks) is a round trip per request
-    for state raw() users never leave (LISTEN runs on its own connections)."""
-    if connection.is_in_transaction():
-        await connection.execute("ROLLBACK")
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Nothing more than asyncpg's own release does (it rolls back a transaction left open).
+    Its default reset would also send RESET ALL, UNLISTEN and advisory unlocks: a round trip per
+    request for state raw() users never leave (LISTEN runs on its own connections)."""
 
 
 def database_unreachable(error: BaseException) -> bool:
@@ -162,3 +167,13 @@ def database_unreachable(error: BaseException) -> bool:
             wrapped if isinstance(wrapped, BaseException) else (current.__cause__ or current.__context__)
         )
     return False
+
+
+def log_failure(log: logging.Logger, message: str, *args: object) -> None:
+    """Log the exception being handled by a background loop: one warning line while the
+    database cannot be reached (an outage the loop waits out), else the traceback (a bug)."""
+    error = sys.exc_info()[1]
+    if error is not None and database_unreachable(error):
+        log.warning(message + " (database unreachable: %s)", *args, type(error).__name__)
+    else:
+        log.exception(message, *args)

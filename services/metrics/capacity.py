@@ -29,7 +29,7 @@ import grpc
 
 from chutes.metrics.v1 import internal_pb2 as metrics_internal_pb2
 from chutes.registry.v1 import internal_pb2, internal_pb2_grpc
-from services.kit.db import Database
+from services.kit.db import Database, log_failure
 from services.metrics import store
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class Capacity:
                     log.warning("capacity: the registry did not answer (%s)", error.code())
                 failing = True
             except Exception:
-                log.exception("capacity: computing utilization failed")
+                log_failure(log, "capacity: computing utilization failed")
             await asyncio.sleep(TICK_SECONDS)
 
     async def tick(self) -> list[dict[str, Any]]:

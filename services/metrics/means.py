@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from chutes.registry.v1 import internal_pb2, internal_pb2_grpc
-from services.kit.db import Database
+from services.kit.db import Database, log_failure
 from services.metrics import store
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class MinerMeans:
                     "miner means: the registry did not answer (%s); next run as planned", error.code()
                 )
             except Exception:
-                log.exception("miner means: rebuilding failed")
+                log_failure(log, "miner means: rebuilding failed")
             await asyncio.sleep(self.every_seconds)
 
     async def rebuild(self) -> int:

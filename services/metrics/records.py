@@ -39,7 +39,7 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from chutes.registry.v1 import internal_pb2, internal_pb2_grpc
-from services.kit.db import Database
+from services.kit.db import Database, log_failure
 from services.kit.headers import USER_ID_HEADER
 from services.metrics import store
 
@@ -232,7 +232,7 @@ class Records(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
                 raise
             except Exception:
                 wait = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
-                log.exception("records: writing %d invocations failed; retrying in %ss", len(batch), wait)
+                log_failure(log, "records: writing %d invocations failed; retrying in %ss", len(batch), wait)
                 attempt += 1
                 await asyncio.sleep(wait)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-from services.kit.db import Database
+from services.kit.db import Database, log_failure
 from services.registry import bounties, fleet_store
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Activity(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
                 if invoked:
                     await fleet_store.mark_invoked(connection, sorted(invoked))
         except Exception:
-            log.exception("activity: recording demand failed")
+            log_failure(log, "activity: recording demand failed")
             return
         if wanted:
             self.on_wanted()

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from services.kit.db import Database
+from services.kit.db import Database, log_failure
 from services.registry import fleet_store
 from services.registry.xds import ChuteRoute, Endpoint, RoutingTable
 
@@ -94,7 +94,7 @@ class RouteFollower:
             try:
                 await self.reload(changed)
             except Exception:
-                log.exception("routing: reloading %d chute(s) failed; retrying", len(changed))
+                log_failure(log, "routing: reloading %d chute(s) failed; retrying", len(changed))
                 self._changed |= changed
                 self._wake.set()
                 await asyncio.sleep(RECONNECT_SECONDS)

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chutes.chute import NodeSelector
-from services.kit.db import Database
+from services.kit.db import Database, log_failure
 from services.registry import bounties, fleet_store
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class Scheduler:
             try:
                 await self.tick()
             except Exception:
-                log.exception("scheduler: tick failed")
+                log_failure(log, "scheduler: tick failed")
             try:
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
             except TimeoutError:
