@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import select
 import signal
 import socket
@@ -43,20 +44,24 @@ ROOT = Path(__file__).resolve().parent.parent
 CHUTES_SUITE = str(Path(sys.executable).parent / "chutes-suite")
 
 
-def _first_port() -> int:
-    """Where this test process's ports start: below the kernel's ephemeral range, a block per
-    pytest-xdist worker. bind(0) picks from the ephemeral range, where every outgoing connection
-    (clients, pools, the other worker's suites) also takes its local port, so a port picked that
-    way was sometimes taken before the suite's process bound it ("address already in use")."""
+def _port_block() -> range:
+    """This test process's ports: below the kernel's ephemeral range, a block per pytest-xdist
+    worker. bind(0) picks from the ephemeral range, where every outgoing connection (clients,
+    pools, the other worker's suites) also takes its local port, so a port picked that way was
+    sometimes taken before the suite's process bound it ("address already in use")."""
     ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-    first = 10_000 + worker * PORTS_PER_WORKER
-    assert first + PORTS_PER_WORKER <= ephemeral_low, "more workers than ports below the ephemeral range"
-    return first
+    size = (ephemeral_low - FIRST_PORT) // workers
+    return range(FIRST_PORT + worker * size, FIRST_PORT + (worker + 1) * size)
 
 
-PORTS_PER_WORKER = 2_000
-_next_ports = iter(range(_first_port(), _first_port() + PORTS_PER_WORKER))
+FIRST_PORT = 10_000
+_block = _port_block()
+# From a random point of the block, round it once: another test run on the same machine (its
+# worker has the same block) starts elsewhere, and the bind below skips what it listens on.
+_start = random.randrange(len(_block))
+_next_ports = iter([*_block[_start:], *_block[:_start]])
 
 
 def free_port() -> int:
@@ -68,7 +73,7 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
-    raise AssertionError(f"this test process used all its {PORTS_PER_WORKER} ports")
+    raise AssertionError(f"this test process used all its {len(_block)} ports")
 
 
 @dataclass

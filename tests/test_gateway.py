@@ -46,6 +46,24 @@ def test_unknown_path_is_404_json(http: httpx.Client) -> None:
     assert assert_json_error(http.post("/chutes/x/y/z/unknown_verb", json={}), 404) == "Not Found"
 
 
+def test_a_known_path_with_an_undeclared_method_is_405_with_allow(http: httpx.Client) -> None:
+    """FastAPI's answer, before any authentication: 405 and the methods the path takes."""
+    for method, path, allow in [
+        ("DELETE", "/users/me", "GET, HEAD"),
+        ("GET", "/users/register", "POST"),
+        ("POST", "/chutes/boosted", "DELETE, GET, HEAD, PUT"),  # also /chutes/{chute_id_or_name}
+        ("PATCH", "/jobs/job-1", "DELETE, GET, HEAD, POST, PUT"),
+        ("PUT", "/api_keys/", "GET, HEAD, POST"),
+    ]:
+        response = http.request(method, path, headers={"Authorization": "cpk_wrong"})
+        assert assert_json_error(response, 405) == "Method Not Allowed", (method, path)
+        assert response.headers["allow"] == allow, (method, path)
+    # Where another template takes the method, the request reaches that RPC as before.
+    assert http.delete("/chutes/boosted").status_code != 405
+    assert http.get("/chutes/boosted").status_code == 200
+    assert http.head("/users/me").status_code != 405
+
+
 def test_malformed_json_is_fastapi_422(http: httpx.Client) -> None:
     response = http.post(
         "/chutes/share", content=b'{"chute_id_or_name": ', headers={"content-type": "application/json"}

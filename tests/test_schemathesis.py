@@ -9,7 +9,8 @@ phases; a fixed seed, so a failure replays). What must hold for every answer:
 
 Not checked on purpose: that every schema-valid request is accepted (the document carries the
 protos' shapes, not every rule the real API applies: name patterns, ranges, known images), and
-that undeclared methods answer 405 (the transcoder answers them as the real API's unknown paths).
+schemathesis' `unsupported_method`: undeclared methods answer 405 (tests/test_gateway.py), but its
+QUERY method is refused by Envoy's HTTP/1 parser before any route, as a 422.
 tests/test_hardening_fuzz.py adds nastier bytes the document cannot describe.
 """
 
