@@ -276,6 +276,21 @@ local function grpc_message(text)
   return nil
 end
 
+-- The methods some route takes `path` with (FastAPI's Allow, HEAD wherever GET), or nil.
+local function allowed_methods(path)
+  local methods, seen = {}, {}
+  for _, route in ipairs(ROUTE_METHODS) do
+    if not seen[route[1]] and path:match(route[2]) then
+      seen[route[1]] = true
+      methods[#methods + 1] = route[1]
+    end
+  end
+  if #methods == 0 then return nil end
+  if seen["GET"] and not seen["HEAD"] then methods[#methods + 1] = "HEAD" end
+  table.sort(methods)
+  return table.concat(methods, ", ")
+end
+
 function envoy_on_response(handle)
   local headers = handle:headers()
   local content_type = headers:get("content-type")
@@ -297,6 +312,7 @@ function envoy_on_response(handle)
   end
 
   -- Only unwrapped arrays and errors get here; everything else streams through unbuffered.
+  local allow = nil
   local body = handle:body(true)
   local text = body:getBytes(0, body:length())
   local out
@@ -324,6 +340,12 @@ function envoy_on_response(handle)
     local request = handle:streamInfo():dynamicMetadata():get(META)
     out = fastapi_error(text, request and request["query"] or nil)
   else
+    -- The transcoder found no route for the method and path: where some route takes the path
+    -- with another method, FastAPI's 405 and its Allow. Only here, on the way out of a 404, so
+    -- the requests that do have a route pay nothing for it.
+    local unresolved = status == "404" and text:match("^Could not resolve ([^ ?]+)")
+    allow = unresolved and allowed_methods(unresolved) or nil
+    if allow ~= nil then forced_status = "405"; status = "405" end
     -- Envoy's own words (`upstream connect error or disconnect/reset before headers. reset
     -- reason: ...`, the transcoder's `Could not resolve ...`) name the gateway's insides: the
     -- status says what a client needs.
@@ -332,6 +354,7 @@ function envoy_on_response(handle)
   body:setBytes(out)
   headers = handle:headers()
   if forced_status ~= nil then headers:replace(":status", forced_status) end
+  if allow ~= nil then headers:replace("allow", allow) end
   headers:remove("x-http-status")
   headers:remove("x-http-body")
   headers:replace("content-type", "application/json")

@@ -384,84 +384,9 @@ def _routes(contract: Contract, bench: bool, openapi: str = "") -> list[dict[str
                 },
             }
         )
-    routes += _wrong_method_routes(contract)
     # gRPC clients read a 404 as UNIMPLEMENTED.
     routes.append({"match": {"prefix": "/"}, "direct_response": {"status": 404}})
     return routes
-
-
-def _wrong_method_routes(contract: Contract) -> list[dict[str, Any]]:
-    """A REST path called with a method none of its routes declares: FastAPI's 405 (shaped
-    `{"detail": "Method Not Allowed"}` by the Lua normaliser) with an Allow header, before any
-    authentication, as FastAPI routes before it runs dependencies. A path that several templates
-    match (`/chutes/boosted` is also `/chutes/{chute_id_or_name=**}`) allows what any of them
-    does, so a request the transcoder would take never lands here. A route per template (RE2
-    refuses a program over 100 of them merged); its method checks are exact compares, so the
-    path's regex runs only for a method the template does not take."""
-    bound = [(rpc.http_method, rpc.http_path) for rpc in contract.rpcs if rpc.http_method]
-    disabled = _typed("config.route.v3.FilterConfig", disabled=True)
-    routes: list[dict[str, Any]] = []
-    for template in sorted({path for _, path in bound}):
-        allowed = {method for method, other in bound if _templates_overlap(template, other)}
-        if "GET" in allowed:
-            allowed.add("HEAD")  # FastAPI answers HEAD wherever it answers GET
-        methods = sorted(allowed)
-        routes.append(
-            {
-                "match": {
-                    "safe_regex": {"regex": _path_pattern(template, "\\")},
-                    "headers": [
-                        {"name": ":method", "string_match": {"exact": method}, "invert_match": True}
-                        for method in methods
-                    ],
-                },
-                "direct_response": {"status": 405},
-                "response_headers_to_add": [
-                    {
-                        "header": {"key": "allow", "value": ", ".join(methods)},
-                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                    }
-                ],
-                "typed_per_filter_config": {_EXT_AUTHZ: disabled, _TRANSCODER: disabled},
-            }
-        )
-    return routes
-
-
-def _templates_overlap(first: str, second: str) -> bool:
-    """Whether some path matches both templates. Segments: a literal, `{x}` (one segment) or
-    `{x=**}` (one or more); a walk over both templates at once, one path segment at a time."""
-
-    def tokens(template: str) -> list[str]:
-        return [
-            "**" if s.endswith("=**}") else "*" if s.startswith("{") else s
-            for s in template.strip("/").split("/")
-        ]
-
-    a, b = tokens(first), tokens(second)
-    literals = {t for t in (*a, *b) if t not in ("*", "**")}
-    symbols = [*literals, ""]  # "": stands for any segment neither template names
-
-    def steps(template: list[str], at: int, segment: str) -> set[int]:
-        after = set()
-        if at < len(template) and template[at] in ("*", "**", segment):
-            after.add(at + 1)
-        if at > 0 and template[at - 1] == "**":
-            after.add(at)  # `**` takes one more segment
-        return after
-
-    seen: set[tuple[int, int]] = set()
-    frontier = [(0, 0)]
-    while frontier:
-        state = frontier.pop()
-        if state == (len(a), len(b)):
-            return True
-        if state in seen:
-            continue
-        seen.add(state)
-        for segment in symbols:
-            frontier += [(i, j) for i in steps(a, state[0], segment) for j in steps(b, state[1], segment)]
-    return False
 
 
 #: An anonymous GET of a chute by id (lower-case UUID; the query string is not part of the match).
@@ -591,6 +516,13 @@ def _lua_source(contract: Contract) -> str:
         )
         + "}\n"
         f"STREAMED_PATHS = {{{', '.join(json.dumps(p) for p in contract.streamed_paths('%'))}}}\n"
+        "ROUTE_METHODS = {"
+        + ", ".join(
+            f"{{{json.dumps(rpc.http_method)}, {json.dumps(_path_pattern(rpc.http_path, '%'))}}}"
+            for rpc in contract.rpcs
+            if rpc.http_method
+        )
+        + "}\n"
         f"MAX_BODY_BYTES = {MAX_JSON_BODY_BYTES}\n"
     )
     return prelude + LUA_PATH.read_text()
