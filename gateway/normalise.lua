@@ -334,8 +334,9 @@ function envoy_on_response(handle)
     else
       out = '{"detail":' .. json_string(REASONS[status] or "Error") .. '}'
     end
-  elseif status == "400" then
+  elseif status == "400" and text ~= "" and text ~= "Bad Request" then
     -- The transcoder rejected the request before any service saw it: a FastAPI validation error.
+    -- (Envoy's own 400, for a method it does not take, says nothing or "Bad Request": a plain 400.)
     forced_status = "422"
     local request = handle:streamInfo():dynamicMetadata():get(META)
     out = fastapi_error(text, request and request["query"] or nil)

@@ -60,6 +60,9 @@ def test_a_known_path_with_an_undeclared_method_is_405_with_allow(http: httpx.Cl
         response = http.request(method, path)
         assert assert_json_error(response, 405) == "Method Not Allowed", (method, path)
         assert response.headers["allow"] == allow, (method, path)
+    # A method the gateway does not take at all: a plain 400, as uvicorn's, not a body error.
+    for method in ("QUERY", "FOO"):
+        assert assert_json_error(http.request(method, "/users/me", content=b"{}"), 400) == "Bad Request"
     # Where another template takes the method, the request reaches that RPC as before.
     assert http.delete("/chutes/boosted").status_code != 405
     assert http.get("/chutes/boosted").status_code == 200
